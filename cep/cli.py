@@ -1,0 +1,298 @@
+"""`cep`: train one trial from the command line (`cep train`), or with the original main.py flags (`cep run`).
+
+Thin click commands: they build a TrialConfig, call the trainer, print progress
+and a summary. Bad input ends with one line per problem on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from cep.config import ACTIVATIONS, DATASETS, DTYPES, PAPER_EXPERIMENTS, RULES, SETTINGS, ConfigError, TrialConfig
+from cep.data import DataError
+
+EXIT_USAGE = 2
+
+
+class UsageProblem(Exception):
+    """Bad command-line input that is not a config field (one line)."""
+
+
+# ------------------------------------------------------------------ plumbing
+def run_main(command: click.Command, field_names: dict[str, str] | None = None,
+             args: Sequence[str] | None = None) -> None:
+    """Run a click command, turning every input error into one line per problem and exit code 2."""
+    names = field_names or {}
+    try:
+        rv = command.main(args=args, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except ConfigError as e:
+        for field, message in e.problems:
+            click.echo(f"error: {names.get(field, field)}: {message}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (DataError, UsageProblem) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class ProgressLine:
+    """One self-overwriting progress line on stderr (a line per epoch when not a terminal)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.tty = sys.stderr.isatty()
+        self.t0: float | None = None
+        self.epoch = 0
+
+    def __call__(self, epoch: int, done: int, total: int, train_error: float) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.t0 = epoch, time.monotonic()
+        rate = done / max(time.monotonic() - (self.t0 or time.monotonic()), 1e-9)
+        line = (f"epoch {epoch}/{self.epochs}  {done}/{total} samples  "
+                f"train error {train_error:5.2f}%  {rate:,.0f} samples/s")
+        if self.tty:
+            click.echo("\r" + line.ljust(78), err=True, nl=done == total)
+        elif done == total:
+            click.echo(line, err=True)
+
+
+def print_epoch(metrics: dict[str, Any]) -> None:
+    click.echo(f"epoch {metrics['epoch']:>3}  train error {metrics['train_error']:6.2f}%  "
+               f"test error {metrics['test_error']:6.2f}%  train loss {metrics['train_loss']:.4f}  "
+               f"test loss {metrics['test_loss']:.4f}  ({metrics['epoch_seconds']:.1f} s)")
+
+
+def default_out_dir(cfg: TrialConfig, label: str) -> str:
+    return str(Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def execute(cfg: TrialConfig, quiet: bool = False) -> int:
+    """Run the configured action for one trial, writing its results folder; returns the exit code."""
+    if cfg.action == "gdu":
+        from cep.gdu_cli import run_gdu
+        return run_gdu(cfg)
+    from cep.results import RunDir
+    from cep.train import load_state, resolve_device, train
+
+    resolve_device(cfg.device)  # fail early and clearly on an unusable device
+    run = RunDir(cfg.out_dir, checkpoint=cfg.checkpoint) if cfg.out_dir else None
+    state = None
+    if run is not None and cfg.checkpoint and (run.path / "checkpoint.pt").exists():
+        state = load_state(run.path / "checkpoint.pt", resolve_device(cfg.device))
+        if state.config.replace(seed=None, epochs=cfg.epochs) != cfg.replace(seed=None):
+            raise UsageProblem(f"{run.path}/checkpoint.pt belongs to a different configuration; "
+                               "use another --out folder or delete the checkpoint")
+        state.config = state.config.replace(epochs=cfg.epochs)
+        if state.status == "finished" and state.epoch < cfg.epochs:
+            state.status = "running"
+        click.echo(f"resuming from {run.path}/checkpoint.pt after epoch {state.epoch}")
+
+    def report(metrics: dict[str, Any], st: Any) -> None:
+        if not quiet:
+            print_epoch(metrics)
+        if run is not None:
+            run.report(metrics, st)
+
+    final = train(cfg, report=report, state=state, progress=None if quiet else ProgressLine(cfg.epochs))
+    if run is not None:
+        run.finish(final)
+    if "measured_angle" in final.info:
+        click.echo("measured angle between V and W^T per pair: "
+                   + ", ".join(f"{a:.1f}°" for a in final.info["measured_angle"]))
+    if "angle_grad" in final.info:
+        click.echo(f"angle between the total EP update and the total BPTT gradient: {final.info['angle_grad']:.1f}°")
+    if final.status == "diverged":
+        click.echo(f"diverged at epoch {final.info['diverged_at_epoch']}: states or weights became non-finite; "
+                   "metrics above are the last finite ones", err=True)
+    if final.history:
+        click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
+                   f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), seed {final.config.seed}")
+    if run is not None:
+        click.echo(f"results in {run.path}/")
+    return 0 if final.status == "finished" else 1
+
+
+# --------------------------------------------------------------- cep train
+# option name -> (TrialConfig field, click type, help)
+TRAIN_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "--rule": ("rule", click.Choice(RULES), "ep: tied weights; vf: untied feedback weights"),
+    "--setting": ("setting", click.Choice(SETTINGS), "discrete-time (prototypical) or continuous-time"),
+    "--continual/--no-continual": ("continual", None, "C-EP / C-VF: update the weights at every nudged step"),
+    "--sizes": ("size_tab", str, "layer sizes output-first, e.g. 10,512,784"),
+    "--lrs": ("lr_tab", str, "learning rates output-first, one per weight matrix, e.g. 0.04,0.08"),
+    "--activation": ("activation", click.Choice(ACTIVATIONS), "neuron activation"),
+    "--free-steps": ("T", int, "steps of the free phase (T)"),
+    "--nudged-steps": ("Kmax", int, "steps of the nudged phase (Kmax)"),
+    "--beta": ("beta", float, "nudging strength"),
+    "--dt": ("dt", float, "Euler step of the continuous setting"),
+    "--no-clamp/--clamp": ("no_clamp", None, "continuous setting: do not clamp states to [0, 1]"),
+    "--batch-size": ("batch_size", int, "training minibatch size"),
+    "--test-batch-size": ("test_batch_size", int, "evaluation batch size"),
+    "--epochs": ("epochs", int, "epochs to train"),
+    "--randbeta": ("randbeta", float, "probability of a +beta nudge per minibatch (0 = always +beta)"),
+    "--angle": ("angle", float, "vf: initial angle between V and W^T, degrees"),
+    "--debug-cep/--no-debug-cep": ("debug_cep", None, "Appendix F.2 consistency check of C-EP"),
+    "--angle-grad/--no-angle-grad": ("angle_grad", None, "measure the EP/BPTT angle before training"),
+    "--seed": ("seed", int, "random seed (default: drawn and recorded)"),
+    "--dataset": ("dataset", click.Choice(DATASETS), "mnist5k: embedded 4k/1k subset; mnist: torchvision"),
+    "--data-dir": ("data_dir", str, "where MNIST is read from or downloaded to"),
+    "--train-samples": ("train_samples", int, "use only this many training images"),
+    "--test-samples": ("test_samples", int, "use only this many test images"),
+    "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
+    "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
+    "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
+    "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
+}
+TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
+
+
+def _train_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt, (field, tp, help_) in reversed(TRAIN_OPTIONS.items()):
+        f = click.option(opt, field, type=tp, default=None, help=help_)(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cep")
+def cli() -> None:
+    """Continual Equilibrium Propagation: train and analyse one trial.
+
+    Sweeps over many trials: see cep-sweep.
+    """
+
+
+@cli.command("train")
+@click.option("--preset", type=click.Choice(sorted(PAPER_EXPERIMENTS)), default=None,
+              help="start from a published configuration (spec section 7)")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="start from a YAML file of trial fields")
+@click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
+@_train_options
+def train_command(preset: str | None, config_file: str | None, quiet: bool, **options: Any) -> int:
+    """Train one trial. Options override --config, which overrides --preset.
+
+    Example: cep train --preset EP-1h --epochs 1
+    """
+    fields: dict[str, Any] = {}
+    if preset:
+        fields.update(setting="discrete", activation="sigm", **PAPER_EXPERIMENTS[preset])
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
+        fields.update(loaded)
+    fields.update({k: v for k, v in options.items() if v is not None})
+    cfg = TrialConfig.from_dict(fields)
+    if cfg.out_dir is None:
+        label = preset or f"{'C-' if cfg.continual else ''}{cfg.rule.upper()}-{cfg.depth_name}"
+        cfg = cfg.replace(out_dir=default_out_dir(cfg, label))
+    return execute(cfg, quiet)
+
+
+# ------------------------------------------------------------------ cep run
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        raise UsageProblem(message)
+
+
+def legacy_parser() -> argparse.ArgumentParser:
+    """The original main.py flags, with its defaults (spec section 7), plus our data/output options."""
+    p = _ArgParser(prog="cep run", add_help=False)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--test-batch-size", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr_tab", nargs="+", type=float, default=[0.05, 0.1])
+    p.add_argument("--randbeta", type=float, default=0.0)
+    p.add_argument("--size_tab", nargs="+", type=int, default=[10])
+    p.add_argument("--discrete", action="store_true")
+    p.add_argument("--dt", type=float, default=0.2)
+    p.add_argument("--T", type=int, default=100)
+    p.add_argument("--Kmax", type=int, default=25)
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--activation-function", default="sigm")
+    p.add_argument("--no-clamp", action="store_true")
+    p.add_argument("--learning-rule", default="ep")
+    p.add_argument("--cep", "--c-ep", dest="cep", action="store_true")
+    p.add_argument("--angle", type=float, default=0.0)
+    p.add_argument("--action", default="train", choices=["train", "plotcurves"])
+    p.add_argument("--device-label", type=int, default=None)
+    p.add_argument("--debug-cep", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--angle-grad", action="store_true")
+    # ours
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default="./data")
+    p.add_argument("--out", default=None)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--train-samples", type=int, default=None)
+    p.add_argument("--test-samples", type=int, default=None)
+    p.add_argument("--checkpoint", action="store_true")
+    return p
+
+
+LEGACY_FIELD_NAMES = {"batch_size": "--batch-size", "test_batch_size": "--test-batch-size", "lr_tab": "--lr_tab",
+                      "size_tab": "--size_tab", "activation": "--activation-function", "rule": "--learning-rule",
+                      "debug_cep": "--debug-cep", "out_dir": "--out", "train_samples": "--train-samples",
+                      "test_samples": "--test-samples", "data_dir": "--data-dir", "no_clamp": "--no-clamp",
+                      "device": "--device-label", "continual": "--cep", "setting": "--discrete"}
+
+
+def legacy_config(argv: Sequence[str]) -> TrialConfig:
+    """TrialConfig of an original main.py command line (`python main.py` replaced by `cep run`)."""
+    a = legacy_parser().parse_args(list(argv))
+    if a.device_label is None or a.device_label < 0:
+        device = "auto" if a.device_label is None else "cpu"
+    else:
+        import torch
+        device = f"cuda:{a.device_label}" if torch.cuda.is_available() else "cpu"
+    fields = dict(action="gdu" if a.action == "plotcurves" else "train", rule=a.learning_rule,
+                  setting="discrete" if a.discrete else "continuous", continual=a.cep, size_tab=a.size_tab,
+                  activation=a.activation_function, T=a.T, Kmax=a.Kmax, beta=a.beta, dt=a.dt,
+                  no_clamp=a.no_clamp, lr_tab=a.lr_tab, batch_size=a.batch_size, epochs=a.epochs,
+                  randbeta=a.randbeta, angle=a.angle, debug_cep=a.debug_cep, angle_grad=a.angle_grad,
+                  seed=a.seed, dataset=a.dataset, data_dir=a.data_dir, train_samples=a.train_samples,
+                  test_samples=a.test_samples, test_batch_size=a.test_batch_size, device=device,
+                  dtype=a.dtype, out_dir=a.out, checkpoint=a.checkpoint)
+    cfg = TrialConfig.from_dict(fields)
+    if cfg.out_dir is None:
+        label = "plotcurves" if cfg.action == "gdu" else f"{'C-' if cfg.continual else ''}{cfg.rule.upper()}"
+        cfg = cfg.replace(out_dir=default_out_dir(cfg, f"{label}-{cfg.depth_name}"))
+    return cfg
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                      "help_option_names": []})
+@click.pass_context
+def run_command(ctx: click.Context) -> int:
+    """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
+
+    Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
+    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint.
+    """
+    if any(arg in ("-h", "--help") for arg in ctx.args):
+        click.echo(ctx.get_help())
+        click.echo("\nFlags (as main.py): " + shlex.join(
+            sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
+        return 0
+    return execute(legacy_config(ctx.args))
+
+
+def main() -> None:
+    """Console entry point of `cep`."""
+    names = TRAIN_FIELD_NAMES if len(sys.argv) > 1 and sys.argv[1] == "train" else LEGACY_FIELD_NAMES
+    run_main(cli, names)

@@ -1,0 +1,274 @@
+"""TrialConfig: the one object that describes a trial, from YAML/CLI to the trainer.
+
+It is frozen, validates itself (every problem names the field and the fix), and
+round-trips through a plain dict so that YAML files, Ray's param space,
+checkpoints and results folders all carry the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass
+
+ACTIVATIONS = ("sigm", "hardsigm", "tanh")
+RULES = ("ep", "vf")
+SETTINGS = ("discrete", "continuous")
+DATASETS = ("mnist5k", "mnist")
+DTYPES = ("float32", "float64")
+ACTIONS = ("train", "gdu")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: one or more `(field, message)` problems, one line each."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{f}: {m}" for f, m in self.problems))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Every parameter of one trial (spec section 7 plus where data and results live).
+
+    Sizes and learning rates are output-first, as in the paper's command lines.
+    """
+
+    # what to run
+    action: str = "train"  # train | gdu (the EP-versus-BPTT gradient analysis)
+    # the model (spec sections 1-3)
+    rule: str = "ep"  # ep (tied weights) | vf (untied feedback V)
+    setting: str = "discrete"  # discrete | continuous
+    continual: bool = False  # C-EP / C-VF: update the weights after every nudged step
+    size_tab: tuple[int, ...] = (10, 512, 784)
+    activation: str = "sigm"
+    T: int = 30
+    Kmax: int = 10
+    beta: float = 0.1
+    dt: float = 0.2
+    no_clamp: bool = False
+    # learning (spec sections 4-5)
+    lr_tab: tuple[float, ...] = (0.04, 0.08)
+    batch_size: int = 20
+    epochs: int = 1
+    randbeta: float = 0.0  # probability of a +beta nudge per minibatch; 0 = always +beta
+    angle: float = 0.0  # initial angle (degrees) between V_i and W_i^T, vf only
+    debug_cep: bool = False
+    angle_grad: bool = False  # measure the EP/BPTT angle before training (spec section 6)
+    seed: int | None = None  # None: draw one and record it
+    # data
+    dataset: str = "mnist5k"
+    data_dir: str = "data"
+    train_samples: int | None = None  # use only the first N (shuffled) training images
+    test_samples: int | None = None
+    test_batch_size: int = 1000
+    # where and how
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"
+    out_dir: str | None = None  # results folder; None: do not write one
+    checkpoint: bool = False  # save the complete trainer state after every epoch
+    gdu_units: int = 5  # units per layer drawn in the gradient-analysis figures
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_layers(self) -> int:
+        """Number of state layers L (output included, input excluded)."""
+        return len(self.size_tab) - 1
+
+    @property
+    def depth_name(self) -> str:
+        return f"{self.n_layers - 1}h"
+
+    # ------------------------------------------------------------- validation
+    def problems(self) -> list[tuple[str, str]]:
+        """Every inconsistency, as (field, 'what is wrong; how to fix it')."""
+        p: list[tuple[str, str]] = []
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                p.append((name, f"unknown value {value!r}; use one of {', '.join(allowed)}"))
+
+        choice("action", ACTIONS)
+        choice("rule", RULES)
+        choice("setting", SETTINGS)
+        choice("activation", ACTIVATIONS)
+        choice("dataset", DATASETS)
+        choice("dtype", DTYPES)
+
+        if len(self.size_tab) < 2 or any(n <= 0 for n in self.size_tab):
+            p.append(("size_tab", f"got {list(self.size_tab)}; give positive sizes output-first "
+                      "with the input last, e.g. [10, 512, 784]"))
+        elif self.dataset in DATASETS and (self.size_tab[0] != 10 or self.size_tab[-1] != 784):
+            p.append(("size_tab", f"got {list(self.size_tab)}; MNIST needs 10 outputs first and "
+                      "784 inputs last, e.g. [10, 512, 784]"))
+        if len(self.size_tab) >= 2 and len(self.lr_tab) != self.n_layers:
+            p.append(("lr_tab", f"{self.n_layers} values needed for size_tab {list(self.size_tab)} "
+                      f"(one per weight matrix, output-first), got {len(self.lr_tab)}"))
+        if any(lr < 0 for lr in self.lr_tab):
+            p.append(("lr_tab", f"got {list(self.lr_tab)}; learning rates must be >= 0"))
+        for name in ("T", "Kmax", "batch_size", "epochs", "test_batch_size", "gdu_units"):
+            if getattr(self, name) <= 0:
+                p.append((name, f"got {getattr(self, name)}; must be a positive integer"))
+        if self.dt <= 0:
+            p.append(("dt", f"got {self.dt}; the Euler step must be > 0"))
+        if self.beta == 0:
+            p.append(("beta", "got 0; the nudge strength must be non-zero (EP divides by beta)"))
+        if not 0 <= self.randbeta <= 1:
+            p.append(("randbeta", f"got {self.randbeta}; a probability in [0, 1] (0 = always +beta)"))
+        if self.rule == "ep" and self.angle != 0:
+            p.append(("angle", f"got {self.angle} with rule ep; weight angles need rule vf "
+                      "(ep ties the feedback to the forward weights)"))
+        if not 0 <= self.angle <= 180:
+            p.append(("angle", f"got {self.angle}; an angle in degrees within [0, 180]"))
+        if self.debug_cep and not (self.rule == "ep" and self.setting == "discrete" and self.continual):
+            p.append(("debug_cep", "only for rule ep, setting discrete, continual true "
+                      "(it checks the C-EP machinery against EP)"))
+        for name in ("train_samples", "test_samples"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                p.append((name, f"got {value}; a positive number of images, or null for all"))
+        if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
+            p.append(("device", f"got {self.device!r}; use auto, cpu, cuda or cuda:N"))
+        if self.seed is not None and self.seed < 0:
+            p.append(("seed", f"got {self.seed}; a non-negative integer, or null to draw one"))
+        return p
+
+    # ------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, typing.Any]:
+        """Plain, YAML/JSON-friendly dict (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: typing.Mapping[str, typing.Any]) -> TrialConfig:
+        """Build from a plain dict, checking names and types; raises ConfigError."""
+        problems: list[tuple[str, str]] = []
+        kwargs = {}
+        for key, value in data.items():
+            if key not in FIELD_TYPES:
+                problems.append((str(key), f"unknown field{_did_you_mean(str(key))}"))
+                continue
+            try:
+                kwargs[key] = coerce(key, value)
+            except ConfigError as e:
+                problems.extend(e.problems)
+        if problems:
+            raise ConfigError(problems)
+        return cls(**kwargs)
+
+    def replace(self, **changes: typing.Any) -> TrialConfig:
+        """A copy with some fields changed (typed like from_dict)."""
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _is_cuda_index(device: str) -> bool:
+    head, _, index = device.partition(":")
+    return head == "cuda" and index.isdigit()
+
+
+FIELD_TYPES: dict[str, typing.Any] = typing.get_type_hints(TrialConfig)
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialConfig))
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known fields: {', '.join(FIELD_NAMES)}"
+
+
+def _type_name(tp: typing.Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def coerce(name: str, value: typing.Any) -> typing.Any:
+    """Check and convert one field's value to its declared type; raises ConfigError.
+
+    Accepts what YAML and command lines give: ints for floats, lists for
+    tuples, and (for strings from `--set key=value`) the usual spellings.
+    """
+    tp = FIELD_TYPES[name]
+    args = typing.get_args(tp)
+    if type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            return None
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        item = args[0]
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError([(name, f"got {value!r}; give a non-empty list of {_type_name(item)}s")])
+        return tuple(_scalar(name, v, item) for v in value)
+    return _scalar(name, value, tp)
+
+
+def _scalar(name: str, value: typing.Any, tp: type) -> typing.Any:
+    bad = ConfigError([(name, f"got {value!r}; expected {_type_name(tp)}")])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad
+    if isinstance(value, bool):
+        raise bad
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise bad  # pragma: no cover - every field type is handled above
+
+
+PAPER_EXPERIMENTS: dict[str, dict[str, typing.Any]] = {
+    # spec section 7: the seed README's published command lines (all discrete, sigm)
+    "EP-1h": dict(rule="ep", continual=False, size_tab=(10, 512, 784), lr_tab=(0.04, 0.08),
+                  epochs=30, T=30, Kmax=10, beta=0.1),
+    "EP-2h": dict(rule="ep", continual=False, size_tab=(10, 512, 512, 784), lr_tab=(0.005, 0.05, 0.2),
+                  epochs=50, T=100, Kmax=20, beta=0.5),
+    "C-EP-1h": dict(rule="ep", continual=True, size_tab=(10, 512, 784), lr_tab=(0.0028, 0.0056),
+                    epochs=100, T=40, Kmax=15, beta=0.2),
+    "C-EP-2h": dict(rule="ep", continual=True, size_tab=(10, 512, 512, 784),
+                    lr_tab=(0.00018, 0.0018, 0.01), epochs=150, T=100, Kmax=20, beta=0.5),
+    "C-VF-1h": dict(rule="vf", continual=True, size_tab=(10, 512, 784), lr_tab=(0.0038, 0.0076),
+                    epochs=100, T=40, Kmax=15, beta=0.2, randbeta=0.5),
+    "C-VF-2h": dict(rule="vf", continual=True, size_tab=(10, 512, 512, 784),
+                    lr_tab=(0.00016, 0.0016, 0.009), epochs=150, T=100, Kmax=20, beta=0.35, randbeta=0.5),
+}
+
+
+def paper_config(name: str, **overrides: typing.Any) -> TrialConfig:
+    """The published configuration `name` (spec section 7), with overrides."""
+    return TrialConfig.from_dict({"setting": "discrete", "activation": "sigm",
+                                  **PAPER_EXPERIMENTS[name], **overrides})
+
+

@@ -1,0 +1,73 @@
+"""The learning rules of spec section 4.5 and debug-cep (section 5): the nudged phase and the weight update.
+
+EP, C-EP, VF and C-VF differ in two switches only: whether the weights move after
+every nudged step (continual) and whether the update is the end-to-end EP
+difference (ep, frozen) or the sum of per-step increments (vf, frozen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor
+
+from cep.config import TrialConfig
+from cep.model import (Increment, Params, Scalar, States, apply_increment, increment, input_drive, step,
+                       synaptic, update_drive)
+
+# called after every nudged step k = 1..Kmax with (k, previous states, new states, ds, increment)
+StepHook = Callable[[int, States, States, "States | None", Increment], None]
+
+DEBUG_CEP_SCALE = 1e-5  # Appendix F.2: the tiny learning rates of the debugging procedure
+
+
+def nudged_phase(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor, beta: Scalar,
+                 lrs: Sequence[Scalar] | None = None, accumulate: bool = False,
+                 on_step: StepHook | None = None) -> tuple[States, Increment | None]:
+    """Run Kmax nudged steps from the free equilibrium.
+
+    With `lrs`, every per-step increment is applied immediately (continual rules),
+    and the input drive follows the moving W_{L-1} through the batch Gram matrix.
+    With `accumulate`, the sum of the per-step increments is returned.
+    """
+    x_syn = synaptic(cfg, x)
+    drive = input_drive(cfg, p, x)
+    gram = x_syn @ x_syn.mT if lrs is not None else None
+    s, total = s_free, None
+    for k in range(1, cfg.Kmax + 1):
+        new, ds = step(cfg, p, s, drive, beta, y)
+        if lrs is not None or accumulate or on_step is not None:
+            inc = increment(cfg, new, s, x_syn, beta)
+            if lrs is not None:
+                apply_increment(p, inc, lrs)
+                drive = update_drive(drive, gram, inc, lrs[-1])
+            if accumulate:
+                if total is None:
+                    total = inc
+                else:
+                    total.add_(inc)
+            if on_step is not None:
+                on_step(k, s, new, ds, inc)
+        s = new
+    return s, total
+
+
+def learn(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor, beta: Scalar,
+          lrs: Sequence[Scalar]) -> States:
+    """Second phase plus weight update of one minibatch, in place on `p`; returns the nudged end state."""
+    x_syn = synaptic(cfg, x)
+    if cfg.debug_cep:
+        saved = p.clone()
+        s, total = nudged_phase(cfg, p, s_free, x, y, beta, [lr * DEBUG_CEP_SCALE for lr in lrs],
+                                accumulate=True)
+        p.copy_(saved)  # undo the tiny continual updates exactly
+        apply_increment(p, total, lrs)
+    elif cfg.continual:
+        s, _ = nudged_phase(cfg, p, s_free, x, y, beta, lrs)
+    elif cfg.rule == "ep":
+        s, _ = nudged_phase(cfg, p, s_free, x, y, beta)
+        apply_increment(p, increment(cfg, s, s_free, x_syn, beta), lrs)
+    else:
+        s, total = nudged_phase(cfg, p, s_free, x, y, beta, accumulate=True)
+        apply_increment(p, total, lrs)
+    return s
