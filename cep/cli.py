@@ -86,21 +86,18 @@ def execute(cfg: TrialConfig, quiet: bool = False) -> int:
     if cfg.action == "gdu":
         from cep.gdu_cli import run_gdu
         return run_gdu(cfg)
-    from cep.results import RunDir
+    from cep.results import CHECKPOINT_FILE, RunDir
     from cep.train import load_state, resolve_device, train
 
-    resolve_device(cfg.device)  # fail early and clearly on an unusable device
+    device = resolve_device(cfg.device)  # fail early and clearly on an unusable device
     run = RunDir(cfg.out_dir, checkpoint=cfg.checkpoint) if cfg.out_dir else None
     state = None
-    if run is not None and cfg.checkpoint and (run.path / "checkpoint.pt").exists():
-        state = load_state(run.path / "checkpoint.pt", resolve_device(cfg.device))
-        if state.config.replace(seed=None, epochs=cfg.epochs) != cfg.replace(seed=None):
-            raise UsageProblem(f"{run.path}/checkpoint.pt belongs to a different configuration; "
-                               "use another --out folder or delete the checkpoint")
-        state.config = state.config.replace(epochs=cfg.epochs)
-        if state.status == "finished" and state.epoch < cfg.epochs:
-            state.status = "running"
-        click.echo(f"resuming from {run.path}/checkpoint.pt after epoch {state.epoch}")
+    if run is not None and cfg.checkpoint and (run.path / CHECKPOINT_FILE).exists():
+        state = load_state(run.path / CHECKPOINT_FILE, device)
+        if state.config != cfg.replace(seed=state.config.seed if cfg.seed is None else cfg.seed):
+            raise UsageProblem(f"{run.path / CHECKPOINT_FILE} belongs to a different configuration; "
+                               "use another --out folder, or delete it to start afresh")
+        click.echo(f"resuming from {run.path / CHECKPOINT_FILE} after epoch {state.epoch}")
 
     def report(metrics: dict[str, Any], st: Any) -> None:
         if not quiet:
