@@ -11,13 +11,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig: Any, path: str | Path) -> None:
-    """Save a figure atomically (write to a temporary name, then rename) and close it."""
+def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    """Save a figure atomically (write to a temporary name, then rename) and close it.
+
+    `metadata` goes to matplotlib's savefig (e.g. {"CreationDate": None} for a PDF
+    without a timestamp, so that the same figure gives the same bytes).
+    """
     import os
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
     os.replace(tmp, path)
 
