@@ -19,6 +19,7 @@ import yaml
 
 from cep.config import ACTIVATIONS, DATASETS, DTYPES, PAPER_EXPERIMENTS, RULES, SETTINGS, ConfigError, TrialConfig
 from cep.data import DataError
+from cep.gdu_cli import GDU_PRESETS
 
 EXIT_USAGE = 2
 
@@ -118,7 +119,8 @@ def execute(cfg: TrialConfig, quiet: bool = False) -> int:
                    "metrics above are the last finite ones", err=True)
     if final.history:
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
-                   f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), seed {final.config.seed}")
+                   f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
+                   f"seed {final.config.seed}")
     if run is not None:
         click.echo(f"results in {run.path}/")
     return 0 if final.status == "finished" else 1
@@ -239,6 +241,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument("--test-samples", type=int, default=None)
     p.add_argument("--checkpoint", action="store_true")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides --device-label)")
     return p
 
 
@@ -252,7 +255,9 @@ LEGACY_FIELD_NAMES = {"batch_size": "--batch-size", "test_batch_size": "--test-b
 def legacy_config(argv: Sequence[str]) -> TrialConfig:
     """TrialConfig of an original main.py command line (`python main.py` replaced by `cep run`)."""
     a = legacy_parser().parse_args(list(argv))
-    if a.device_label is None or a.device_label < 0:
+    if a.device is not None:
+        device = a.device
+    elif a.device_label is None or a.device_label < 0:
         device = "auto" if a.device_label is None else "cpu"
     else:
         import torch
@@ -279,7 +284,7 @@ def run_command(ctx: click.Context) -> int:
     """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
 
     Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
-    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint.
+    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint, --device.
     """
     if any(arg in ("-h", "--help") for arg in ctx.args):
         click.echo(ctx.get_help())
@@ -287,6 +292,43 @@ def run_command(ctx: click.Context) -> int:
             sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
         return 0
     return execute(legacy_config(ctx.args))
+
+
+# ------------------------------------------------------------------ cep gdu
+GDU_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    **{opt: spec for opt, spec in TRAIN_OPTIONS.items()
+       if spec[0] in ("rule", "setting", "continual", "size_tab", "lr_tab", "activation", "T", "Kmax", "beta",
+                      "dt", "no_clamp", "batch_size", "angle", "seed", "dataset", "data_dir", "device", "dtype",
+                      "out_dir")},
+    "--units": ("gdu_units", int, "units per layer drawn in the figures (default 5)"),
+}
+GDU_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in GDU_OPTIONS.items()}
+
+
+def _gdu_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt, (field, tp, help_) in reversed(GDU_OPTIONS.items()):
+        f = click.option(opt, field, type=tp, default=None, help=help_)(f)
+    return f
+
+
+@cli.command("gdu")
+@click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
+              help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
+@_gdu_options
+def gdu_command(preset: str, **options: Any) -> int:
+    """EP updates versus BPTT gradients on the first minibatch (spec section 6; the paper's Figs. 5b, 8-15).
+
+    Options override --preset. Defaults: float64, mnist5k. Writes figures, trajectories.npz,
+    agreement.csv and summary.json, and prints the per-layer agreement.
+
+    Example: cep gdu --preset c-ep-continuous --seed 0
+    """
+    from cep.gdu_cli import gdu_config
+
+    try:
+        return execute(gdu_config(preset, options))
+    except ConfigError as e:
+        raise ConfigError([(GDU_FIELD_NAMES.get(f, f), m) for f, m in e.problems]) from None
 
 
 def main() -> None:

@@ -73,12 +73,29 @@ def load_mnist5k() -> Data:
     return Data(x[train_idx], y[train_idx], x[test_idx], y[test_idx])
 
 
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def _gunzip_placed_files(raw: Path) -> None:
+    """Unpack .gz files a user put in place by hand (torchvision only reads the unpacked ones)."""
+    for name in MNIST_FILES:
+        packed, target = raw / f"{name}.gz", raw / name
+        if packed.exists() and not target.exists():
+            tmp = raw / f".{name}.tmp"
+            with gzip.open(packed, "rb") as f:
+                tmp.write_bytes(f.read())
+            tmp.replace(target)
+
+
 def load_mnist(data_dir: str | Path) -> Data:
     """Torchvision's MNIST from `data_dir` (downloading it there when absent)."""
     from torchvision.datasets import MNIST
 
     root = Path(data_dir).expanduser().resolve()
     existed = root.exists()
+    if (root / "MNIST" / "raw").is_dir():
+        _gunzip_placed_files(root / "MNIST" / "raw")
     try:
         sets = [MNIST(str(root), train=t, download=False) for t in (True, False)]
     except RuntimeError:

@@ -69,7 +69,7 @@ def _per_trial(value: Scalar, trailing: int) -> Scalar:
 # ----------------------------------------------------------------- parameters
 @dataclass
 class Params:
-    """Forward weights W[i] `[..., n_i, n_{i+1}]`, biases b[i] `[..., n_i]`, feedback V[i] `[..., n_{i+1}, n_i]` (vf)."""
+    """Weights W[i] `[..., n_i, n_{i+1}]`, biases b[i] `[..., n_i]`, feedback V[i] `[..., n_{i+1}, n_i]` (vf only)."""
 
     W: list[Tensor]
     b: list[Tensor]

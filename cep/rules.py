@@ -12,8 +12,18 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from cep.config import TrialConfig
-from cep.model import (Increment, Params, Scalar, States, apply_increment, increment, input_drive, step,
-                       synaptic, update_drive)
+from cep.model import (
+    Increment,
+    Params,
+    Scalar,
+    States,
+    apply_increment,
+    increment,
+    input_drive,
+    step,
+    synaptic,
+    update_drive,
+)
 
 # called after every nudged step k = 1..Kmax with (k, previous states, new states, ds, increment)
 StepHook = Callable[[int, States, States, "States | None", Increment], None]
