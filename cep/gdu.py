@@ -120,6 +120,15 @@ class GDUResult:
     kinds: dict[str, str]
     bptt_last_step: dict[str, Tensor] = field(default_factory=dict)
     loss: float = math.nan  # L = ½‖s_0(T) − y‖² / B at the free equilibrium
+    # max |s(T) − s(T−1)| (divided by dt in the continuous setting: the size of ds). EP reads the
+    # nudged phase's changes divided by beta, so a free phase that has not settled (residual/|beta|
+    # not small against the error signal) spoils the agreement whatever the theory says.
+    free_residual: float = math.nan
+
+    def unsettled(self, beta: float) -> bool:
+        """Whether residual/|beta| exceeds 5% of the output error signal max|∇s_0(0)|."""
+        signal = float(self.bptt["s_0"][0].abs().max())  # type: ignore[union-attr]
+        return self.free_residual / abs(beta) > 0.05 * signal
 
     @property
     def names(self) -> list[str]:
@@ -173,11 +182,13 @@ def _check(cfg: TrialConfig, x: Tensor) -> None:
 
 
 # ---------------------------------------------------------------- BPTT side
-def bptt_steps(cfg: TrialConfig, p: Params, x: Tensor, y: Tensor) -> tuple[dict[str, Trajectory], States, float]:
+def bptt_steps(cfg: TrialConfig, p: Params, x: Tensor,
+               y: Tensor) -> tuple[dict[str, Trajectory], States, float, float]:
     """Per-step BPTT quantities for t = 0..Kmax-1, from one backward pass through the last Kmax free steps.
 
     Returns ({s_i: ∂L/∂s_i(T−t) summed over the batch, W_i/b_i/V_i: the contribution c_t of the
-    step producing s(T−t)}, the free states s(T) (detached), L). Unlike ∇W of the spec,
+    step producing s(T−t)}, the free states s(T) (detached), L, the free residual of
+    GDUResult). Unlike ∇W of the spec,
     c_0 is kept here; ∇W(t) = c_t for t >= 1.
     """
     _check(cfg, x)
@@ -187,7 +198,7 @@ def bptt_steps(cfg: TrialConfig, p: Params, x: Tensor, y: Tensor) -> tuple[dict[
         x_syn = synaptic(cfg, x)
         drive = input_drive(cfg, p, x)
     with torch.enable_grad():
-        s = [t.detach() for t in s]
+        s = s_start = [t.detach() for t in s]
         produced: list[States] = []
         copies: list[tuple[Params, Tensor]] = []
         for _ in range(K):
@@ -219,7 +230,11 @@ def bptt_steps(cfg: TrialConfig, p: Params, x: Tensor, y: Tensor) -> tuple[dict[
     for i in range(nV):
         out[f"V_{i}"] = torch.stack([g[2 * L - 1 + i] for g in by_step])
     out[f"W_{L - 1}"] = Factored(torch.stack([g[-1] for g in by_step]), x_syn)
-    return out, [t.detach() for t in s], float(loss.detach())
+    before = produced[-2] if K > 1 else s_start
+    residual = max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(s, before, strict=True))
+    if cfg.setting == "continuous":
+        residual /= cfg.dt
+    return out, [t.detach() for t in s], float(loss.detach()), residual
 
 
 # ------------------------------------------------------------------ EP side
@@ -263,7 +278,7 @@ def ep_steps(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor,
 # ------------------------------------------------------------------ the whole
 def analyse(cfg: TrialConfig, p: Params, x: Tensor, y: Tensor) -> GDUResult:
     """Both sides for one minibatch `x` `[B, 784]`, one-hot `y` `[B, 10]`; `p` is left untouched."""
-    raw, s_free, loss = bptt_steps(cfg, p, x, y)
+    raw, s_free, loss, residual = bptt_steps(cfg, p, x, y)
     ep = ep_steps(cfg, p, s_free, x, y)
     # ep and bptt must share the same `pre` object for W_{L-1}: cheap exact inner products
     L = cfg.n_layers
@@ -287,7 +302,7 @@ def analyse(cfg: TrialConfig, p: Params, x: Tensor, y: Tensor) -> GDUResult:
             traj = traj.clone()
             traj[0] = 0
             bptt[n] = traj
-    return GDUResult(bptt, ep, kinds, last, loss)
+    return GDUResult(bptt, ep, kinds, last, loss, residual)
 
 
 def angle_grad(cfg: TrialConfig, params: Params, x: Tensor, y: Tensor) -> float:

@@ -101,8 +101,12 @@ def curves_figure(result: GDUResult, cfg: TrialConfig, units: dict[str, tuple[to
               [n for n in result.kinds if n.startswith("b_")]]
     groups = [g for g in groups if g]
     ncols = max(len(g) for g in groups)
-    fig, axes = plt.subplots(len(groups), ncols, figsize=(4.3 * ncols, 3.3 * len(groups) + 0.9), squeeze=False,
-                             layout="constrained")
+    width, height = 4.4 * ncols, 3.4 * len(groups) + 1.4
+    fig, axes = plt.subplots(len(groups), ncols, figsize=(width, height), squeeze=False)
+    # fixed margins in inches (constrained layout would double the drawing time): 2-line titles above,
+    # the legend below
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.2 / width, top=1 - 1.15 / height, bottom=1.05 / height,
+                        hspace=0.62, wspace=0.38)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     t = np.arange(cfg.Kmax)
     for r, group in enumerate(groups):
@@ -129,8 +133,9 @@ def curves_figure(result: GDUResult, cfg: TrialConfig, units: dict[str, tuple[to
     handles = [Line2D([], [], color="k", ls="-", label="BPTT gradient ∇(t) (solid)"),
                Line2D([], [], color="k", ls="--", label="EP update D(t) (dashed)")]
     fig.suptitle(f"{title(cfg)}\nangle between total EP update and total BPTT gradient: {angle:.1f}°; "
-                 f"one colour per randomly chosen unit", fontsize=11)
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=11)
+                 f"one colour per randomly chosen unit", fontsize=11, y=1 - 0.12 / height, va="top")
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize=11,
+               bbox_to_anchor=(0.5, 0.05 / height))
     return fig
 
 
@@ -147,10 +152,12 @@ def title(cfg: TrialConfig) -> str:
     return ", ".join(parts)
 
 
-def _save_pdf(fig: Any, path: Path) -> None:
-    """Atomic like cep.figures.save_figure, but leaves the figure open for the PNG."""
+def _save(fig: Any, path: Path) -> None:
+    """Write one format atomically, leaving the figure open. The margins are set by hand, so no
+    bbox_inches="tight" (which would draw the whole figure twice)."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, bbox_inches="tight")
+    metadata = {"CreationDate": None} if path.suffix == ".pdf" else None  # same figure, same bytes
+    fig.savefig(tmp, dpi=150, metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -212,7 +219,6 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
-    from cep.figures import save_figure
     from cep.results import CONFIG_FILE, SUMMARY_FILE, write_atomic
     from cep.train import new_state, resolve_device
 
@@ -232,8 +238,13 @@ def run_gdu(cfg: TrialConfig) -> int:
     gdu_dir = out / GDU_DIR
     gdu_dir.mkdir(parents=True, exist_ok=True)
     fig = curves_figure(result, cfg, units, rows, angle)
-    _save_pdf(fig, gdu_dir / f"{FIGURE_STEM}.pdf")
-    save_figure(fig, gdu_dir / f"{FIGURE_STEM}.png")  # closes the figure
+    try:
+        for suffix in (".png", ".pdf"):
+            _save(fig, gdu_dir / f"{FIGURE_STEM}{suffix}")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     write_atomic(gdu_dir / TRAJECTORIES_FILE, trajectories_npz(result, units))
     write_atomic(gdu_dir / AGREEMENT_FILE, agreement_csv(rows))
     write_atomic(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -242,6 +253,7 @@ def run_gdu(cfg: TrialConfig) -> int:
         "status": "finished", "action": "gdu", "seed": cfg.seed, "angle_grad": angle,
         "angle_grad_tensors": [n for n in result.kinds if n.startswith("W_")],
         "agreement": rows, "loss": result.loss,
+        "free_residual": result.free_residual, "free_phase_settled": not result.unsettled(cfg.beta),
         "minibatch": {"indices": idx.tolist(), "labels": y.argmax(-1).tolist()},
         **{k: v for k, v in state.info.items() if k != "seed"},
         "files": {"figures": [f"{GDU_DIR}/{FIGURE_STEM}.png", f"{GDU_DIR}/{FIGURE_STEM}.pdf"],
@@ -259,6 +271,10 @@ def run_gdu(cfg: TrialConfig) -> int:
                    + ", ".join(f"{a:.1f}°" for a in state.info["measured_angle"]))
     click.echo(f"angle between the total EP update and the total BPTT gradient "
                f"({', '.join(summary['angle_grad_tensors'])}): {angle:.1f}°")
+    if result.unsettled(cfg.beta):
+        click.echo(f"warning: the free phase has not settled (last step changes states by {result.free_residual:.1e}"
+                   f"{' per unit time' if cfg.setting == 'continuous' else ''}, large against beta {cfg.beta:g}): "
+                   "EP reads this drift as signal; use more free steps (--T)", err=True)
     click.echo(f"figures: {gdu_dir / FIGURE_STEM}.png and .pdf; trajectories and agreement.csv in {gdu_dir}/")
     click.echo(f"results in {out}/ ({seconds:.1f} s)")
     return 0
