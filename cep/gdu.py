@@ -187,9 +187,8 @@ def bptt_steps(cfg: TrialConfig, p: Params, x: Tensor,
     """Per-step BPTT quantities for t = 0..Kmax-1, from one backward pass through the last Kmax free steps.
 
     Returns ({s_i: ∂L/∂s_i(T−t) summed over the batch, W_i/b_i/V_i: the contribution c_t of the
-    step producing s(T−t)}, the free states s(T) (detached), L, the free residual of
-    GDUResult). Unlike ∇W of the spec,
-    c_0 is kept here; ∇W(t) = c_t for t >= 1.
+    step producing s(T−t)}, the free states s(T) (detached), L, GDUResult's free residual).
+    Unlike the spec's ∇W, c_0 is kept here; ∇W(t) = c_t for t >= 1.
     """
     _check(cfg, x)
     K, L, B = cfg.Kmax, cfg.n_layers, x.shape[-2]
