@@ -1,0 +1,471 @@
+"""The aggregator on experiment directories built here: numbers, statuses, determinism, figures, the command."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from cep.aggregate import aggregate_experiment, load_experiment, load_published, terminal_report
+from cep.aggregate_cli import aggregate_command
+from cep.config import PAPER_EXPERIMENTS, paper_config
+from cep.results import metrics_csv
+
+# ------------------------------------------------------------------ builder
+
+
+def small_config(**fields: Any) -> dict[str, Any]:
+    """A tiny trial config as the sweep driver would store it (the full TrialConfig dict)."""
+    base = dict(rule="vf", continual=True, size_tab=[10, 16, 784], lr_tab=[0.01, 0.02], epochs=3, T=5, Kmax=2,
+                beta=0.2, randbeta=0.5, dataset="mnist5k", train_samples=200)
+    return paper_config("C-VF-1h").replace(**{**base, **fields}).to_dict()
+
+
+def history(epochs: int, test0: float, train0: float) -> list[dict[str, float]]:
+    return [dict(epoch=e, train_error=train0 / e, test_error=test0 / e, train_loss=0.1 / e, test_loss=0.2 / e,
+                 epoch_seconds=1.0, elapsed_seconds=float(e)) for e in range(1, epochs + 1)]
+
+
+class ExperimentBuilder:
+    """Writes sweep.json and trial folders in the driver's layout (see the aggregator's contract)."""
+
+    def __init__(self, root: Path, name: str = "test_sweep"):
+        self.root = root / name
+        self.root.mkdir(parents=True)
+        self.name = name
+        self.trials: list[dict[str, Any]] = []
+
+    def trial_id(self, experiment: str, grid: dict[str, Any]) -> str:
+        return "/".join([experiment] + [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in grid.items()])
+
+    def add(self, experiment: str, grid: dict[str, Any], config: dict[str, Any], status: str | None = "finished",
+            hist: list[dict[str, float]] | None = None, info: dict[str, Any] | None = None,
+            error: str | None = None, files: tuple[str, ...] = ("config", "metrics", "summary")) -> str:
+        """status None: the trial has not started (no folder)."""
+        config = {**config, **grid}
+        tid = self.trial_id(experiment, grid)
+        self.trials.append({"id": tid, "experiment": experiment, "grid": grid, "config": config})
+        if status is None:
+            return tid
+        path = self.root / "trials" / tid
+        path.mkdir(parents=True)
+        hist = hist or []
+        if "config" in files:
+            (path / "config.yaml").write_text(yaml.safe_dump(config))
+        if "metrics" in files:
+            (path / "metrics.csv").write_text(metrics_csv(hist))
+        if "summary" in files:
+            last = hist[-1] if hist else {}
+            tests = [h["test_error"] for h in hist if math.isfinite(h["test_error"])]
+            summary = {"status": status, "epochs_done": len(hist), "epochs": config["epochs"],
+                       "final": {k: (last.get(k) if last.get(k) is None or math.isfinite(last[k]) else None)
+                                 for k in ("train_error", "test_error", "train_loss", "test_loss")},
+                       "best_test_error": min(tests) if tests else None, "seed": config["seed"], **(info or {}),
+                       "wall_seconds": 3.5, "host": "testhost", "config": config}
+            (path / "summary.json").write_text(json.dumps(summary))
+        if error is not None:
+            (path / "error.txt").write_text(error)
+        return tid
+
+    def write(self) -> Path:
+        (self.root / "sweep.json").write_text(json.dumps(
+            {"name": self.name, "description": "built by the tests", "fingerprint": "x", "created": "2025-01-01",
+             "cep_version": "0.1.0", "sweep_file": "test.yaml", "trials": self.trials}))
+        return self.root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    """mean ± std as the table shows it, computed independently (numpy, ddof=1)."""
+    a = np.array(values, dtype=float)
+    m, s = f"{a.mean():.{digits}f}", f"{a.std(ddof=1) if len(a) > 1 else 0:.{digits}f}"
+    return m if len(a) == 1 else f"{m} ± {s}"
+
+
+def table_rows(md: str) -> dict[str, list[str]]:
+    """The Fig. 4 table of table.md, as {row label: cells}."""
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| Experiment") and "---" not in line:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[0]] = cells
+    return rows
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """Two experiments: EP-1h (3 seeds finished, 1 NaN), C-VF-1h over 3 angles with every kind of trouble."""
+    b = ExperimentBuilder(tmp_path)
+    ep = small_config(rule="ep", continual=False, randbeta=0.0)
+    for seed, (te, tr) in enumerate([(9.0, 12.0), (10.5, 11.0), (7.2, 13.0)]):
+        b.add("EP-1h", {"seed": seed}, ep, hist=history(3, te, tr), info={"angle_grad": 10.0 + seed})
+    nan_hist = history(3, 8.0, 8.0)
+    nan_hist[-1].update(test_error=math.nan, train_error=math.nan)
+    b.add("EP-1h", {"seed": 3}, ep, hist=nan_hist, info={"angle_grad": 14.0})  # finished, NaN final metrics
+    vf = small_config()
+    for angle in (0.0, 90.0, 180.0):
+        for seed in range(3):
+            grid = {"angle": angle, "seed": seed}
+            info = {"measured_angle": [angle + 0.5, angle + 1.5], "angle_grad": 40.0 + angle / 2 + seed}
+            h = history(3, 20.0 + angle / 10 + seed, 25.0 + angle / 10 + 2 * seed)
+            if angle == 90.0 and seed == 1:
+                b.add("C-VF-1h", grid, vf, status="running", hist=h[:1], info=info)  # unfinished
+            elif angle == 90.0 and seed == 2:
+                b.add("C-VF-1h", grid, vf, status="running", hist=h[:2], info=info,
+                      error="Traceback (most recent call last):\n  File x\nRuntimeError: injected fault\n")
+            elif angle == 180.0 and seed == 1:
+                b.add("C-VF-1h", grid, vf, status="diverged", hist=h[:1], info={**info, "diverged_at_epoch": 2})
+            elif angle == 180.0 and seed == 2:
+                b.add("C-VF-1h", grid, vf, status=None)  # pending
+            elif angle == 0.0 and seed == 2:
+                b.add("C-VF-1h", grid, vf, hist=h, info=info, files=("config", "summary"))  # metrics.csv missing
+            else:
+                b.add("C-VF-1h", grid, vf, hist=h, info=info)
+    return b.write()
+
+
+# --------------------------------------------------------------------- tests
+def test_numbers_statuses_and_flags(mixed: Path) -> None:
+    agg = aggregate_experiment(mixed)
+    out = mixed / "summary"
+    assert agg.warnings == []
+    trials = {r["id"]: r for r in read_csv(out / "trials.csv")}
+    assert len(trials) == 4 + 9
+    status = {k: r["status"] for k, r in trials.items()}
+    assert status["C-VF-1h/angle=90/seed=1"] == "running"
+    assert status["C-VF-1h/angle=90/seed=2"] == "errored"
+    assert status["C-VF-1h/angle=180/seed=1"] == "diverged"
+    assert status["C-VF-1h/angle=180/seed=2"] == "pending"
+    assert status["C-VF-1h/angle=0/seed=2"] == "finished"
+    assert "injected fault" in trials["C-VF-1h/angle=90/seed=2"]["note"]
+    assert "no metrics.csv" in trials["C-VF-1h/angle=0/seed=2"]["note"]
+    assert trials["EP-1h/seed=0"]["final_test_error"] == repr(9.0 / 3)
+    assert trials["EP-1h/seed=0"]["best_test_error"] == repr(9.0 / 3)
+    assert trials["EP-1h/seed=3"]["final_test_error"] == ""  # NaN written as empty
+    assert trials["C-VF-1h/angle=90/seed=1"]["epochs_done"] == "1"
+    assert trials["C-VF-1h/angle=180/seed=2"]["epochs_done"] == ""
+    assert trials["C-VF-1h/angle=0/seed=0"]["measured_angle_deg"] == "0.5 1.5"
+    assert trials["C-VF-1h/angle=0/seed=0"]["lr_tab"] == "0.01 0.02"
+
+    # expected numbers, independently: finished trials with finite values only
+    ep_test = [9.0 / 3, 10.5 / 3, 7.2 / 3]
+    ep_train = [12.0 / 3, 11.0 / 3, 13.0 / 3]
+    vf = {0.0: [0, 1, 2], 90.0: [0], 180.0: [0]}
+    expected = {"EP-1h": (ep_test, ep_train, [10.0, 11.0, 12.0])}
+    for angle, seeds in vf.items():
+        expected[f"C-VF-1h angle={angle:g}"] = ([(20.0 + angle / 10 + s) / 3 for s in seeds],
+                                                [(25.0 + angle / 10 + 2 * s) / 3 for s in seeds],
+                                                [40.0 + angle / 2 + s for s in seeds])
+    groups = {r["row"]: r for r in read_csv(out / "groups.csv")}
+    md = (out / "table.md").read_text()
+    rows = table_rows(md)
+    assert set(groups) == set(expected) == set(rows)
+    for label, (test, train, angle) in expected.items():
+        g = groups[label]
+        assert int(g["test_error_n"]) == len(test)
+        assert float(g["test_error_mean"]) == pytest.approx(np.mean(test), abs=1e-12)
+        assert float(g["train_error_mean"]) == pytest.approx(np.mean(train), abs=1e-12)
+        if len(test) > 1:
+            assert float(g["test_error_std"]) == pytest.approx(np.std(test, ddof=1), abs=1e-12)
+            assert float(g["train_error_std"]) == pytest.approx(np.std(train, ddof=1), abs=1e-12)
+        else:
+            assert g["test_error_std"] == ""
+        header = md.split("| Experiment")[1].splitlines()[0]
+        cols = ["Experiment"] + [c.strip() for c in header.strip(" |").split(" | ")]
+        cells = dict(zip(cols, rows[label], strict=True))
+        assert cells["Test error (%)"] == fmt(test)
+        assert cells["Train error (%)"] == fmt(train)
+        assert cells["Seeds"] == str(len(test))
+        assert cells["Angle-grad (°)"] == fmt(angle, 1)
+    # statuses per row, and the banner
+    assert "1/3 finished, 1 running (epoch 1 of 3), 1 errored" in rows["C-VF-1h angle=90"][-1]
+    assert "1/3 finished, 1 diverged, 1 pending" in rows["C-VF-1h angle=180"][-1]
+    assert rows["EP-1h"][-1] == "4/4 finished, 1 of them without a finite final error"
+    assert "**PARTIAL: 9 of 13 trials finished (1 diverged, 1 running or interrupted, 1 errored, 1 pending)" in md
+    assert "EP-1h/seed=3: finished without a finite final test error" in md
+    assert "C-VF-1h/angle=90/seed=2: errored: RuntimeError: injected fault" in md
+    assert "1 pending (not started): C-VF-1h/angle=180/seed=2" in md
+    # mnist5k is not the paper's data: no published numbers, and the footnote says why
+    assert all(r[5].startswith("—") for r in rows.values())
+    assert "dataset mnist5k (paper mnist)" in md
+    # the figures the data allows, all of them
+    names = {p.name for p in agg.files}
+    assert {"fig4_angle_curve.png", "fig4_angle_curve.pdf", "learning_curves.png", "fig5a_angle_grad.png",
+            "angle_curve.csv"} <= names
+    assert all((out / n).stat().st_size > 0 for n in names)
+
+
+def test_angle_angle_grad_stats_in_groups_csv(mixed: Path) -> None:
+    aggregate_experiment(mixed, plots=False)
+    g = {r["row"]: r for r in read_csv(mixed / "summary" / "groups.csv")}
+    assert float(g["EP-1h"]["angle_grad_deg_mean"]) == pytest.approx(11.0)
+    assert float(g["EP-1h"]["angle_grad_deg_std"]) == pytest.approx(1.0)
+    assert float(g["C-VF-1h angle=0"]["angle_grad_deg_mean"]) == pytest.approx(41.0)
+
+
+def test_angle_curve_one_point_per_angle(mixed: Path) -> None:
+    aggregate_experiment(mixed, plots=False)
+    rows = read_csv(mixed / "summary" / "angle_curve.csv")
+    assert [float(r["angle"]) for r in rows] == [0.0, 90.0, 180.0]
+    assert {r["line"] for r in rows} == {"C-VF-1h"}
+    # x is the measured angle (mean over pairs and finished seeds), not the requested one
+    assert [float(r["x_angle_mean"]) for r in rows] == [1.0, 91.0, 181.0]
+    assert [int(r["n"]) for r in rows] == [3, 1, 1]
+    assert float(rows[0]["test_error_mean"]) == pytest.approx(np.mean([20 / 3, 21 / 3, 22 / 3]))
+
+
+def test_aggregating_twice_gives_identical_files(mixed: Path) -> None:
+    aggregate_experiment(mixed)
+    first = {p.name: p.read_bytes() for p in (mixed / "summary").iterdir()}
+    time.sleep(1.1)  # a timestamp in a PDF would differ now
+    aggregate_experiment(mixed)
+    second = {p.name: p.read_bytes() for p in (mixed / "summary").iterdir()}
+    assert first.keys() == second.keys()
+    assert [n for n in first if first[n] != second[n]] == []
+    assert not [n for n in first if n.startswith(".")]  # no temporary files left
+
+
+def test_no_angle_dimension_no_angle_curve_and_no_angle_grad_no_fig5a(tmp_path: Path) -> None:
+    b = ExperimentBuilder(tmp_path)
+    for seed in range(2):
+        b.add("C-VF-1h", {"seed": seed}, small_config(angle=45.0), hist=history(2, 10.0 + seed, 12.0))
+    root = b.write()
+    agg = aggregate_experiment(root)
+    names = {p.name for p in agg.files}
+    assert "learning_curves.png" in names
+    assert not names & {"fig4_angle_curve.png", "angle_curve.csv", "fig5a_angle_grad.png"}
+    md = (root / "summary" / "table.md").read_text()
+    assert "Angle-grad" not in md
+    assert "COMPLETE: 2 of 2 trials finished" in md
+
+
+def test_published_numbers_shown_only_for_the_published_configuration(tmp_path: Path) -> None:
+    b = ExperimentBuilder(tmp_path)
+    for name in ("EP-1h", "C-VF-2h"):
+        full = paper_config(name, dataset="mnist").to_dict()
+        for seed in range(2):
+            b.add(name, {"seed": seed}, full, hist=history(1, 3.0 + seed, 2.0), info={"angle_grad": 20.0})
+    smoke = paper_config("EP-1h", dataset="mnist", epochs=1).to_dict()
+    b.add("EP-1h-smoke", {"seed": 0}, smoke, hist=history(1, 5.0, 5.0))
+    b.add("C-VF-2h-angled", {"seed": 0}, paper_config("C-VF-2h", dataset="mnist", angle=45.0).to_dict(),
+          hist=history(1, 5.0, 5.0), info={"angle_grad": 70.0})
+    root = b.write()
+    aggregate_experiment(root, plots=False)
+    md = (root / "summary" / "table.md").read_text()
+    rows = table_rows(md)
+    assert rows["EP-1h"][5] == "2.00" and rows["EP-1h"][8] == "≈17"
+    assert rows["C-VF-2h"][5] == "2.97" and rows["C-VF-2h"][8] == "61–94"
+    assert rows["EP-1h-smoke"][5] == "— [1]"
+    assert "EP-1h-smoke: no published number: differs from the paper's EP-1h in epochs 1 (paper 30)." in md
+    # the angle-grad range of C-VF covers every weight angle; the test error is the angle-0 configuration's
+    assert rows["C-VF-2h-angled"][5] == "— [2]" and rows["C-VF-2h-angled"][8] == "61–94"
+    assert "angle 45 (paper 0)" in md
+    assert load_published()["paper"] in md
+
+
+def test_published_file_holds_the_spec_configurations() -> None:
+    pub = load_published()
+    assert {r["name"]: r["test_error"] for r in pub["rows"]} == {
+        "EP-1h": 2.00, "EP-2h": 1.95, "C-EP-1h": 2.28, "C-EP-2h": 2.44, "C-VF-1h": 2.43, "C-VF-2h": 2.97}
+    for row in pub["rows"]:
+        cfg = paper_config(row["name"], dataset="mnist").to_dict()
+        assert {k: cfg[k] for k in row["config"]} == row["config"], row["name"]
+        assert {k: cfg[k] for k in pub["common"]} == pub["common"], row["name"]
+        assert set(PAPER_EXPERIMENTS[row["name"]]) <= set(row["config"])
+
+
+def test_damaged_folders_do_not_crash(tmp_path: Path) -> None:
+    b = ExperimentBuilder(tmp_path)
+    b.add("EP-1h", {"seed": 0}, small_config(rule="ep", randbeta=0.0), hist=history(3, 9.0, 9.0))
+    b.add("EP-1h", {"seed": 1}, small_config(rule="ep", randbeta=0.0), hist=history(3, 9.0, 9.0))
+    b.add("EP-1h", {"seed": 2}, small_config(rule="ep", randbeta=0.0), hist=history(2, 9.0, 9.0), files=("metrics",))
+    b.add("EP-1h", {"seed": 3}, small_config(rule="ep", randbeta=0.0), status="running", files=())
+    root = b.write()
+    (root / "trials/EP-1h/seed=1/summary.json").write_text('{"status": "fini')  # half-written
+    (root / "trials/EP-1h/seed=0/metrics.csv").write_text("epoch,test_error\n1,abc\n2")
+    agg = aggregate_experiment(root)
+    assert agg.warnings == []
+    trials = {r["id"]: r for r in read_csv(root / "summary" / "trials.csv")}
+    assert trials["EP-1h/seed=0"]["status"] == "finished"
+    assert "summary.json unreadable" in trials["EP-1h/seed=1"]["note"]
+    assert trials["EP-1h/seed=1"]["status"] == "running"
+    assert trials["EP-1h/seed=2"]["status"] == "running" and trials["EP-1h/seed=2"]["epochs_done"] == "2"
+    assert trials["EP-1h/seed=2"]["final_test_error"] == repr(4.5)  # from metrics.csv
+    assert trials["EP-1h/seed=3"]["status"] == "running" and "no summary.json" in trials["EP-1h/seed=3"]["note"]
+    assert "PARTIAL: 1 of 4 trials finished" in (root / "summary" / "table.md").read_text()
+
+
+def test_gdu_trials_get_an_index_and_agreement_table(tmp_path: Path) -> None:
+    b = ExperimentBuilder(tmp_path)
+    cfg = small_config(rule="ep", randbeta=0.0, action="gdu", activation="tanh", batch_size=1)
+    tid = b.add("gdu-ep", {"seed": 0}, cfg, files=())
+    root = b.write()
+    path = root / "trials" / tid
+    (path / "gdu").mkdir()
+    rows = [{"name": "s0", "kind": "neuron", "cosine": 0.999, "rel_rmse": 0.01},
+            {"name": "W0", "kind": "weight", "cosine": 0.98, "rel_rmse": 0.05}]
+    (path / "summary.json").write_text(json.dumps({"status": "finished", "action": "gdu", "angle_grad": 3.25,
+                                                   "agreement": rows, "config": cfg}))
+    with open(path / "gdu" / "agreement.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["name", "kind", "cosine", "rel_rmse"])
+        w.writeheader()
+        w.writerows(rows)
+    (path / "gdu" / "neurons.png").write_bytes(b"png")
+    agg = aggregate_experiment(root)
+    md = (root / "summary" / "table.md").read_text()
+    assert "COMPLETE: 1 of 1 trials finished" in md
+    assert "| s0 | neuron | 0.9990 | 0.0100 |" in md
+    assert "3.2°" in md
+    assert f"[neurons.png](../trials/{tid}/gdu/neurons.png)" in md
+    assert [r["name"] for r in read_csv(root / "summary" / "gdu_agreement.csv")] == ["s0", "W0"]
+    assert "learning_curves.png" not in {p.name for p in agg.files}
+    assert f"{tid} (finished): angle-grad 3.2°; s0 0.999, W0 0.980" in terminal_report(agg)
+
+
+def test_outputs_that_no_longer_apply_are_removed(mixed: Path) -> None:
+    out = mixed / "summary"
+    aggregate_experiment(mixed, plots=False)
+    assert (out / "angle_curve.csv").exists()
+    (out / "fig4_angle_curve.png").write_bytes(b"an old figure")
+    sweep = json.loads((mixed / "sweep.json").read_text())
+    sweep["trials"] = [t for t in sweep["trials"] if t["experiment"] == "EP-1h"]  # no angle dimension now
+    (mixed / "sweep.json").write_text(json.dumps(sweep))
+    aggregate_experiment(mixed, plots=False)
+    assert not (out / "angle_curve.csv").exists()
+    assert (out / "fig4_angle_curve.png").exists()  # tables only: figures are left alone
+    aggregate_experiment(mixed)
+    assert not (out / "fig4_angle_curve.png").exists()
+    assert (out / "learning_curves.png").exists()
+
+
+def test_reads_without_torch_or_ray(mixed: Path) -> None:
+    code = ("import sys; from cep.aggregate import aggregate_experiment; aggregate_experiment(sys.argv[1]); "
+            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(mixed)], check=True, timeout=120)
+
+
+def test_load_experiment_reports_trials_in_sweep_order(mixed: Path) -> None:
+    exp = load_experiment(mixed)
+    assert [g.label for g in exp.groups] == ["EP-1h", "C-VF-1h angle=0", "C-VF-1h angle=90", "C-VF-1h angle=180"]
+
+
+# ------------------------------------------------------------------ command
+def run_command(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from cep.cli import run_main
+
+    with pytest.raises(SystemExit) as e:
+        run_main(aggregate_command, args=args)
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
+
+
+@pytest.mark.parametrize("case", ["empty", "not_experiment", "missing", "file", "bad_json", "no_trials"])
+def test_command_refuses_what_is_not_an_experiment(tmp_path: Path, case: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "x"
+    if case == "empty":
+        target.mkdir()
+    elif case == "not_experiment":
+        (target / "stuff").mkdir(parents=True)
+        (target / "notes.txt").write_text("hi")
+    elif case == "file":
+        target.write_text("hi")
+    elif case == "bad_json":
+        target.mkdir()
+        (target / "sweep.json").write_text("{")
+    elif case == "no_trials":
+        target.mkdir()
+        (target / "sweep.json").write_text('{"name": "x", "trials": []}')
+    code, out, err = run_command([str(target)], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert not (target / "summary").exists()
+
+
+def test_command_hints_at_the_experiment_below(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_command([str(mixed.parent)], capsys)
+    assert code == 2 and f"did you mean {mixed}" in err
+
+
+def test_command_prints_the_table(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_command([str(mixed), "--no-plots"], capsys)
+    assert code == 0, err
+    assert out.startswith("test_sweep: PARTIAL: 9 of 13 trials finished")
+    assert "C-VF-1h angle=90" in out and "needs attention:" in out
+    assert not (mixed / "summary" / "learning_curves.png").exists()
+
+
+def test_python_m_entry_point(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "cep.aggregate_cli", str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is empty" in r.stderr
+
+
+# --------------------------------------------------------- a real small sweep
+TINY_SWEEP = """\
+name: tiny
+description: a tiny real sweep for the aggregator's test
+base: {setting: discrete, dataset: mnist5k, epochs: 1, train_samples: 200, test_samples: 200, T: 5, Kmax: 2,
+       size_tab: [10, 16, 784]}
+experiments:
+  EP-1h: {rule: ep, continual: false, lr_tab: [0.04, 0.08], beta: 0.1}
+  C-VF-1h:
+    rule: vf
+    continual: true
+    randbeta: 0.5
+    lr_tab: [0.0038, 0.0076]
+    beta: 0.2
+    angle_grad: true
+    grid:
+      angle: [0, 90, 180]
+grid:
+  seed: [0, 1]
+resources: {cpu: 1, gpu: 0}
+max_failures: 0
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(importlib.util.find_spec("cep.sweep_driver") is None, reason="needs the sweep driver")
+def test_real_small_sweep(tmp_path: Path) -> None:
+    """cep-sweep runs 8 tiny trials and summarises them; aggregating again gives the same bytes."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
+    r = subprocess.run([sys.executable, "-c", "from cep.sweep_cli import main; main()", "tiny.yaml",
+                        "--storage", str(tmp_path / "store")], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    exp = tmp_path / "store" / "tiny"
+    summary = exp / "summary"
+    first = {p.name: p.read_bytes() for p in summary.iterdir()}  # written by the sweep's own call
+    assert {"table.md", "trials.csv", "groups.csv", "angle_curve.csv", "fig4_angle_curve.png",
+            "fig4_angle_curve.pdf", "learning_curves.png", "fig5a_angle_grad.png"} <= set(first)
+    agg = aggregate_experiment(exp)
+    assert agg.warnings == [] and not agg.partial
+    second = {p.name: p.read_bytes() for p in summary.iterdir()}
+    assert first.keys() == second.keys() and [n for n in first if first[n] != second[n]] == []
+    curve = read_csv(summary / "angle_curve.csv")
+    assert [(r["line"], float(r["angle"]), int(r["n"])) for r in curve] == [
+        ("C-VF-1h", 0.0, 2), ("C-VF-1h", 90.0, 2), ("C-VF-1h", 180.0, 2)]
+    trials = read_csv(summary / "trials.csv")
+    assert len(trials) == 8 and {t["status"] for t in trials} == {"finished"}
+    groups = {g["row"]: g for g in read_csv(summary / "groups.csv")}
+    assert list(groups) == ["EP-1h", "C-VF-1h angle=0", "C-VF-1h angle=90", "C-VF-1h angle=180"]
+    for g in groups.values():  # the table's means are the trials' means
+        tests = [float(t["final_test_error"]) for t in trials if f"{t['experiment']} " in f"{g['row']} "
+                 and (g["variant"] == "" or f"/{g['variant']}/" in f"/{t['id']}/")]
+        assert len(tests) == 2 and float(g["test_error_mean"]) == pytest.approx(np.mean(tests))
