@@ -442,12 +442,16 @@ max_failures: 0
 
 @pytest.mark.ray
 @pytest.mark.skipif(importlib.util.find_spec("cep.sweep_driver") is None, reason="needs the sweep driver")
-def test_real_small_sweep(tmp_path: Path) -> None:
+def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """cep-sweep runs 8 tiny trials and summarises them; aggregating again gives the same bytes."""
+    try:  # the session's shared Ray cluster when conftest provides one, else the driver starts its own
+        address = ["--address", request.getfixturevalue("ray_address")]
+    except pytest.FixtureLookupError:
+        address = []
     (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
     r = subprocess.run([sys.executable, "-c", "from cep.sweep_cli import main; main()", "tiny.yaml",
-                        "--storage", str(tmp_path / "store")], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=900)
+                        "--storage", str(tmp_path / "store"), *address], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp = tmp_path / "store" / "tiny"
     summary = exp / "summary"
