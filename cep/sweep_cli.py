@@ -1,8 +1,225 @@
-"""`cep-sweep`: placeholder until the sweep orchestrator lands."""
+"""`cep-sweep SWEEP.yaml`: run a sweep of trials with Ray Tune, resumably, on this machine or a Ray cluster.
 
-import sys
+Thin click command: everything is validated (sweep file, options, the
+experiment folder) before Ray is imported or anything is written; bad input
+ends with one `error: PATH: message` line per problem and exit code 2.
+Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
+2 bad input; 130 / 143 stopped by Ctrl-C / SIGTERM (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import click
+
+from cep.cli import EXIT_USAGE, run_main
+from cep.sweep import SweepError, SweepSpec, Trial, dry_run_table, load_sweep, select
+from cep.sweep_store import (
+    FAULT_ENV,
+    SLEEP_ENV,
+    TrialOutcome,
+    check_experiment,
+    experiment_dir,
+    is_uri,
+    outcomes,
+    parse_faults,
+    resolve_trials,
+    restart,
+    subset_tune_dir,
+    sweep_record,
+    torch_threads,
+    trial_device,
+    write_sweep_record,
+)
+
+EXIT_INCOMPLETE = 1
 
 
-def main() -> None:
-    print("cep-sweep: sweeps arrive in a later change; train one trial with `cep train`.", file=sys.stderr)
-    sys.exit(2)
+def _fail(problems: list[str]) -> int:
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    return EXIT_USAGE
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override a trial field in every trial, e.g. --set epochs=1 --set dataset=mnist5k (repeatable)")
+@click.option("--only", "only", multiple=True, metavar="PATTERN",
+              help="run only the trials whose id matches this glob, e.g. 'C-VF-1h/*' or 'C-VF-1h/angle=45' "
+                   "(repeatable)")
+@click.option("--dry-run", is_flag=True, help="print the trials, their count and estimated cost; run nothing")
+@click.option("--storage", default="results", show_default=True, metavar="PATH",
+              help="where the experiment folder <storage>/<name>/ lives; on a multi-node cluster it must be "
+                   "shared storage (e.g. an NFS mount) given as an absolute path")
+@click.option("--name", default=None, help="experiment folder name (default: the sweep's name)")
+@click.option("--address", default=None, metavar="ADDR",
+              help="join this Ray cluster (e.g. HEAD_IP:6379, or auto); default: start a local Ray on this machine")
+@click.option("--restart", is_flag=True,
+              help="discard the experiment's results and start afresh (with --only: just those trials)")
+@click.option("--trial", "trial_id", default=None, metavar="ID",
+              help="with --local: run this one trial in this process (no Ray), for debugging")
+@click.option("--local", is_flag=True, help="run --trial ID here, without Ray, with the trainer's progress display")
+@click.option("--out", default=None, metavar="DIR",
+              help="with --local: results folder (default runs/<sweep name>/<trial id>)")
+@click.option("--progress-interval", default=30.0, show_default=True, metavar="SECONDS",
+              help="how often the table of running trials is printed")
+@click.option("--no-aggregate", is_flag=True, help="do not summarise the experiment after the run")
+@click.version_option(package_name="cep")
+def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, storage: str,
+                  name: str | None, address: str | None, restart: bool, trial_id: str | None, local: bool,
+                  out: str | None, progress_interval: float, no_aggregate: bool) -> int:
+    """Run the trials of SWEEP_FILE with Ray Tune; rerun the same command to resume after any interruption.
+
+    \b
+    Examples:
+      cep-sweep sweeps/quickstart.yaml                         # run (or resume) it
+      cep-sweep sweeps/fig4_angles.yaml --dry-run              # what would run, and its cost
+      cep-sweep sweeps/fig4_table.yaml --set epochs=1 --set dataset=mnist5k --name smoke
+      cep-sweep sweeps/quickstart.yaml --trial EP-1h/seed=0 --local   # debug one trial
+      cep-sweep sweeps/fig4_angles.yaml --address HEAD:6379 --storage /shared/results
+    """
+    t_start = time.monotonic()
+    try:
+        spec = load_sweep(sweep_file, sets)
+        if trial_id is not None or local:
+            return _run_local(spec, trial_id, local, out)
+        chosen = select(spec.trials, only)
+    except SweepError as e:
+        return _fail(e.problems)
+    if dry_run:
+        click.echo(dry_run_table(spec, chosen))
+        return 0
+    if is_uri(storage):
+        return _fail([f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
+                      "storage (NFS) and give its absolute path"])
+    if address is not None and not Path(storage).expanduser().is_absolute():
+        return _fail([f"--storage {storage}: with --address every node must see the results, so give shared "
+                      "storage as an absolute path (e.g. --storage /shared/results)"])
+    exp_name = name or spec.name
+    if "/" in exp_name or exp_name in (".", ".."):
+        return _fail([f"--name {exp_name}: a folder name without /"])
+    exp_dir = experiment_dir(storage, exp_name)
+    all_trials = resolve_trials(spec.trials, exp_dir)
+    chosen_ids = {t.id for t in chosen}
+    selected = [t for t in all_trials if t.id in chosen_ids]
+    subset = len(selected) != len(all_trials)
+    try:
+        faults = parse_faults(os.environ.get(FAULT_ENV))
+        epoch_sleep = float(os.environ.get(SLEEP_ENV) or 0)
+        if restart:
+            restart_experiment(exp_dir, [t.id for t in selected] if subset else None)
+        record = check_experiment(exp_dir, all_trials)
+    except SweepError as e:
+        return _fail(e.problems)
+    except ValueError:
+        return _fail([f"{SLEEP_ENV}={os.environ.get(SLEEP_ENV)}: expected seconds (test-only)"])
+
+    click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)" + (f" of {len(all_trials)}" if subset else "")
+               + f"; results in {exp_dir}")
+    before = {o.id: o for o in outcomes(exp_dir, selected)} if record is not None else {}
+    if before and all(o.complete for o in before.values()):
+        click.echo("every selected trial is already complete; nothing to run (--restart to start afresh)")
+        code = _summary(spec, exp_dir, list(before.values()), before, time.monotonic() - t_start, None)
+        _aggregate(exp_dir, no_aggregate)
+        return code
+    _prefetch_data(selected)
+    if record is None:
+        write_sweep_record(exp_dir, sweep_record(spec, all_trials))
+
+    from cep.sweep_driver import SweepRun, execute_sweep  # Ray is imported only from here on
+
+    run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
+                   address=address, faults=tuple(faults), epoch_sleep=epoch_sleep,
+                   progress_interval=progress_interval)
+    try:
+        results = execute_sweep(run)
+    except SweepError as e:
+        return _fail(e.problems)
+    code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal)
+    if run.stop_signal is None:
+        _aggregate(exp_dir, no_aggregate)
+    return code
+
+
+def restart_experiment(exp_dir: Path, trial_ids: list[str] | None) -> None:
+    restart(exp_dir, trial_ids)
+    click.echo(f"--restart: discarded {'the results of ' + str(len(trial_ids)) + ' trial(s) in ' if trial_ids else ''}"
+               f"{exp_dir}")
+
+
+def _run_local(spec: SweepSpec, trial_id: str | None, local: bool, out: str | None) -> int:
+    """`--trial ID --local`: the trial exactly as the sweep runs it, in this process (breakpoints work)."""
+    if trial_id is None or not local:
+        raise SweepError(["--trial ID and --local go together (to run some trials on Ray, use --only PATTERN)"])
+    trial: Trial = spec.trial(trial_id)
+    import torch
+
+    from cep.cli import execute
+
+    torch.set_num_threads(torch_threads(spec.resources))
+    cfg = trial.config.replace(out_dir=out or str(Path("runs") / spec.name / trial.id),
+                               device=trial_device(trial.config, spec.resources))
+    click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfg.device} "
+               f"({torch_threads(spec.resources)} thread(s))")
+    return execute(cfg)
+
+
+def _prefetch_data(trials: list[Trial]) -> None:
+    """Fetch full MNIST once here, so that parallel trials do not all download it (and offline fails early)."""
+    dirs = sorted({t.config.data_dir for t in trials if t.config.dataset == "mnist"})
+    if dirs:
+        from cep.data import load_mnist
+
+        for d in dirs:
+            load_mnist(d)
+
+
+def _summary(spec: SweepSpec, exp_dir: Path, results: list[TrialOutcome], before: dict[str, TrialOutcome],
+             seconds: float, stop_signal: int | None) -> int:
+    """The final summary; the exit code says whether every selected trial is complete."""
+    counts: dict[str, int] = {}
+    for o in results:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    earlier = sum(1 for o in results if o.complete and before.get(o.id) is not None and before[o.id].complete)
+    m, s = divmod(int(seconds), 60)
+    click.echo(f"\nsweep {spec.name}: {len(results)} trial(s): " + ", ".join(
+        f"{counts.get(k, 0)} {k}" for k in ("finished", "diverged", "errored", "incomplete", "not started")
+        if counts.get(k) or k in ("finished", "errored")) + f" ({earlier} complete before this run, not rerun) "
+        f"in {m}m{s:02d}s")
+    bad = [o for o in results if not o.complete]
+    for o in bad:
+        click.echo(f"  {o.id}: {o.state}" + (f": {o.detail}" if o.detail else ""), err=True)
+    click.echo(f"results: {exp_dir}/ (sweep.json; trials/<trial id>/metrics.csv, summary.json, learning_curve.png)")
+    if stop_signal is not None:
+        click.echo("stopped before the end: rerun the same command to resume", err=True)
+        return 128 + stop_signal
+    if bad:
+        click.echo(f"{len(bad)} trial(s) incomplete: rerun the same command to retry them (errored trials restart "
+                   "from their last checkpoint)", err=True)
+        return EXIT_INCOMPLETE
+    return 0
+
+
+def _aggregate(exp_dir: Path, skip: bool) -> None:
+    # ---- aggregator hook: cep.aggregate (built separately) summarises the experiment after every run ----
+    if skip or importlib.util.find_spec("cep.aggregate") is None:
+        return
+    try:
+        import cep.aggregate as aggregate
+
+        aggregate.aggregate_experiment(exp_dir)
+        click.echo(f"summary: {exp_dir / getattr(aggregate, 'SUMMARY_DIR', 'summary')}/ (tables and figures)")
+    except Exception as e:  # the sweep's results stand; say why the summary is missing
+        click.echo(f"warning: aggregating {exp_dir} failed ({type(e).__name__}: {e}); "
+                   "the trials' results are complete", err=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point of `cep-sweep`."""
+    run_main(sweep_command, {}, args)
+

@@ -1,0 +1,318 @@
+"""cep-sweep on a local Ray cluster: end to end, interruption and exact resume, retries, --trial --local, bad input.
+
+One Ray cluster serves the session (conftest.ray_address); drivers in subprocesses
+join it with --address, so killing a driver leaves no Ray behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cep.sweep_cli import main
+
+pytestmark = pytest.mark.ray
+
+SWEEP = """\
+name: small
+description: tiny nets for the cep-sweep tests
+base: {size_tab: [10, 32, 784], lr_tab: [0.05, 0.1], train_samples: 200, test_samples: 100, epochs: 4,
+       T: 10, Kmax: 4, dataset: mnist5k}
+experiments:
+  EP: {rule: ep}
+  C-VF: {rule: vf, continual: true, lr_tab: [0.01, 0.02], randbeta: 0.5, grid: {angle: [0, 90]}}
+grid:
+  seed: [0]
+resources: {cpu: 1, gpu: 0}
+max_failures: 1
+"""
+IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
+EPOCHS = 4
+COMPARED = ("epoch", "train_error", "test_error", "train_loss", "test_loss")  # not the wall-clock columns
+DRIVER = [sys.executable, "-c", "from cep.sweep_cli import main; main()"]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def metrics(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv", newline="") as f:
+        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(f)]
+
+
+def epoch_lines(folder: Path) -> list[str]:
+    log = folder / "trial.log"
+    return [ln.split(" ", 3)[3] for ln in log.read_text().splitlines()] if log.exists() else []
+
+
+def summary(folder: Path) -> dict:
+    path = folder / "summary.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sweepfile") / "small.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(sweep_file, ray_address, tmp_path_factory):
+    """An uninterrupted run of the small sweep, in this process, on the session cluster."""
+    storage = tmp_path_factory.mktemp("reference")
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep_file), "--storage", str(storage), "--progress-interval", "0"])
+    return e.value.code, storage / "small"
+
+
+# ------------------------------------------------------------------ end to end
+def test_small_sweep_end_to_end(reference, capfd):
+    code, exp = reference
+    assert code == 0
+    record = json.loads((exp / "sweep.json").read_text())
+    assert set(record) >= {"name", "description", "fingerprint", "created", "cep_version", "sweep_file", "trials"}
+    assert [t["id"] for t in record["trials"]] == IDS
+    assert record["trials"][2]["grid"] == {"angle": 90.0, "seed": 0}
+    assert record["trials"][2]["config"]["out_dir"] == str(exp / "trials" / IDS[2])
+    import torch
+
+    for tid in IDS:
+        folder = exp / "trials" / tid
+        for name in ("config.yaml", "metrics.csv", "summary.json", "learning_curve.png", "checkpoint.pt", "node.txt"):
+            assert (folder / name).exists(), (tid, name)
+        assert not (folder / "error.txt").exists()
+        assert [int(r["epoch"]) for r in metrics(folder)] == list(range(1, EPOCHS + 1))
+        s = summary(folder)
+        assert s["status"] == "finished" and s["epochs_done"] == EPOCHS and s["host"]
+        assert [ln for ln in epoch_lines(folder) if ln.startswith("epoch")] == [
+            f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(folder), 1)]
+        # Ray Tune's trial folder keeps exactly one checkpoint: the final epoch's exact trainer state
+        tune_dirs = [d for d in exp.iterdir() if d.name.startswith(tid.replace("/", "_") + "_")]
+        assert len(tune_dirs) == 1
+        checkpoints = sorted(tune_dirs[0].glob("checkpoint_*"))
+        assert len(checkpoints) == 1
+        state = torch.load(checkpoints[0] / "state.pt", weights_only=False)
+        assert state["epoch"] == EPOCHS and state["status"] == "finished"
+        assert len((tune_dirs[0] / "result.json").read_text().splitlines()) == EPOCHS
+
+
+def test_finished_experiment_is_not_rerun_and_a_changed_one_is_refused(reference, sweep_file, capsys):
+    _, exp = reference
+    before = {tid: (exp / "trials" / tid / "trial.log").read_text() for tid in IDS}
+    code, out, err = run_cli([str(sweep_file), "--storage", str(exp.parent), "--no-aggregate"], capsys)
+    assert code == 0 and "every selected trial is already complete; nothing to run" in out
+    assert "3 finished, 0 errored (3 complete before this run, not rerun)" in out
+    assert before == {tid: (exp / "trials" / tid / "trial.log").read_text() for tid in IDS}
+    code, out, err = run_cli([str(sweep_file), "--storage", str(exp.parent), "--set", "epochs=2"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {exp}: this experiment was started from a different trial list (3 trial(s) "
+                          "changed (e.g. EP/seed=0: epochs 4 -> 2))")
+
+
+def test_trial_local_gives_the_sweeps_metrics(reference, sweep_file, tmp_path, capsys):
+    import torch
+
+    _, exp = reference
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = run_cli([str(sweep_file), "--trial", "C-VF/angle=90/seed=0", "--local",
+                                  "--out", str(tmp_path / "local")], capsys)
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0 and "locally on cpu (1 thread(s))" in out and "epoch   4" in out
+    assert metrics(tmp_path / "local") == metrics(exp / "trials/C-VF/angle=90/seed=0")
+
+
+# ---------------------------------------------------------- faults and retries
+def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, tmp_path, capsys, monkeypatch):
+    _, ref = reference
+    monkeypatch.setenv("CEP_FAULT_INJECT", "EP/*:3;C-VF/angle=90/*:2:always")
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate",
+                              "--progress-interval", "0"], capsys)
+    exp = tmp_path / "small"
+    assert code == 1
+    # injected once, retried from the epoch-2 checkpoint: same result as never failing
+    ep = exp / "trials/EP/seed=0"
+    assert summary(ep)["status"] == "finished" and metrics(ep) == metrics(ref / "trials/EP/seed=0")
+    assert not (ep / "error.txt").exists() and "fault injected" in (ep / "errors.log").read_text()
+    lines = epoch_lines(ep)
+    assert [ln.split(" (")[0] for ln in lines if ln.startswith("start")] == ["start after epoch 0",
+                                                                            "start after epoch 2"]
+    assert [ln for ln in lines if ln.startswith("epoch")] == [
+        f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(ep), 1)]
+    assert "! EP/seed=0: failed (" in out and "retrying from its last checkpoint" in out
+    # always failing: errored after 1 + max_failures attempts, the others complete
+    bad = exp / "trials/C-VF/angle=90/seed=0"
+    assert "FaultInjected: fault injected by CEP_FAULT_INJECT in epoch 2" in (bad / "error.txt").read_text()
+    assert (bad / "errors.log").read_text().count("\ncep.sweep_driver.FaultInjected: ") == 2  # 1 + max_failures
+    assert summary(bad)["status"] == "running" and summary(bad)["epochs_done"] == 1
+    assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"
+    assert "3 trial(s): 2 finished, 1 errored" in out
+    assert "C-VF/angle=90/seed=0: errored: cep.sweep_driver.FaultInjected: fault injected" in err
+    assert "1 trial(s) incomplete: rerun the same command" in err
+
+
+# ------------------------------------------------------ interruption and resume
+def _wait(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _pids_gone(exp: Path) -> bool:
+    """The trial processes of a killed driver have exited (Ray kills a dead driver's actors)."""
+    for node in (exp / "trials").rglob("node.txt"):
+        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            continue
+    return True
+
+
+def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, tmp_path):
+    _, ref = reference
+    exp = tmp_path / "small"
+    cmd = DRIVER + [str(sweep_file), "--storage", str(tmp_path), "--address", ray_address, "--no-aggregate",
+                    "--progress-interval", "1"]
+    env = {**os.environ, "CEP_TEST_EPOCH_SLEEP": "1.5", "PYTHONUNBUFFERED": "1"}
+    folders = {tid: exp / "trials" / tid for tid in IDS}
+
+    def states() -> dict[str, dict]:
+        return {tid: summary(f) for tid, f in folders.items()}
+
+    # 1. SIGKILL the driver once a trial has finished and another is mid-way
+    log1 = open(tmp_path / "run1.log", "w")
+    p1 = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: any(s.get("status") == "finished" for s in states().values())
+              and any(s.get("status") == "running" and 0 < s.get("epochs_done", 0) < EPOCHS
+                      for s in states().values()), 150, "a finished and a half-done trial")
+        p1.send_signal(signal.SIGKILL)
+    finally:
+        p1.wait(30)
+        log1.close()
+    _wait(lambda: _pids_gone(exp), 60, "the killed driver's trials to stop")
+    finished = [tid for tid, s in states().items() if s.get("status") == "finished"]
+    assert finished and len(finished) < len(IDS)
+    logs_after_kill = {tid: epoch_lines(folders[tid]) for tid in finished}
+
+    # 2. the same command resumes; SIGTERM (what SLURM / Kubernetes send) stops it cleanly, resumable
+    before = {tid: s.get("epochs_done", 0) for tid, s in states().items()}
+    p2 = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(lambda: any(s.get("epochs_done", 0) > before[tid] for tid, s in states().items()), 150,
+              "progress after resuming")
+        p2.send_signal(signal.SIGTERM)
+        out2, _ = p2.communicate(timeout=90)
+    finally:
+        p2.kill()
+    assert p2.returncode == 128 + signal.SIGTERM, out2
+    assert "SIGTERM: stopping the sweep and saving its state" in out2
+    assert "stopped before the end: rerun the same command to resume" in out2
+    assert "resuming the experiment" in out2
+
+    # 3. and again: it completes
+    p3 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    assert p3.returncode == 0, p3.stdout
+    assert "3 trial(s): 3 finished, 0 errored" in p3.stdout
+
+    for tid, folder in folders.items():
+        # bit for bit what the uninterrupted run gave
+        assert metrics(folder) == metrics(ref / "trials" / tid), tid
+        lines = epoch_lines(folder)
+        assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch")] == [
+            f"epoch {k} done" for k in range(1, EPOCHS + 1)], (tid, lines)  # no epoch ran twice
+    for tid in finished:  # finished before the kill: never trained again (at most a replay line)
+        added = epoch_lines(folders[tid])[len(logs_after_kill[tid]):]
+        assert all(ln.startswith("replay: already finished") for ln in added), (tid, added)
+
+
+# ------------------------------------------------------------- bad input
+BAD = {
+    "unknown_key.yaml": ("name: b\nbase: {epoch: 3}\n", ["error: base.epoch: unknown trial field 'epoch'; "
+                                                         "did you mean epochs?"]),
+    "wrong_type.yaml": ("name: b\nbase: {T: many}\nresources: {gpu: lots}\n",
+                        ["error: base.T: got 'many'; expected an integer",
+                         "error: resources.gpu: got 'lots'; expected a number"]),
+    "lr_tab.yaml": ("name: b\nexperiments:\n  C-VF-2h: {rule: vf, size_tab: [10, 512, 512, 784], "
+                    "lr_tab: [0.1, 0.2]}\n",
+                    ["error: experiments.C-VF-2h.lr_tab: 3 values needed for size_tab [10, 512, 512, 784] "
+                     "(one per weight matrix, output-first), got 2"]),
+    "empty_grid.yaml": ("name: b\ngrid: {seed: [], angle: [0]}\n",
+                        ["error: grid.seed: empty list gives no trials; give at least one value or remove seed"]),
+    "duplicate.yaml": ("name: b\nexperiments:\n  A: {seed: 1}\n  B: {seed: 1}\n",
+                       ["error: experiments.B: trial B has exactly the configuration of trial A (a duplicate); "
+                        "remove one or make them differ (e.g. another seed)"]),
+}
+CHECK = """
+import contextlib, io, json, sys
+from cep.sweep_cli import main
+report = {}
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args)
+        except SystemExit as e:
+            code = e.code
+    report[args[0] + " " + " ".join(args[1:])] = [code, err.getvalue()]
+report["ray imported"] = "ray" in sys.modules
+print(json.dumps(report))
+"""
+
+
+def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
+    storage = tmp_path / "results"
+    runs = []
+    for name, (text, _) in BAD.items():
+        (tmp_path / name).write_text(text)
+        runs.append([str(tmp_path / name), "--storage", str(storage)])
+    good = tmp_path / "good.yaml"
+    good.write_text(textwrap.dedent(SWEEP))
+    runs += [[str(good), "--storage", "relative/results", "--address", "10.0.0.1:6379"],
+             [str(good), "--storage", str(storage), "--only", "nothing*"],
+             [str(good), "--storage", str(storage), "--set", "epochs=zero"],
+             [str(good), "--storage", str(storage), "--trial", "EP/seed=9", "--local"],
+             [str(good), "--storage", str(storage), "--trial", "EP/seed=0"],
+             [str(good), "--storage", "s3://bucket/results"]]
+    p = subprocess.run([sys.executable, "-c", CHECK, json.dumps(runs)], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report.pop("ray imported") is False  # validation never imports (let alone starts) Ray
+    results = list(report.values())
+    for (code, err), (name, (_, expected)) in zip(results, BAD.items(), strict=False):
+        assert code == 2, name
+        assert err.splitlines() == expected, (name, err)
+    extra = [err for _, err in results[len(BAD):]]
+    assert all(code == 2 for code, _ in results)
+    assert extra[0] == ("error: --storage relative/results: with --address every node must see the results, so "
+                        "give shared storage as an absolute path (e.g. --storage /shared/results)\n")
+    assert extra[1].startswith("error: --only nothing*: matches no trial; ids look like EP/seed=0")
+    assert extra[2] == "error: --set epochs: got 'zero'; expected an integer\n"
+    assert extra[3].startswith("error: --trial EP/seed=9: no such trial in sweep small; did you mean EP/seed=0?")
+    assert extra[4].startswith("error: --trial ID and --local go together")
+    assert extra[5].startswith("error: --storage s3://bucket/results: cloud URIs are not supported yet")
+    assert not storage.exists() and not (tmp_path / "relative").exists()  # nothing written

@@ -1,0 +1,345 @@
+"""Sweep files without Ray: parsing, validation messages, expansion, ids, selection, fingerprints, the shipped files."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cep.cli import legacy_config
+from cep.config import PAPER_EXPERIMENTS, TrialConfig
+from cep.sweep import (
+    SweepError,
+    dry_run_table,
+    fingerprint,
+    format_value,
+    load_sweep,
+    parse_overrides,
+    parse_sweep,
+    sample_steps,
+    select,
+)
+from cep.sweep_store import (
+    SWEEP_FILE,
+    check_experiment,
+    parse_faults,
+    resolve_trials,
+    sweep_record,
+    trial_dir,
+    write_sweep_record,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+PAPER_FILES = ["fig4_table", "fig4_angles", "fig5a_angle_grad", "appendix_f2_debug_cep"]
+GDU_FILES = ["fig5b_gdu", "appendix_e6_gdu"]
+ANGLES = [0, 22.5, 45, 67.5, 90, 112.5, 135, 157.5, 180]
+README = [ln for ln in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()
+          if ln.startswith("cep run ")]
+# what a legacy command line leaves to the environment rather than to the experiment
+NOT_HYPER = ("seed", "dataset", "data_dir", "out_dir", "device", "checkpoint")
+
+
+def parse(text: str, overrides=()):
+    return parse_sweep(yaml.safe_load(textwrap.dedent(text)), overrides)
+
+
+def problems(text: str, overrides=()) -> list[str]:
+    with pytest.raises(SweepError) as e:
+        parse(text, overrides)
+    return e.value.problems
+
+
+def hyper(cfg: TrialConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in NOT_HYPER}
+
+
+# ------------------------------------------------------------- shipped files
+def test_every_sweep_file_parses_validates_and_dry_runs():
+    names = {p.stem for p in SWEEPS}
+    assert {"quickstart", *PAPER_FILES, *GDU_FILES} <= names
+    for path in SWEEPS:
+        spec = load_sweep(path)
+        assert spec.name == path.stem and spec.trials and spec.description
+        table = dry_run_table(spec, spec.trials)
+        assert f"{len(spec.trials)} trial(s) of sweep {spec.name}" in table and "sample-steps" in table
+        assert all(sample_steps(t.config) > 0 for t in spec.trials)
+
+
+def test_paper_files_hold_exactly_the_published_hyperparameters():
+    for stem in PAPER_FILES:
+        spec = load_sweep(ROOT / "sweeps" / f"{stem}.yaml")
+        for t in spec.trials:
+            cfg = t.config
+            assert cfg.dataset == "mnist" and cfg.setting == "discrete" and cfg.activation == "sigm"
+            assert cfg.batch_size == 20 and cfg.train_samples is None and cfg.test_samples is None
+            row = t.experiment.removeprefix("debug-")
+            published = PAPER_EXPERIMENTS[row if stem != "appendix_f2_debug_cep" else row.replace("C-EP", "EP")]
+            for key, value in published.items():
+                if key == "continual" and stem == "appendix_f2_debug_cep":
+                    assert cfg.continual and cfg.debug_cep
+                    continue
+                assert getattr(cfg, key) == value, (stem, t.id, key)
+            assert cfg.angle_grad == (stem == "fig5a_angle_grad")
+
+
+def test_paper_files_a_few_values_spelled_out():
+    table = {t.id: t.config for t in load_sweep(ROOT / "sweeps/fig4_table.yaml").trials}
+    assert len(table) == 30
+    assert table["C-VF-2h/seed=4"].lr_tab == (0.00016, 0.0016, 0.009) and table["C-VF-2h/seed=4"].beta == 0.35
+    assert table["EP-1h/seed=0"].epochs == 30 and table["EP-1h/seed=0"].T == 30 and table["EP-1h/seed=0"].Kmax == 10
+    assert table["C-EP-2h/seed=2"].size_tab == (10, 512, 512, 784) and table["C-EP-2h/seed=2"].epochs == 150
+    assert table["C-VF-1h/seed=1"].randbeta == 0.5 and table["C-VF-1h/seed=1"].continual
+    angles = load_sweep(ROOT / "sweeps/fig4_angles.yaml")
+    assert len(angles.trials) == 2 * 9 * 5
+    assert sorted({t.config.angle for t in angles.trials}) == ANGLES
+    assert angles.trials[0].id == "C-VF-1h/angle=0/seed=0" and angles.ids[3] == "C-VF-1h/angle=0/seed=3"
+    assert "C-VF-2h/angle=67.5/seed=4" in angles.ids
+    fig5a = load_sweep(ROOT / "sweeps/fig5a_angle_grad.yaml")
+    assert all(t.config.angle_grad for t in fig5a.trials)
+    assert {t.config.angle for t in fig5a.trials if t.config.rule == "ep"} == {0}
+    assert len([t for t in fig5a.trials if t.experiment == "C-VF-2h"]) == 9 * 3
+
+
+def test_every_file_trial_is_a_seed_readme_command():
+    """Each trial of the paper and GDU files equals a seed README command line (spec section 7), but its seed/data."""
+    readme = [hyper(legacy_config(shlex.split(line)[2:])) for line in README]
+    for stem in PAPER_FILES + GDU_FILES:
+        for t in load_sweep(ROOT / "sweeps" / f"{stem}.yaml").trials:
+            h = hyper(t.config)
+            if t.config.rule == "vf" and t.config.action == "train":
+                h["angle"] = 0.0 if stem == "fig4_table" else h["angle"]
+                candidates = [{**r, "angle": h["angle"]} for r in readme]
+            else:
+                candidates = readme
+            assert h in candidates, (stem, t.id)
+
+
+def test_gdu_files_cover_the_readme_plotcurves_lines():
+    e6 = load_sweep(ROOT / "sweeps/appendix_e6_gdu.yaml")
+    assert len(e6.trials) == 8 and all(t.config.action == "gdu" and t.config.batch_size == 1 for t in e6.trials)
+    cont = {t.id: t.config for t in e6.trials}["C-VF-continuous"]
+    assert (cont.setting, cont.no_clamp, cont.dt, cont.beta, cont.T, cont.Kmax, cont.activation) == (
+        "continuous", True, 0.08, 0.005, 800, 80, "tanh")
+    assert cont.lr_tab == (0.00002, 0.00002) and cont.continual and cont.rule == "vf"
+    assert len(load_sweep(ROOT / "sweeps/fig5b_gdu.yaml").trials) == 3
+
+
+def test_quickstart_is_small_and_offline():
+    spec = load_sweep(ROOT / "sweeps/quickstart.yaml")
+    assert spec.resources == {"cpu": 1.0, "gpu": 0.0}
+    assert all(t.config.dataset == "mnist5k" and t.config.epochs <= 3 for t in spec.trials)
+    assert 4 <= len(spec.trials) <= 8
+    assert spec.ids == ["EP-1h/seed=0", "EP-1h/seed=1", "C-VF-1h/angle=0/seed=0", "C-VF-1h/angle=0/seed=1",
+                        "C-VF-1h/angle=90/seed=0", "C-VF-1h/angle=90/seed=1"]
+
+
+# --------------------------------------------------------- ids and expansion
+GOOD = """
+name: demo
+base: {size_tab: [10, 32, 784], lr_tab: [0.1, 0.2], epochs: 2}
+experiments:
+  A: {rule: ep}
+  B: {rule: vf, continual: true, grid: {angle: [0, 22.5]}}
+grid:
+  seed: [0, 1]
+resources: {cpu: 2, gpu: 0.5}
+max_failures: 3
+"""
+
+
+def test_expansion_ids_order_and_values():
+    spec = parse(GOOD)
+    assert spec.ids == ["A/seed=0", "A/seed=1", "B/angle=0/seed=0", "B/angle=0/seed=1",
+                        "B/angle=22.5/seed=0", "B/angle=22.5/seed=1"]
+    b = spec.trial("B/angle=22.5/seed=1")
+    assert b.grid == {"angle": 22.5, "seed": 1} and b.experiment == "B"
+    assert b.config.rule == "vf" and b.config.angle == 22.5 and b.config.seed == 1 and b.config.epochs == 2
+    assert spec.resources == {"cpu": 2.0, "gpu": 0.5} and spec.max_failures == 3
+
+
+def test_ids_are_folder_safe():
+    assert format_value(45.0) == "45" and format_value(22.5) == "22.5" and format_value(True) == "true"
+    assert format_value([10, 512, 784]) == "10,512,784" and format_value(None) == "null"
+    assert format_value("a/b c") == "a_b_c" and format_value("..") == "_.."
+    spec = parse("""
+        name: s
+        base: {rule: vf}
+        grid: {size_tab: [[10, 32, 784], [10, 64, 784]], lr_tab: [[0.1, 0.2]], device: ["cuda:1", cpu]}
+        resources: {gpu: 1}
+    """)
+    assert spec.ids[:2] == ["size_tab=10,32,784/lr_tab=0.1,0.2/device=cuda_1",
+                            "size_tab=10,32,784/lr_tab=0.1,0.2/device=cpu"]
+
+
+def test_no_experiments_and_no_grid():
+    assert parse("name: one\nbase: {epochs: 1}").ids == ["trial"]
+    assert parse("name: g\ngrid: {seed: [3, 4]}").ids == ["seed=3", "seed=4"]
+
+
+def test_set_overrides_are_typed_and_apply_to_every_trial():
+    spec = parse(GOOD, ["epochs=1", "dataset=mnist", "train_samples=200", "beta=0.5", "continual=true",
+                        "resources.gpu=0", "max_failures=0"])
+    assert all(t.config.epochs == 1 and t.config.dataset == "mnist" and t.config.train_samples == 200
+               and t.config.beta == 0.5 and t.config.continual for t in spec.trials)
+    assert spec.resources["gpu"] == 0.0 and spec.max_failures == 0
+    assert parse_overrides(["size_tab=[10, 64, 784]", "lr_tab=0.1,0.2", "seed=null"]) == {
+        "size_tab": (10, 64, 784), "lr_tab": (0.1, 0.2), "seed": None}
+
+
+def test_only_selects_by_glob_or_prefix():
+    spec = parse(GOOD)
+    assert [t.id for t in select(spec.trials, ["A"])] == ["A/seed=0", "A/seed=1"]
+    assert [t.id for t in select(spec.trials, ["B/*/seed=1"])] == ["B/angle=0/seed=1", "B/angle=22.5/seed=1"]
+    assert len(select(spec.trials, ["A/seed=0", "B/angle=0"])) == 3
+    with pytest.raises(SweepError, match="--only C: matches no trial; ids look like A/seed=0"):
+        select(spec.trials, ["C"])
+
+
+def test_fingerprint_follows_the_trials_not_their_locations(tmp_path):
+    spec = parse(GOOD)
+    fp = fingerprint(spec.trials)
+    assert fp == fingerprint(parse(GOOD).trials)
+    assert fp == fingerprint(resolve_trials(spec.trials, tmp_path / "elsewhere"))
+    assert fp != fingerprint(parse(GOOD, ["epochs=3"]).trials)
+    assert fp != fingerprint(spec.trials[:-1])
+
+
+def test_experiment_folder_refuses_a_changed_sweep(tmp_path):
+    spec = parse(GOOD)
+    exp = tmp_path / "demo"
+    trials = resolve_trials(spec.trials, exp)
+    assert check_experiment(exp, trials) is None
+    assert trials[0].config.out_dir == str(trial_dir(exp, "A/seed=0")) and trials[0].config.checkpoint
+    write_sweep_record(exp, sweep_record(spec, trials))
+    record = json.loads((exp / SWEEP_FILE).read_text())
+    assert record["fingerprint"] == fingerprint(trials) and record["trials"][2]["id"] == "B/angle=0/seed=0"
+    assert record["trials"][2]["grid"] == {"angle": 0.0, "seed": 0} and record["trials"][2]["config"]["rule"] == "vf"
+    assert check_experiment(exp, trials)["name"] == "demo"
+    changed = resolve_trials(parse(GOOD, ["epochs=5"]).trials, exp)
+    with pytest.raises(SweepError) as e:
+        check_experiment(exp, changed)
+    assert "different trial list (6 trial(s) changed (e.g. A/seed=0: epochs 2 -> 5))" in e.value.problems[0]
+    assert "--restart" in e.value.problems[0] and "--name" in e.value.problems[0]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("")
+    with pytest.raises(SweepError, match="not a cep-sweep experiment"):
+        check_experiment(tmp_path / "other", trials)
+
+
+def test_fault_spec():
+    assert parse_faults("A/*:2") [0].times == 1
+    f = parse_faults("A/*:2:always;B:1:3")
+    assert (f[0].pattern, f[0].epoch, f[0].times) == ("A/*", 2, None) and f[1].times == 3
+    with pytest.raises(SweepError, match="test-only"):
+        parse_faults("A")
+
+
+# ------------------------------------------------------------- bad files
+def test_lr_tab_length_names_its_yaml_path():
+    lines = problems("""
+        name: bad
+        experiments:
+          C-VF-2h: {rule: vf, size_tab: [10, 512, 512, 784], lr_tab: [0.1, 0.2]}
+        grid: {seed: [0, 1]}
+    """)
+    assert lines == ["experiments.C-VF-2h.lr_tab: 3 values needed for size_tab [10, 512, 512, 784] "
+                     "(one per weight matrix, output-first), got 2"]
+
+
+def test_every_kind_of_problem_is_one_line_with_its_path():
+    lines = problems("""
+        name: bad name
+        descripton: typo
+        epochs: 3
+        base: {epoch: 3, beta: high, size_tab: 5}
+        experiments:
+          A: {rule: ep, grid: {angle: [0, 45]}}
+          B: [1, 2]
+        grid:
+          seed: []
+          T: 10
+        resources: {cpu: 0, tpu: 1}
+        max_failures: -1
+    """, ["epochs", "Kmax=lots", "nope=1"])
+    expected = [
+        "descripton: unknown key; did you mean description?",
+        "epochs: unknown key; trial fields go under base: (or an experiment)",
+        "name: got 'bad name'; use letters, digits and . _ + - (it names the results folder)",
+        "base.epoch: unknown trial field 'epoch'; did you mean epochs?",
+        "base.beta: got 'high'; expected a number",
+        "base.size_tab: got 5; give a non-empty list of an integers",  # wording of cep.config
+        "grid.seed: empty list gives no trials; give at least one value or remove seed",
+        "grid.T: expected a list of values, e.g. [10], got 10; a single value belongs in base",
+        "resources.cpu: got 0; each trial needs a positive number of CPUs, e.g. 1",
+        "resources.tpu: unknown resource; did you mean gpu?",
+        "max_failures: got -1; a non-negative integer (retries per trial)",
+        "--set epochs: expected key=value, e.g. --set epochs=1",
+        "--set Kmax: got 'lots'; expected an integer",
+        "--set nope: unknown trial field 'nope'; did you mean no_clamp?",
+        "experiments.B: expected a mapping of trial fields, got a list [1, 2]",
+    ]
+    assert lines == expected
+
+
+def test_trial_level_problems_name_the_grid_and_the_trials():
+    lines = problems("""
+        name: bad
+        base: {size_tab: [10, 32, 784], lr_tab: [0.1, 0.2]}
+        experiments:
+          EP: {rule: ep}
+        grid: {angle: [0, 45], seed: [0, 1]}
+    """)
+    assert lines == ["grid.angle: got 45.0 with rule ep; weight angles need rule vf (ep ties the feedback to the "
+                     "forward weights) (trials EP/angle=45/seed=0, EP/angle=45/seed=1)"]
+
+
+def test_duplicates_are_refused():
+    assert problems("name: d\ngrid: {seed: [0, 1, 0]}") == ["grid.seed[2]: value 0 is listed twice; remove the repeat"]
+    lines = problems("""
+        name: d
+        experiments:
+          A: {rule: ep, epochs: 2}
+          B: {epochs: 2}
+        grid: {seed: [0]}
+    """)
+    assert lines == ["experiments.B: trial B/seed=0 has exactly the configuration of trial A/seed=0 (a duplicate); "
+                     "remove one or make them differ (e.g. another seed)"]
+    assert problems("name: d\nexperiments: {}") == [
+        "experiments: empty; list at least one named experiment or remove the key"]
+
+
+def test_conflicting_keys_and_gpu_devices():
+    lines = problems("""
+        name: c
+        base: {seed: 1, device: cuda}
+        experiments:
+          A: {angle: 0}
+        grid: {seed: [0], angle: [0]}
+    """, ["seed=3"])
+    assert "base.seed: also a grid key; remove one of them" in lines
+    assert any(ln.startswith("experiments.A.angle: also a grid key") for ln in lines)
+    assert any(ln.startswith("--set seed: seed is a grid key of this sweep") for ln in lines)
+    lines = problems("name: c\nbase: {device: cuda}")
+    assert lines[0].startswith("resources.gpu: 0, but trials ask for device cuda")
+
+
+def test_yaml_level_problems(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: x\nexperiments:\n  A: {epochs: 1}\n  A: {epochs: 2}\n")
+    with pytest.raises(SweepError) as e:
+        load_sweep(dup)
+    assert e.value.problems == [f"{dup}: line 4: key 'A' repeats the one on line 3; keep one"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [x\n")
+    with pytest.raises(SweepError, match=r"broken.yaml: line 2, column 1: invalid YAML"):
+        load_sweep(broken)
+    with pytest.raises(SweepError, match="cannot read the sweep file"):
+        load_sweep(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(SweepError, match="expected a mapping with name"):
+        load_sweep(tmp_path / "list.yaml")
