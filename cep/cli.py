@@ -17,15 +17,20 @@ from typing import Any
 import click
 import yaml
 
-from cep.config import ACTIVATIONS, DATASETS, DTYPES, PAPER_EXPERIMENTS, RULES, SETTINGS, ConfigError, TrialConfig
-from cep.data import DataError
-from cep.gdu_cli import GDU_PRESETS
+from cep.config import (
+    ACTIVATIONS,
+    DATASETS,
+    DTYPES,
+    GDU_PRESETS,
+    PAPER_EXPERIMENTS,
+    RULES,
+    SETTINGS,
+    ConfigError,
+    TrialConfig,
+)
+from cep.errors import DataError, UsageProblem
 
 EXIT_USAGE = 2
-
-
-class UsageProblem(Exception):
-    """Bad command-line input that is not a config field (one line)."""
 
 
 # ------------------------------------------------------------------ plumbing

@@ -272,3 +272,17 @@ def paper_config(name: str, **overrides: typing.Any) -> TrialConfig:
                                   **PAPER_EXPERIMENTS[name], **overrides})
 
 
+_GDU_COMMON: dict[str, typing.Any] = dict(action="gdu", size_tab=(10, 512, 784), activation="tanh",
+                                      batch_size=1, lr_tab=(0.00002, 0.00002))
+_GDU_DISCRETE: dict[str, typing.Any] = dict(setting="discrete", beta=0.01, T=150, Kmax=10)
+_GDU_CONTINUOUS: dict[str, typing.Any] = dict(setting="continuous", no_clamp=True, dt=0.08, beta=0.005, T=800,
+                                              Kmax=80)
+
+# the plotcurves command lines of the seed README (spec section 7): Fig. 5(b) is the three continuous
+# ep / c-ep / c-vf runs, Appendix E.6 (Figs. 8-15) all eight
+GDU_PRESETS: dict[str, dict[str, typing.Any]] = {
+    f"{'c-' if continual else ''}{rule}-{setting}": {
+        **_GDU_COMMON, **(_GDU_DISCRETE if setting == "discrete" else _GDU_CONTINUOUS),
+        "rule": rule, "continual": continual}
+    for setting in ("discrete", "continuous") for rule in ("ep", "vf") for continual in (False, True)
+}

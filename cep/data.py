@@ -18,12 +18,9 @@ import torch
 from torch import Tensor
 
 from cep.config import TrialConfig
+from cep.errors import DataError
 
 SPLIT_SEED = 0  # fixed, so every trial sees the same mnist5k split and the same sample limits
-
-
-class DataError(RuntimeError):
-    """The data cannot be had; the message says where to put it or what to use instead."""
 
 
 @dataclass

@@ -25,27 +25,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from cep.config import TrialConfig, coerce
+from cep.config import GDU_PRESETS, TrialConfig, coerce
 from cep.gdu import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
 
 GDU_DIR = "gdu"
 FIGURE_STEM = "gdu_curves"
 TRAJECTORIES_FILE = "trajectories.npz"
 AGREEMENT_FILE = "agreement.csv"
-
-_COMMON: dict[str, Any] = dict(action="gdu", size_tab=(10, 512, 784), activation="tanh", batch_size=1,
-                               lr_tab=(0.00002, 0.00002))
-_DISCRETE: dict[str, Any] = dict(setting="discrete", beta=0.01, T=150, Kmax=10)
-_CONTINUOUS: dict[str, Any] = dict(setting="continuous", no_clamp=True, dt=0.08, beta=0.005, T=800, Kmax=80)
-
-# the plotcurves command lines of the seed README (spec section 7): Fig. 5(b) is the three continuous
-# ep / c-ep / c-vf runs, Appendix E.6 (Figs. 8-15) all eight
-GDU_PRESETS: dict[str, dict[str, Any]] = {
-    f"{'c-' if continual else ''}{rule}-{setting}": {**_COMMON, **(_DISCRETE if setting == "discrete" else _CONTINUOUS),
-                                                     "rule": rule, "continual": continual}
-    for setting in ("discrete", "continuous") for rule in ("ep", "vf") for continual in (False, True)
-}
-
 
 def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
     """TrialConfig of `cep gdu`: the preset, then the given options (None = not given).
