@@ -28,11 +28,9 @@ from typing import Any
 
 from cep.config import FIELD_NAMES
 from cep.results import METRICS_FILE, SUMMARY_FILE, read_metrics, read_summary, write_atomic
+from cep.sweep_store import ERROR_FILE, SWEEP_FILE, trial_dir  # the experiment folder's layout
 
-SWEEP_FILE = "sweep.json"
-TRIALS_DIR = "trials"
 SUMMARY_DIR = "summary"
-ERROR_FILE = "error.txt"
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
 
 STATUSES = ("finished", "diverged", "running", "errored", "pending")
@@ -208,7 +206,7 @@ def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> Trial:
     grid = entry.get("grid") if isinstance(entry.get("grid"), dict) else {}
     experiment = entry.get("experiment") or (parts[0] if parts else tid)
     trial = Trial(id=tid, experiment=str(experiment), grid=dict(grid), config=dict(config),
-                  path=experiment_dir.joinpath(TRIALS_DIR, *parts))
+                  path=trial_dir(experiment_dir, "/".join(parts)))
     if any(p in (".", "..") for p in parts) or not parts:
         trial.notes.append("trial id is not a relative folder path; not read")
         return trial

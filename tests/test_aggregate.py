@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 
-import cep.aggregate
 from cep.aggregate import aggregate_experiment, load_experiment, load_published, terminal_report
 from cep.aggregate_cli import aggregate_command
 from cep.config import PAPER_EXPERIMENTS, paper_config
@@ -441,8 +440,6 @@ max_failures: 0
 
 
 @pytest.mark.ray
-@pytest.mark.skipif(not Path(cep.aggregate.__file__).with_name("sweep_driver.py").exists(),
-                    reason="needs the sweep driver (cep/sweep_driver.py)")
 def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """cep-sweep runs 8 tiny trials and summarises them; aggregating again gives the same bytes."""
     try:  # the session's shared Ray cluster when conftest provides one, else the driver starts its own
