@@ -353,8 +353,20 @@ def test_outputs_that_no_longer_apply_are_removed(mixed: Path) -> None:
 
 
 def test_reads_without_torch_or_ray(mixed: Path) -> None:
-    code = ("import sys; from cep.aggregate import aggregate_experiment; aggregate_experiment(sys.argv[1]); "
-            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    """The aggregator, its figures and its command import neither torch nor Ray."""
+    code = """if True:
+        import sys
+        from cep.aggregate import aggregate_experiment
+        from cep.aggregate_cli import aggregate_command
+        from cep.cli import run_main
+        aggregate_experiment(sys.argv[1])
+        try:
+            run_main(aggregate_command, args=[sys.argv[1], "--quiet"])
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        bad = [m for m in ("torch", "ray") if m in sys.modules]
+        assert not bad, bad
+    """
     subprocess.run([sys.executable, "-c", code, str(mixed)], check=True, timeout=120)
 
 
