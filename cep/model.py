@@ -190,16 +190,31 @@ def relax(cfg: TrialConfig, p: Params, x: Tensor, steps: int, s: States | None =
 # ---------------------------------------------------------------- increments
 @dataclass
 class Increment:
-    """An EP update (spec section 4), already divided by beta*B. `d_in` is the last layer's
-    post-synaptic difference over beta*B, so that dW[-1] = d_in^T synaptic(x)."""
+    """An EP update (spec section 4), already divided by beta*B.
+
+    The input matrix's update is kept factored, dW_{L-1} = d_in^T x_syn, because it
+    is 784 wide and only its sum over a phase is ever needed: `dW` holds the
+    hidden matrices W_0..W_{L-2}, `d_in` the last layer's post-synaptic difference.
+    """
 
     dW: list[Tensor]
     db: list[Tensor]
     dV: list[Tensor]
     d_in: Tensor
+    x_syn: Tensor
+
+    def input_matrix(self) -> Tensor:
+        """dW_{L-1}, dense."""
+        return self.d_in.mT @ self.x_syn
+
+    def weights(self) -> list[Tensor]:
+        """Every dW_i, output-first, dense."""
+        return [*self.dW, self.input_matrix()]
 
     def add_(self, other: Increment) -> None:
-        for mine, theirs in zip([*self.dW, *self.db, *self.dV], [*other.dW, *other.db, *other.dV], strict=True):
+        """Sum in place (the factored input part sums exactly: x_syn is the same all phase)."""
+        for mine, theirs in zip([*self.dW, *self.db, *self.dV, self.d_in],
+                                [*other.dW, *other.db, *other.dV, other.d_in], strict=True):
             mine.add_(theirs)
 
 
@@ -222,20 +237,30 @@ def increment(cfg: TrialConfig, a: States, c: States, x_syn: Tensor, beta: Scala
         else:
             dW.append(d[i].mT @ sc[i + 1])
             dV.append(d[i + 1].mT @ sc[i])
-    dW.append(d[-1].mT @ x_syn)
     db = [di.sum(-2) for di in d]
     if cfg.rule == "vf" and cfg.setting == "discrete":
         db[-1] = torch.zeros_like(db[-1])  # the original never updates b_{L-1} here (spec 4.3, 9)
-    return Increment(dW, db, dV, d[-1])
+    return Increment(dW, db, dV, d[-1], x_syn)
 
 
-def apply_increment(p: Params, inc: Increment, lrs: Sequence[Scalar]) -> None:
-    """p += lr * increment, in place; lrs[i] applies to W_i, b_i and V_i."""
+def apply_increment(p: Params, inc: Increment, lrs: Sequence[Scalar], input_weight: bool = True) -> None:
+    """p += lr * increment, in place; lrs[i] applies to W_i, b_i and V_i.
+
+    `input_weight=False` leaves W_{L-1} alone (the caller applies the summed d_in later).
+    """
     for i, lr in enumerate(lrs):
-        p.W[i].add_(_per_trial(lr, 2) * inc.dW[i])
+        if i < len(inc.dW):
+            p.W[i].add_(_per_trial(lr, 2) * inc.dW[i])
         p.b[i].add_(_per_trial(lr, 1) * inc.db[i])
         if i < len(p.V):
             p.V[i].add_(_per_trial(lr, 2) * inc.dV[i])
+    if input_weight:
+        apply_input_update(p, inc.d_in, inc.x_syn, lrs[-1])
+
+
+def apply_input_update(p: Params, d_in: Tensor, x_syn: Tensor, lr: Scalar) -> None:
+    """W_{L-1} += lr * d_in^T x_syn."""
+    p.W[-1].add_(_per_trial(lr, 2) * (d_in.mT @ x_syn))
 
 
 def update_drive(drive: Tensor, gram: Tensor, inc: Increment, lr: Scalar) -> Tensor:

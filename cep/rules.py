@@ -18,6 +18,7 @@ from cep.model import (
     Scalar,
     States,
     apply_increment,
+    apply_input_update,
     increment,
     input_drive,
     step,
@@ -36,29 +37,35 @@ def nudged_phase(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tens
                  on_step: StepHook | None = None) -> tuple[States, Increment | None]:
     """Run Kmax nudged steps from the free equilibrium.
 
-    With `lrs`, every per-step increment is applied immediately (continual rules),
-    and the input drive follows the moving W_{L-1} through the batch Gram matrix.
+    With `lrs`, every per-step increment is applied immediately (continual rules).
+    The input matrix W_{L-1} acts on the dynamics only through the input drive,
+    which follows it exactly through the batch Gram matrix (spec section 8); so
+    its per-step updates are summed in factored form and written once, at the
+    end, instead of rewriting the 784-wide matrix at every step.
     With `accumulate`, the sum of the per-step increments is returned.
     """
     x_syn = synaptic(cfg, x)
     drive = input_drive(cfg, p, x)
     gram = x_syn @ x_syn.mT if lrs is not None else None
-    s, total = s_free, None
+    s, total, d_in_sum = s_free, None, None
     for k in range(1, cfg.Kmax + 1):
         new, ds = step(cfg, p, s, drive, beta, y)
         if lrs is not None or accumulate or on_step is not None:
             inc = increment(cfg, new, s, x_syn, beta)
+            if on_step is not None:
+                on_step(k, s, new, ds, inc)
             if lrs is not None:
-                apply_increment(p, inc, lrs)
+                apply_increment(p, inc, lrs, input_weight=False)
                 drive = update_drive(drive, gram, inc, lrs[-1])
+                d_in_sum = inc.d_in.clone() if d_in_sum is None else d_in_sum.add_(inc.d_in)
             if accumulate:
                 if total is None:
                     total = inc
                 else:
                     total.add_(inc)
-            if on_step is not None:
-                on_step(k, s, new, ds, inc)
         s = new
+    if d_in_sum is not None:
+        apply_input_update(p, d_in_sum, x_syn, lrs[-1])
     return s, total
 
 
