@@ -128,14 +128,16 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         _aggregate(exp_dir, no_aggregate)
         return code
     _prefetch_data(selected)
-    if record is None:
-        write_sweep_record(exp_dir, sweep_record(spec, all_trials))
+
+    def prepare() -> None:  # Ray is up and the trials fit its resources: record the experiment, then start
+        if record is None:
+            write_sweep_record(exp_dir, sweep_record(spec, all_trials))
 
     from cep.sweep_driver import SweepRun, execute_sweep  # Ray is imported only from here on
 
     run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
                    address=address, faults=tuple(faults), epoch_sleep=epoch_sleep,
-                   progress_interval=progress_interval)
+                   progress_interval=progress_interval, prepare=prepare)
     try:
         results = execute_sweep(run)
     except SweepError as e:

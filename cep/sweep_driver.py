@@ -373,6 +373,7 @@ class SweepRun:
     epoch_sleep: float = 0.0
     progress_interval: float = 30.0
     out: TextIO | None = None
+    prepare: Callable[[], None] | None = None  # called once Ray is up, before any trial starts (writes sweep.json)
     stop_signal: int | None = field(default=None, init=False)
 
     def say(self, text: str) -> None:
@@ -387,16 +388,21 @@ def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tun
     if tune.Tuner.can_restore(str(run.tune_dir)):
         try:
             tuner = tune.Tuner.restore(str(run.tune_dir), trainable, resume_unfinished=True, resume_errored=True)
-            run_config = tuner._local_tuner.get_run_config()  # restored from tuner.pkl: refresh what may change
-            run_config.callbacks, run_config.failure_config, run_config.verbose = callbacks, failure, 0
-            run.say(f"resuming the experiment in {run.tune_dir} (Ray Tune restore)")
-            return tuner
         except Exception as e:  # e.g. killed before Tune's first snapshot: our checkpoints still resume every trial
             run.say(f"warning: cannot restore Ray Tune's state in {run.tune_dir} ({type(e).__name__}: {e}); "
                     "starting Tune afresh, trials continue from their own checkpoints")
             for p in run.tune_dir.glob("experiment_state-*.json"):
                 p.unlink()
             (run.tune_dir / "tuner.pkl").unlink(missing_ok=True)
+        else:
+            # The RunConfig comes back from tuner.pkl; refresh what this run may change (callbacks, retries).
+            # No public API for this in Ray 2.60: without it the pickled settings are used, which also works.
+            internal = getattr(tuner, "_local_tuner", None)
+            if internal is not None and hasattr(internal, "get_run_config"):
+                run_config = internal.get_run_config()
+                run_config.callbacks, run_config.failure_config, run_config.verbose = callbacks, failure, 0
+            run.say(f"resuming the experiment in {run.tune_dir} (Ray Tune restore)")
+            return tuner
     return tune.Tuner(
         trainable,
         param_space={"trial_id": tune.grid_search([t.id for t in run.trials])},
@@ -432,17 +438,26 @@ def execute_sweep(run: SweepRun) -> list[TrialOutcome]:
     """Run the selected trials to completion (or until stopped); returns every selected trial's outcome."""
     started_ray = False
     if not ray.is_initialized():
-        ray.init(address=run.address, include_dashboard=False, logging_level=logging.WARNING,
-                 logging_config=ray.LoggingConfig(log_level="WARNING"), log_to_driver=True)
+        try:
+            ray.init(address=run.address, include_dashboard=False, logging_level=logging.WARNING,
+                     logging_config=ray.LoggingConfig(log_level="WARNING"), log_to_driver=True)
+        except Exception as e:
+            where = f"--address {run.address}: cannot join the Ray cluster" if run.address else "cannot start Ray"
+            raise SweepError([f"{where} ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''})"]
+                             ) from None
         started_ray = True
     cluster = ray.cluster_resources()
     short = [f"{k} {run.spec.resources[k]:g} per trial but the cluster has {cluster.get(k.upper(), 0):g}"
              for k in ("cpu", "gpu") if run.spec.resources[k] > cluster.get(k.upper(), 0)]
-    if short:
+    if short and run.address is None:  # a local Ray never grows
         if started_ray:
             ray.shutdown()
         raise SweepError([f"resources: {'; '.join(short)}: no trial could ever start; lower them, e.g. "
                           "--set resources.gpu=0 to run on CPUs"])
+    if short:  # a cluster may autoscale: say why nothing starts yet
+        run.say(f"warning: resources: {'; '.join(short)} now; trials wait until the cluster provides them")
+    if run.prepare is not None:
+        run.prepare()
     run.say(f"Ray: {'cluster at ' + run.address if run.address else 'local'} with {cluster.get('CPU', 0):g} CPU(s), "
             f"{cluster.get('GPU', 0):g} GPU(s); per trial {run.spec.resources['cpu']:g} CPU, "
             f"{run.spec.resources['gpu']:g} GPU")

@@ -140,6 +140,22 @@ def test_trial_local_gives_the_sweeps_metrics(reference, sweep_file, tmp_path, c
     assert metrics(tmp_path / "local") == metrics(exp / "trials/C-VF/angle=90/seed=0")
 
 
+def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_file, tmp_path, capsys):
+    _, ref = reference
+    exp = tmp_path / "small"
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--only", "EP", "--no-aggregate"], capsys)
+    assert code == 0 and "cep-sweep small: 1 trial(s) of 3" in out and "1 trial(s): 1 finished" in out
+    assert [p.name for p in (exp / "trials").iterdir()] == ["EP"]
+    assert len(list((exp / "subsets").glob("only-*/tuner.pkl"))) == 1  # Tune's files of the subset run
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
+    assert code == 0 and "3 trial(s): 3 finished, 0 errored (1 complete before this run, not rerun)" in out
+    assert "= EP/seed=0: already finished earlier (epoch 4); not rerun" in out
+    lines = epoch_lines(exp / "trials/EP/seed=0")
+    assert sum(ln.startswith("epoch") for ln in lines) == EPOCHS and lines[-1].startswith("replay: already finished")
+    for tid in IDS:
+        assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
+
+
 # ---------------------------------------------------------- faults and retries
 def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, tmp_path, capsys, monkeypatch):
     _, ref = reference
@@ -167,6 +183,13 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     assert "3 trial(s): 2 finished, 1 errored" in out
     assert "C-VF/angle=90/seed=0: errored: cep.sweep_driver.FaultInjected: fault injected" in err
     assert "1 trial(s) incomplete: rerun the same command" in err
+    # rerunning the same command (no more faults) resumes the errored trial from its last checkpoint
+    monkeypatch.delenv("CEP_FAULT_INJECT")
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
+    assert code == 0 and "3 trial(s): 3 finished, 0 errored (2 complete before this run, not rerun)" in out
+    assert "resuming the experiment" in out and not (bad / "error.txt").exists()
+    assert [ln.split(" (")[0] for ln in epoch_lines(bad) if ln.startswith("start")][-1] == "start after epoch 1"
+    assert metrics(bad) == metrics(ref / "trials/C-VF/angle=90/seed=0")
 
 
 # ------------------------------------------------------ interruption and resume

@@ -12,6 +12,7 @@ import yaml
 
 from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
+from cep.results import write_atomic
 from cep.sweep import (
     SweepError,
     dry_run_table,
@@ -26,8 +27,11 @@ from cep.sweep import (
 from cep.sweep_store import (
     SWEEP_FILE,
     check_experiment,
+    outcomes,
     parse_faults,
     resolve_trials,
+    restart,
+    subset_tune_dir,
     sweep_record,
     trial_dir,
     write_sweep_record,
@@ -229,6 +233,42 @@ def test_experiment_folder_refuses_a_changed_sweep(tmp_path):
     (tmp_path / "other" / "x").write_text("")
     with pytest.raises(SweepError, match="not a cep-sweep experiment"):
         check_experiment(tmp_path / "other", trials)
+
+
+def test_completion_is_read_from_the_trial_folders(tmp_path):
+    spec = parse(GOOD)
+    trials = resolve_trials(spec.trials[:5], tmp_path)
+    states = [{"status": "finished", "epochs_done": 2, "final": {"test_error": 9.5}},
+              {"status": "diverged", "epochs_done": 1, "diverged_at_epoch": 2},
+              {"status": "running", "epochs_done": 1}, {"status": "running", "epochs_done": 1}, None]
+    for t, s in zip(trials, states, strict=True):
+        if s is not None:
+            write_atomic(Path(t.config.out_dir) / "summary.json", json.dumps(s))
+    write_atomic(Path(trials[3].config.out_dir) / "error.txt", "Traceback ...\nValueError: boom\n")
+    got = [(o.state, o.complete, o.detail.split(" (see")[0]) for o in outcomes(tmp_path, trials)]
+    assert got == [("finished", True, ""), ("diverged", True, "diverged at epoch 2"),
+                   ("incomplete", False, "stopped after epoch 1 of 2"), ("errored", False, "ValueError: boom"),
+                   ("not started", False, "")]
+
+
+def test_restart_discards_only_sweep_folders(tmp_path):
+    spec = parse(GOOD)
+    exp = tmp_path / "demo"
+    trials = resolve_trials(spec.trials, exp)
+    write_sweep_record(exp, sweep_record(spec, trials))
+    for t in trials:
+        Path(t.config.out_dir).mkdir(parents=True)
+    subset = subset_tune_dir(exp, ["A/seed=0"])
+    subset.mkdir(parents=True)
+    restart(exp, ["A/seed=0"])
+    assert not trial_dir(exp, "A/seed=0").exists() and trial_dir(exp, "A/seed=1").exists() and not subset.exists()
+    restart(exp)
+    assert not exp.exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("")
+    with pytest.raises(SweepError, match="not a cep-sweep experiment"):
+        restart(tmp_path / "mine")
+    assert (tmp_path / "mine" / "thesis.tex").exists()
 
 
 def test_fault_spec():
