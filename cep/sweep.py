@@ -2,7 +2,9 @@
 
 A sweep file names shared trial fields (`base`), named rows (`experiments`),
 a cartesian `grid` over any trial field, and the per-trial `resources` and
-`max_failures` that Ray Tune uses. Everything is checked here, before anything
+`max_failures` that Ray Tune uses. `resources` holds `cpu` and `gpu` (a
+fraction shares a GPU) and any custom Ray resource by name (e.g. `{gpu: 0.25,
+a100: 1}` for nodes started with `ray start --resources '{"a100": 4}'`). Everything is checked here, before anything
 starts: every problem becomes one line `YAML.path: what is wrong; the fix`.
 
 Trial ids are readable and stable: `<experiment>/<field>=<value>/...` in the
@@ -32,6 +34,9 @@ from cep.config import FIELD_NAMES, ConfigError, TrialConfig, coerce
 
 TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures")
 RESOURCE_KEYS = ("cpu", "gpu")
+# Any other name in `resources` is a custom Ray resource (`ray start --resources '{"NAME": N}'`), except
+# names close to cpu / gpu (gpus, CPU, tpu, ...): those are refused as the typos they most likely are.
+_CUSTOM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
 DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
 DEFAULT_MAX_FAILURES = 2
 # Fields that say where a trial reads and writes, not what it computes: they may
@@ -289,12 +294,18 @@ def _check_resources(section: Any, problems: list[str]) -> dict[str, float]:
         problems.append(f"resources: expected a mapping like {{cpu: 1, gpu: 0.25}}, got {_kind(section)}")
         return res
     for key, value in section.items():
-        if key not in RESOURCE_KEYS:
-            hint = _closest(str(key), RESOURCE_KEYS) or "; use cpu (per trial) and gpu (fraction per trial)"
+        if key not in RESOURCE_KEYS and (_closest(str(key).lower(), RESOURCE_KEYS)
+                                         or not _CUSTOM_RE.match(str(key))):
+            hint = _closest(str(key).lower(), RESOURCE_KEYS) or (
+                "; use cpu (per trial), gpu (fraction per trial) or the name of a custom Ray resource "
+                "(letters, digits and _ . : / -)")
             problems.append(f"resources.{key}: unknown resource{hint}")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"resources.{key}: got {_kind(value)}; expected a number")
+            continue
+        if key not in RESOURCE_KEYS and value < 0:
+            problems.append(f"resources.{key}: got {value}; a custom resource per trial is a number >= 0")
             continue
         if key == "cpu" and value <= 0:
             problems.append(f"resources.cpu: got {value}; each trial needs a positive number of CPUs, e.g. 1")

@@ -34,6 +34,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -50,15 +51,18 @@ from cep.sweep_store import (  # noqa: E402
     ERRORS_LOG,
     LOG_FILE,
     NODE_FILE,
+    STORAGE_PROBE,
     Fault,
     TrialOutcome,
     fault_due,
     outcomes,
+    storage_probe,
     torch_threads,
     trial_device,
 )
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder
+STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
 
 class FaultInjected(RuntimeError):
@@ -414,14 +418,20 @@ def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tun
 
 
 def _install_stop_handlers(run: SweepRun) -> dict[int, Any]:
-    """Ctrl-C and SIGTERM: ask Tune to stop and save its state (a second signal aborts at once)."""
+    """Ctrl-C and SIGTERM: ask Tune to stop and save its state (a second Ctrl-C aborts at once).
+
+    A repeated SIGTERM is not an abort: SLURM signals every process of a job (and a job script may forward
+    the signal too), Kubernetes may repeat it; all of them follow with SIGKILL when their grace time is up.
+    """
 
     def handler(signum: int, frame: Any) -> None:
         if run.stop_signal is not None:
+            if signum == signal.SIGTERM:
+                return
             raise KeyboardInterrupt
         run.stop_signal = signum
         run.say(f"\n{signal.Signals(signum).name}: stopping the sweep and saving its state; rerun the same "
-                "command to resume (signal again to abort at once)")
+                "command to resume (Ctrl-C again to abort at once)")
         tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune's own stop handler, installed during fit()
         if callable(tune_handler):
             tune_handler(signum, frame)
@@ -432,6 +442,63 @@ def _install_stop_handlers(run: SweepRun) -> dict[int, Any]:
     for s in previous:
         signal.signal(s, handler)
     return previous
+
+
+def _resource_key(key: str) -> str:
+    """A sweep file's resource name as Ray's cluster_resources() spells it (cpu -> CPU; custom names as they are)."""
+    return key.upper() if key in ("cpu", "gpu") else key
+
+
+def _check_shared_storage(run: SweepRun) -> None:
+    """On a multi-node cluster, refuse (SweepError) an experiment folder that some node cannot see.
+
+    Every trial writes its results folder on whichever node runs it, so the folder must be on storage
+    mounted at the same path on every node. Each live node reads a probe file written here; nodes that
+    join later (autoscaling) are not checked here (Ray Tune's own storage check fails their trials).
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    made = [p for p in [run.exp_dir, *run.exp_dir.parents] if not p.exists()]
+    run.exp_dir.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe = run.exp_dir / f"{STORAGE_PROBE}{token}"
+    write_atomic(probe, token)
+    remote_probe = ray.remote(num_cpus=0, max_retries=0)(storage_probe)
+    refs = {remote_probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(str(probe), token): n for n in nodes}
+    blind, unchecked, ready = [], [], []
+    try:
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STORAGE_CHECK_S)
+        for ref, node in refs.items():
+            where = f"{node.get('NodeName') or node.get('NodeManagerAddress')} (Ray node {node['NodeID'][:8]})"
+            try:
+                host, sees = ray.get(ref, timeout=1) if ref in ready else (None, None)
+            except Exception:  # the node died meanwhile
+                host, sees = None, None
+            if sees is None:
+                unchecked.append(where)
+            elif not sees:
+                blind.append(f"{host} {where}")
+    finally:
+        probe.unlink(missing_ok=True)
+    for ref in set(refs) - set(ready):  # a node too busy or gone: do not leave the probe queued
+        ray.cancel(ref, force=True)
+    if blind:
+        for p in made:  # leave nothing behind on refusal
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise SweepError([f"--storage: {run.exp_dir} is not visible on {len(blind)} of {len(nodes)} node(s): "
+                          f"{', '.join(blind)}; on a multi-node cluster the results must be on shared storage "
+                          "mounted at the same path on every node (NFS, EFS, Lustre, a ReadWriteMany volume); "
+                          "see cluster/README.md"])
+    if unchecked:
+        run.say(f"warning: {len(unchecked)} node(s) did not show within {STORAGE_CHECK_S:g} s that they see "
+                f"{run.exp_dir}: {', '.join(unchecked)}")
 
 
 def execute_sweep(run: SweepRun) -> list[TrialOutcome]:
@@ -447,8 +514,8 @@ def execute_sweep(run: SweepRun) -> list[TrialOutcome]:
                              ) from None
         started_ray = True
     cluster = ray.cluster_resources()
-    short = [f"{k} {run.spec.resources[k]:g} per trial but the cluster has {cluster.get(k.upper(), 0):g}"
-             for k in ("cpu", "gpu") if run.spec.resources[k] > cluster.get(k.upper(), 0)]
+    short = [f"{k} {v:g} per trial but the cluster has {cluster.get(_resource_key(k), 0):g}"
+             for k, v in run.spec.resources.items() if v > cluster.get(_resource_key(k), 0)]
     if short and run.address is None:  # a local Ray never grows
         if started_ray:
             ray.shutdown()
@@ -456,15 +523,23 @@ def execute_sweep(run: SweepRun) -> list[TrialOutcome]:
                           "--set resources.gpu=0 to run on CPUs"])
     if short:  # a cluster may autoscale: say why nothing starts yet
         run.say(f"warning: resources: {'; '.join(short)} now; trials wait until the cluster provides them")
+    try:
+        _check_shared_storage(run)
+    except SweepError:
+        if started_ray:
+            ray.shutdown()
+        raise
     if run.prepare is not None:
         run.prepare()
+    custom = {k: v for k, v in run.spec.resources.items() if k not in ("cpu", "gpu")}
     run.say(f"Ray: {'cluster at ' + run.address if run.address else 'local'} with {cluster.get('CPU', 0):g} CPU(s), "
-            f"{cluster.get('GPU', 0):g} GPU(s); per trial {run.spec.resources['cpu']:g} CPU, "
-            f"{run.spec.resources['gpu']:g} GPU")
+            f"{cluster.get('GPU', 0):g} GPU(s) on {len([n for n in ray.nodes() if n.get('Alive')])} node(s); "
+            f"per trial {run.spec.resources['cpu']:g} CPU, {run.spec.resources['gpu']:g} GPU"
+            + "".join(f", {v:g} {k}" for k, v in custom.items()))
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
                        tuple(run.faults), run.epoch_sleep)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"cpu": run.spec.resources["cpu"], "gpu": run.spec.resources["gpu"]})
+    # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
     callbacks: list[tune.Callback] = [
         ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
                       run.progress_interval, run.out),

@@ -195,6 +195,20 @@ def torch_threads(resources: dict[str, float]) -> int:
     return max(1, int(resources.get("cpu", 1)))
 
 
+# ---------------------------------------------------------- shared storage
+STORAGE_PROBE = ".storage-probe-"  # prefix of the file each node must see (removed right after the check)
+
+
+def storage_probe(path: str, token: str) -> tuple[str, bool]:
+    """Run on every node of a cluster: this host's name, and whether it sees `path` holding `token`."""
+    import socket
+
+    try:
+        return socket.gethostname(), Path(path).read_text() == token
+    except OSError:
+        return socket.gethostname(), False
+
+
 # ------------------------------------------------------------- test-only hooks
 @dataclass(frozen=True)
 class Fault:
