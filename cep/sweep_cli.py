@@ -91,33 +91,28 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         chosen = select(spec.trials, only)
     except SweepError as e:
         return _fail(e.problems)
-    if dry_run:
-        click.echo(dry_run_table(spec, chosen))
-        return 0
-    if is_uri(storage):
-        return _fail([f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
-                      "storage (NFS) and give its absolute path"])
-    if address is not None and not Path(storage).expanduser().is_absolute():
-        return _fail([f"--storage {storage}: with --address every node must see the results, so give shared "
-                      "storage as an absolute path (e.g. --storage /shared/results)"])
-    exp_name = name or spec.name
-    if "/" in exp_name or exp_name in (".", ".."):
-        return _fail([f"--name {exp_name}: a folder name without /"])
-    exp_dir = experiment_dir(storage, exp_name)
+    problems = _storage_problems(storage, address, name)
+    if problems:
+        return _fail(problems)
+    exp_dir = experiment_dir(storage, name or spec.name)
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
     selected = [t for t in all_trials if t.id in chosen_ids]
     subset = len(selected) != len(all_trials)
+    if dry_run:
+        click.echo(dry_run_table(spec, chosen))
+        click.echo(_experiment_state(exp_dir, all_trials, selected))
+        return 0
     try:
         faults = parse_faults(os.environ.get(FAULT_ENV))
-        epoch_sleep = float(os.environ.get(SLEEP_ENV) or 0)
-        if restart:
-            restart_experiment(exp_dir, [t.id for t in selected] if subset else None)
-        record = check_experiment(exp_dir, all_trials)
+        epoch_sleep = _seconds(os.environ.get(SLEEP_ENV))
+        if restart and not subset:
+            restart_experiment(exp_dir, None)
+        record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
+        if restart and subset:
+            restart_experiment(exp_dir, [t.id for t in selected])
     except SweepError as e:
         return _fail(e.problems)
-    except ValueError:
-        return _fail([f"{SLEEP_ENV}={os.environ.get(SLEEP_ENV)}: expected seconds (test-only)"])
 
     click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)" + (f" of {len(all_trials)}" if subset else "")
                + f"; results in {exp_dir}")
@@ -146,6 +141,37 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
     return code
+
+
+def _storage_problems(storage: str, address: str | None, name: str | None) -> list[str]:
+    if is_uri(storage):
+        return [f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
+                "storage (NFS) and give its absolute path"]
+    if address is not None and not Path(storage).expanduser().is_absolute():
+        return [f"--storage {storage}: with --address every node must see the results, so give shared "
+                "storage as an absolute path (e.g. --storage /shared/results)"]
+    if name is not None and ("/" in name or name in (".", "..", "")):
+        return [f"--name {name}: a folder name, without /"]
+    return []
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        raise SweepError([f"{SLEEP_ENV}={text}: expected seconds (test-only)"]) from None
+
+
+def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Trial]) -> str:
+    """For --dry-run: what running it now would do with the experiment folder."""
+    try:
+        record = check_experiment(exp_dir, all_trials)
+    except SweepError as e:
+        return f"experiment: {e.problems[0]}"
+    if record is None:
+        return f"experiment: {exp_dir} (new)"
+    done = sum(o.complete for o in outcomes(exp_dir, selected))
+    return f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete; running resumes the rest)"
 
 
 def restart_experiment(exp_dir: Path, trial_ids: list[str] | None) -> None:

@@ -86,6 +86,8 @@ def reference(sweep_file, ray_address, tmp_path_factory):
 def test_small_sweep_end_to_end(reference, capfd):
     code, exp = reference
     assert code == 0
+    if Path(__file__).parents[1].joinpath("cep", "aggregate.py").exists():
+        assert (exp / "summary").is_dir()  # the aggregator ran after the sweep
     record = json.loads((exp / "sweep.json").read_text())
     assert set(record) >= {"name", "description", "fingerprint", "created", "cep_version", "sweep_file", "trials"}
     assert [t["id"] for t in record["trials"]] == IDS
@@ -154,6 +156,37 @@ def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_f
     assert sum(ln.startswith("epoch") for ln in lines) == EPOCHS and lines[-1].startswith("replay: already finished")
     for tid in IDS:
         assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
+    # --restart --only: just that trial afresh
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate", "--restart",
+                              "--only", "EP/seed=0"], capsys)
+    assert code == 0 and "--restart: discarded the results of 1 trial(s) in" in out
+    lines = epoch_lines(exp / "trials/EP/seed=0")
+    assert lines[0].startswith("start after epoch 0") and sum(ln.startswith("start") for ln in lines) == 1
+    assert metrics(exp / "trials/EP/seed=0") == metrics(ref / "trials/EP/seed=0")
+    assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"  # untouched
+
+
+GDU_SWEEP = """\
+name: gdu
+base: {action: gdu, size_tab: [10, 32, 784], lr_tab: [0.00002, 0.00002], batch_size: 1, T: 20, Kmax: 5,
+       activation: tanh, beta: 0.01, dataset: mnist5k, seed: 0, gdu_units: 2}
+experiments:
+  C-EP: {rule: ep, continual: true}
+"""
+
+
+def test_gdu_action_runs_as_one_report(ray_address, tmp_path, capsys):
+    (tmp_path / "gdu.yaml").write_text(GDU_SWEEP)
+    args = [str(tmp_path / "gdu.yaml"), "--storage", str(tmp_path), "--no-aggregate"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "1 trial(s): 1 finished" in out
+    folder = tmp_path / "gdu/trials/C-EP"
+    s = summary(folder)
+    assert s["status"] == "finished" and s["action"] == "gdu" and s["angle_grad"] >= 0
+    assert (folder / "gdu").is_dir() and (folder / "node.txt").exists()
+    assert epoch_lines(folder)[-1] == "end: gdu analysis done"
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "already complete; nothing to run" in out
 
 
 # ---------------------------------------------------------- faults and retries
