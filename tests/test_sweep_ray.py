@@ -262,8 +262,9 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
     log1 = open(tmp_path / "run1.log", "w")
     p1 = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT)
     try:
+        # (at least two epochs left, so that the resumed run below is still busy when SIGTERM comes)
         _wait(lambda: any(s.get("status") == "finished" for s in states().values())
-              and any(s.get("status") == "running" and 0 < s.get("epochs_done", 0) < EPOCHS
+              and any(s.get("status") == "running" and 0 < s.get("epochs_done", 0) <= EPOCHS - 2
                       for s in states().values()), 150, "a finished and a half-done trial")
         p1.send_signal(signal.SIGKILL)
     finally:
