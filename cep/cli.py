@@ -35,11 +35,11 @@ EXIT_USAGE = 2
 
 # ------------------------------------------------------------------ plumbing
 def run_main(command: click.Command, field_names: dict[str, str] | None = None,
-             args: Sequence[str] | None = None) -> None:
+             args: Sequence[str] | None = None, prog_name: str | None = None) -> None:
     """Run a click command, turning every input error into one line per problem and exit code 2."""
     names = field_names or {}
     try:
-        rv = command.main(args=args, standalone_mode=False)
+        rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

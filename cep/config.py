@@ -189,6 +189,10 @@ def _type_name(tp: typing.Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
+def _plural(tp: typing.Any) -> str:
+    return {int: "integers", float: "numbers"}.get(tp, f"{tp}s")
+
+
 def coerce(name: str, value: typing.Any) -> typing.Any:
     """Check and convert one field's value to its declared type; raises ConfigError.
 
@@ -207,7 +211,7 @@ def coerce(name: str, value: typing.Any) -> typing.Any:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split()]
         if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError([(name, f"got {value!r}; give a non-empty list of {_type_name(item)}s")])
+            raise ConfigError([(name, f"got {value!r}; give a non-empty list of {_plural(item)}")])
         return tuple(_scalar(name, v, item) for v in value)
     return _scalar(name, value, tp)
 

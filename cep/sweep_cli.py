@@ -9,8 +9,8 @@ Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +82,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
       cep-sweep sweeps/fig4_table.yaml --set epochs=1 --set dataset=mnist5k --name smoke
       cep-sweep sweeps/quickstart.yaml --trial EP-1h/seed=0 --local   # debug one trial
       cep-sweep sweeps/fig4_angles.yaml --address HEAD:6379 --storage /shared/results
+      cep-sweep aggregate results/quickstart                   # tables and figures, any time
     """
     t_start = time.monotonic()
     try:
@@ -234,20 +235,24 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: list[TrialOutcome], before
 
 
 def _aggregate(exp_dir: Path, skip: bool) -> None:
-    # ---- aggregator hook: cep.aggregate (built separately) summarises the experiment after every run ----
-    if skip or importlib.util.find_spec("cep.aggregate") is None:
+    """Summarise the experiment after every run (tables and figures in <exp_dir>/summary/)."""
+    if skip:
         return
-    try:
-        import cep.aggregate as aggregate
+    from cep.aggregate import aggregate_experiment, terminal_report
 
-        aggregate.aggregate_experiment(exp_dir)
-        click.echo(f"summary: {exp_dir / getattr(aggregate, 'SUMMARY_DIR', 'summary')}/ (tables and figures)")
+    try:
+        click.echo("\n" + terminal_report(aggregate_experiment(exp_dir)))
     except Exception as e:  # the sweep's results stand; say why the summary is missing
-        click.echo(f"warning: aggregating {exp_dir} failed ({type(e).__name__}: {e}); "
-                   "the trials' results are complete", err=True)
+        click.echo(f"warning: aggregating {exp_dir} failed ({type(e).__name__}: {e}); the trials' results are "
+                   f"complete: retry with cep-sweep aggregate {exp_dir}", err=True)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point of `cep-sweep`."""
-    run_main(sweep_command, {}, args)
+    """Console entry point: `cep-sweep SWEEP.yaml [options]`, or `cep-sweep aggregate RESULTS_DIR`."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["aggregate"]:
+        from cep.aggregate_cli import aggregate_command
+
+        run_main(aggregate_command, {}, argv[1:], prog_name="cep-sweep aggregate")
+    run_main(sweep_command, {}, argv)
 

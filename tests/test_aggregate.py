@@ -427,6 +427,21 @@ def test_python_m_entry_point(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is empty" in r.stderr
 
 
+def test_cep_sweep_aggregate_subcommand(mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cep.sweep_cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["aggregate", str(mixed), "--no-plots", "--quiet"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "PARTIAL: 9 of 13 trials finished" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["aggregate", str(empty)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+
+
 # --------------------------------------------------------- a real small sweep
 TINY_SWEEP = """\
 name: tiny

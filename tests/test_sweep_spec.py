@@ -312,7 +312,7 @@ def test_every_kind_of_problem_is_one_line_with_its_path():
         "name: got 'bad name'; use letters, digits and . _ + - (it names the results folder)",
         "base.epoch: unknown trial field 'epoch'; did you mean epochs?",
         "base.beta: got 'high'; expected a number",
-        "base.size_tab: got 5; give a non-empty list of an integers",  # wording of cep.config
+        "base.size_tab: got 5; give a non-empty list of integers",  # wording of cep.config
         "grid.seed: empty list gives no trials; give at least one value or remove seed",
         "grid.T: expected a list of values, e.g. [10], got 10; a single value belongs in base",
         "resources.cpu: got 0; each trial needs a positive number of CPUs, e.g. 1",
