@@ -133,7 +133,8 @@ def execute(cfg: TrialConfig, quiet: bool = False) -> int:
 
 # --------------------------------------------------------------- cep train
 # option name -> (TrialConfig field, click type, help)
-TRAIN_OPTIONS: dict[str, tuple[str, Any, str]] = {
+OptionTable = dict[str, tuple[str, Any, str]]
+TRAIN_OPTIONS: OptionTable = {
     "--rule": ("rule", click.Choice(RULES), "ep: tied weights; vf: untied feedback weights"),
     "--setting": ("setting", click.Choice(SETTINGS), "discrete-time (prototypical) or continuous-time"),
     "--continual/--no-continual": ("continual", None, "C-EP / C-VF: update the weights at every nudged step"),
@@ -165,10 +166,13 @@ TRAIN_OPTIONS: dict[str, tuple[str, Any, str]] = {
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
 
-def _train_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt, (field, tp, help_) in reversed(TRAIN_OPTIONS.items()):
-        f = click.option(opt, field, type=tp, default=None, help=help_)(f)
-    return f
+def field_options(table: OptionTable) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for trial fields, each defaulting to None ("not given", so presets show through)."""
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for opt, (field, tp, help_) in reversed(table.items()):
+            f = click.option(opt, field, type=tp, default=None, help=help_)(f)
+        return f
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,7 +190,7 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from a YAML file of trial fields")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
-@_train_options
+@field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, **options: Any) -> int:
     """Train one trial. Options override --config, which overrides --preset.
 
@@ -300,7 +304,7 @@ def run_command(ctx: click.Context) -> int:
 
 
 # ------------------------------------------------------------------ cep gdu
-GDU_OPTIONS: dict[str, tuple[str, Any, str]] = {
+GDU_OPTIONS: OptionTable = {
     **{opt: spec for opt, spec in TRAIN_OPTIONS.items()
        if spec[0] in ("rule", "setting", "continual", "size_tab", "lr_tab", "activation", "T", "Kmax", "beta",
                       "dt", "no_clamp", "batch_size", "angle", "seed", "dataset", "data_dir", "device", "dtype",
@@ -310,16 +314,10 @@ GDU_OPTIONS: dict[str, tuple[str, Any, str]] = {
 GDU_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in GDU_OPTIONS.items()}
 
 
-def _gdu_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt, (field, tp, help_) in reversed(GDU_OPTIONS.items()):
-        f = click.option(opt, field, type=tp, default=None, help=help_)(f)
-    return f
-
-
 @cli.command("gdu")
 @click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
               help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
-@_gdu_options
+@field_options(GDU_OPTIONS)
 def gdu_command(preset: str, **options: Any) -> int:
     """EP updates versus BPTT gradients on the first minibatch (spec section 6; the paper's Figs. 5b, 8-15).
 

@@ -152,16 +152,6 @@ def _fmt(v: float) -> str:
 
 
 # ---------------------------------------------------------------- writing
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def agreement_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=("name", "kind", "cosine", "rel_rmse"), lineterminator="\n")
@@ -205,7 +195,7 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
-    from cep.results import CONFIG_FILE, SUMMARY_FILE, write_atomic
+    from cep.results import CONFIG_FILE, SUMMARY_FILE, json_safe, write_atomic
     from cep.train import new_state, resolve_device
 
     start = time.monotonic()
@@ -246,7 +236,7 @@ def run_gdu(cfg: TrialConfig) -> int:
                   "trajectories": f"{GDU_DIR}/{TRAJECTORIES_FILE}", "agreement": f"{GDU_DIR}/{AGREEMENT_FILE}"},
         "seconds": seconds, "host": socket.gethostname(), "config": cfg.to_dict(),
     }
-    write_atomic(out / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2) + "\n")
+    write_atomic(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")
 
     click.echo(f"EP updates versus BPTT gradients: {title(cfg)}")
     click.echo(f"{'name':<6} {'kind':<7} {'cosine':>8} {'rel. RMSE':>10}")

@@ -37,14 +37,14 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become null: summary.json stays valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -61,7 +61,7 @@ def summarize(state: Any) -> dict[str, Any]:
     cfg, hist = state.config, state.history
     last = hist[-1] if hist else {}
     tests = [h["test_error"] for h in hist if math.isfinite(h["test_error"])]
-    return _json_safe({
+    return json_safe({
         "status": state.status,
         "epochs_done": state.epoch,
         "epochs": cfg.epochs,
