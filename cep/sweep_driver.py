@@ -197,15 +197,6 @@ def _run_train_trial(cfg: TrialConfig, folder: Path, trial_id: str, ctx: TrialCo
     _log(folder, f"end: {final.status} after epoch {final.epoch}")
 
 
-def _gdu_entry() -> Callable[[TrialConfig], Any]:
-    """The gradient-analysis action (cep.gdu_cli.run_gdu, or cep.gdu.run_gdu)."""
-    try:
-        from cep.gdu_cli import run_gdu
-    except ImportError:
-        from cep.gdu import run_gdu  # type: ignore[no-redef]
-    return run_gdu
-
-
 def _run_gdu_trial(cfg: TrialConfig, folder: Path, trial_id: str) -> None:
     """One-shot analysis: run it (unless its summary says it is done) and report once."""
     import json
@@ -216,7 +207,9 @@ def _run_gdu_trial(cfg: TrialConfig, folder: Path, trial_id: str) -> None:
         _log(folder, "replay: gdu analysis already done; not rerun")
     else:
         _log(folder, f"start gdu analysis on {cfg.device}")
-        _gdu_entry()(cfg)
+        from cep.gdu_cli import run_gdu
+
+        run_gdu(cfg)
         _log(folder, "end: gdu analysis done")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     tune.report({"epoch": 1, "epochs": 1, "status": summary.get("status", "finished"), "trial_id": trial_id,
