@@ -96,10 +96,10 @@ def test_unstable_dynamics_diverge_without_crashing():
 
 def test_randbeta_draws_both_signs_from_the_seed():
     from cep.train import nudge_signs
-    cfg = TrialConfig(rule="vf", randbeta=0.5, lr_tab=(0.1, 0.1), seed=0)
-    signs = nudge_signs(cfg, 400, torch.Generator().manual_seed(0))
-    assert 150 < signs.count(1.0) < 250 and set(signs) == {1.0, -1.0}
-    assert signs == nudge_signs(cfg, 400, torch.Generator().manual_seed(0))
+    cfg = TrialConfig(rule="vf", randbeta=0.8, lr_tab=(0.1, 0.1), seed=0)
+    signs = nudge_signs(cfg, 1000, torch.Generator().manual_seed(0))
+    assert 740 < signs.count(1.0) < 860 and set(signs) == {1.0, -1.0}  # +beta with probability p
+    assert signs == nudge_signs(cfg, 1000, torch.Generator().manual_seed(0))
     assert set(nudge_signs(cfg.replace(randbeta=0.0), 50, torch.Generator())) == {1.0}
 
 
