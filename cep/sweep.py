@@ -527,22 +527,25 @@ def describe_change(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> s
     return "; ".join(parts) or "the trial list differs"
 
 
+def _analysis_steps(cfg: TrialConfig) -> int:
+    """The gradient analysis of one minibatch: T free steps, one backward pass through the last Kmax of
+    them, and Kmax nudged steps (cep.gdu)."""
+    return cfg.batch_size * (cfg.T + 2 * cfg.Kmax)
+
+
 def sample_steps(cfg: TrialConfig) -> int:
     """Estimated cost of a trial in sample-steps: one sample through one step of the dynamics.
 
     Training: every training sample runs T free and Kmax nudged steps per epoch,
-    every test sample T steps. The gradient analysis runs one minibatch through
-    T steps plus Kmax truncated backward passes of up to Kmax steps each.
+    every test sample T steps, plus one gradient analysis when angle_grad is on.
     """
+    if cfg.action == "gdu":
+        return _analysis_steps(cfg)
     n_train, n_test = DATASET_SIZES[cfg.dataset]
     n_train = min(n_train, cfg.train_samples or n_train)
     n_test = min(n_test, cfg.test_samples or n_test)
-    if cfg.action == "gdu":
-        return cfg.batch_size * (2 * cfg.T + cfg.Kmax * (cfg.Kmax + 1))
     steps = cfg.epochs * (n_train * (cfg.T + cfg.Kmax) + n_test * cfg.T)
-    if cfg.angle_grad:
-        steps += cfg.batch_size * (2 * cfg.T + cfg.Kmax * (cfg.Kmax + 1))
-    return steps
+    return steps + (_analysis_steps(cfg) if cfg.angle_grad else 0)
 
 
 def n_weights(cfg: TrialConfig) -> int:
