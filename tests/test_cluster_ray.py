@@ -14,7 +14,6 @@ first epoch, and the whole sweep's wall time against its training time.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds process trees in /proc")]
@@ -50,7 +50,6 @@ max_failures: 2
 """
 IDS = ["EP/seed=0", "EP/seed=1", "C-VF/seed=0", "C-VF/seed=1"]
 EPOCHS = 3
-COMPARED = ("epoch", "train_error", "test_error", "train_loss", "test_loss")  # not the wall-clock columns
 NODES = """
 import json, sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
@@ -123,26 +122,9 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def metrics(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "metrics.csv", newline="") as f:
-        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(f)]
-
-
-def summary(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def node_of(folder: Path) -> str:
     """The Ray node id that ran (or runs) the trial's latest attempt, from its node.txt."""
     return dict(ln.split(" ", 1) for ln in (folder / "node.txt").read_text().splitlines())["ray_node_id"]
-
-
-def log_lines(folder: Path) -> list[str]:
-    log = folder / "trial.log"
-    return [ln.split(" ", 3)[3] for ln in log.read_text().splitlines()] if log.exists() else []
 
 
 class LocalCluster:

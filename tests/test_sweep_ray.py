@@ -6,7 +6,6 @@ join it with --address, so killing a driver leaves no Ray behind.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from trial_files import log_lines, metrics, summary
 
 from cep.sweep_cli import main
 
@@ -37,7 +37,6 @@ max_failures: 1
 """
 IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 4
-COMPARED = ("epoch", "train_error", "test_error", "train_loss", "test_loss")  # not the wall-clock columns
 DRIVER = [sys.executable, "-c", "from cep.sweep_cli import main; main()"]
 
 
@@ -46,24 +45,6 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         main(args)
     out = capsys.readouterr()
     return e.value.code, out.out, out.err
-
-
-def metrics(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "metrics.csv", newline="") as f:
-        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(f)]
-
-
-def epoch_lines(folder: Path) -> list[str]:
-    log = folder / "trial.log"
-    return [ln.split(" ", 3)[3] for ln in log.read_text().splitlines()] if log.exists() else []
-
-
-def summary(folder: Path) -> dict:
-    path = folder / "summary.json"
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +84,7 @@ def test_small_sweep_end_to_end(reference, capfd):
         assert [int(r["epoch"]) for r in metrics(folder)] == list(range(1, EPOCHS + 1))
         s = summary(folder)
         assert s["status"] == "finished" and s["epochs_done"] == EPOCHS and s["host"]
-        assert [ln for ln in epoch_lines(folder) if ln.startswith("epoch")] == [
+        assert [ln for ln in log_lines(folder) if ln.startswith("epoch")] == [
             f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(folder), 1)]
         # Ray Tune's trial folder keeps exactly one checkpoint: the final epoch's exact trainer state
         tune_dirs = [d for d in exp.iterdir() if d.name.startswith(tid.replace("/", "_") + "_")]
@@ -152,7 +133,7 @@ def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_f
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
     assert code == 0 and "3 trial(s): 3 finished, 0 errored (1 complete before this run, not rerun)" in out
     assert "= EP/seed=0: already finished earlier (epoch 4); not rerun" in out
-    lines = epoch_lines(exp / "trials/EP/seed=0")
+    lines = log_lines(exp / "trials/EP/seed=0")
     assert sum(ln.startswith("epoch") for ln in lines) == EPOCHS and lines[-1].startswith("replay: already finished")
     for tid in IDS:
         assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
@@ -160,7 +141,7 @@ def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_f
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate", "--restart",
                               "--only", "EP/seed=0"], capsys)
     assert code == 0 and "--restart: discarded the results of 1 trial(s) in" in out
-    lines = epoch_lines(exp / "trials/EP/seed=0")
+    lines = log_lines(exp / "trials/EP/seed=0")
     assert lines[0].startswith("start after epoch 0") and sum(ln.startswith("start") for ln in lines) == 1
     assert metrics(exp / "trials/EP/seed=0") == metrics(ref / "trials/EP/seed=0")
     assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"  # untouched
@@ -184,7 +165,7 @@ def test_gdu_action_runs_as_one_report(ray_address, tmp_path, capsys):
     s = summary(folder)
     assert s["status"] == "finished" and s["action"] == "gdu" and s["angle_grad"] >= 0
     assert (folder / "gdu").is_dir() and (folder / "node.txt").exists()
-    assert epoch_lines(folder)[-1] == "end: gdu analysis done"
+    assert log_lines(folder)[-1] == "end: gdu analysis done"
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "already complete; nothing to run" in out
 
@@ -201,7 +182,7 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     ep = exp / "trials/EP/seed=0"
     assert summary(ep)["status"] == "finished" and metrics(ep) == metrics(ref / "trials/EP/seed=0")
     assert not (ep / "error.txt").exists() and "fault injected" in (ep / "errors.log").read_text()
-    lines = epoch_lines(ep)
+    lines = log_lines(ep)
     assert [ln.split(" (")[0] for ln in lines if ln.startswith("start")] == ["start after epoch 0",
                                                                             "start after epoch 2"]
     assert [ln for ln in lines if ln.startswith("epoch")] == [
@@ -221,7 +202,7 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
     assert code == 0 and "3 trial(s): 3 finished, 0 errored (2 complete before this run, not rerun)" in out
     assert "resuming the experiment" in out and not (bad / "error.txt").exists()
-    assert [ln.split(" (")[0] for ln in epoch_lines(bad) if ln.startswith("start")][-1] == "start after epoch 1"
+    assert [ln.split(" (")[0] for ln in log_lines(bad) if ln.startswith("start")][-1] == "start after epoch 1"
     assert metrics(bad) == metrics(ref / "trials/C-VF/angle=90/seed=0")
 
 
@@ -273,7 +254,7 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
     _wait(lambda: _pids_gone(exp), 60, "the killed driver's trials to stop")
     finished = [tid for tid, s in states().items() if s.get("status") == "finished"]
     assert finished and len(finished) < len(IDS)
-    logs_after_kill = {tid: epoch_lines(folders[tid]) for tid in finished}
+    logs_after_kill = {tid: log_lines(folders[tid]) for tid in finished}
 
     # 2. the same command resumes; SIGTERM (what SLURM / Kubernetes send) stops it cleanly, resumable
     before = {tid: s.get("epochs_done", 0) for tid, s in states().items()}
@@ -298,11 +279,11 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
     for tid, folder in folders.items():
         # bit for bit what the uninterrupted run gave
         assert metrics(folder) == metrics(ref / "trials" / tid), tid
-        lines = epoch_lines(folder)
+        lines = log_lines(folder)
         assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch")] == [
             f"epoch {k} done" for k in range(1, EPOCHS + 1)], (tid, lines)  # no epoch ran twice
     for tid in finished:  # finished before the kill: never trained again (at most a replay line)
-        added = epoch_lines(folders[tid])[len(logs_after_kill[tid]):]
+        added = log_lines(folders[tid])[len(logs_after_kill[tid]):]
         assert all(ln.startswith("replay: already finished") for ln in added), (tid, added)
 
 
