@@ -207,13 +207,25 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
 
 
 # ------------------------------------------------------ interruption and resume
-def _wait(predicate, timeout: float, what: str) -> None:
+# Generous limits: a loaded CI machine can take minutes to start Ray workers (each imports torch); the waits
+# end as soon as their condition holds, and fail at once, with the driver's output, if the driver exits.
+SLOW = 300
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Poll until predicate() holds; fail early, with the driver's output, if the driver exits first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
             return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver exited ({proc.returncode}) before {what}:\n{_tail(log)}")
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log and log.exists() else ""
 
 
 def _pids_gone(exp: Path) -> bool:
@@ -240,39 +252,45 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
         return {tid: summary(f) for tid, f in folders.items()}
 
     # 1. SIGKILL the driver once a trial has finished and another is mid-way
-    log1 = open(tmp_path / "run1.log", "w")
-    p1 = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT)
+    # (the drivers' output goes to files: an unread pipe fills up and blocks the driver)
+    log1 = tmp_path / "run1.log"
+    with open(log1, "w") as out:
+        p1 = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         # (at least two epochs left, so that the resumed run below is still busy when SIGTERM comes)
         _wait(lambda: any(s.get("status") == "finished" for s in states().values())
               and any(s.get("status") == "running" and 0 < s.get("epochs_done", 0) <= EPOCHS - 2
-                      for s in states().values()), 150, "a finished and a half-done trial")
+                      for s in states().values()), SLOW, "a finished and a half-done trial", p1, log1)
         p1.send_signal(signal.SIGKILL)
     finally:
+        p1.kill()
         p1.wait(30)
-        log1.close()
-    _wait(lambda: _pids_gone(exp), 60, "the killed driver's trials to stop")
+    _wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
     finished = [tid for tid, s in states().items() if s.get("status") == "finished"]
     assert finished and len(finished) < len(IDS)
     logs_after_kill = {tid: log_lines(folders[tid]) for tid in finished}
 
     # 2. the same command resumes; SIGTERM (what SLURM / Kubernetes send) stops it cleanly, resumable
     before = {tid: s.get("epochs_done", 0) for tid, s in states().items()}
-    p2 = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log2 = tmp_path / "run2.log"
+    with open(log2, "w") as out:
+        p2 = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: any(s.get("epochs_done", 0) > before[tid] for tid, s in states().items()), 150,
-              "progress after resuming")
+        _wait(lambda: any(s.get("epochs_done", 0) > before[tid] for tid, s in states().items()), SLOW,
+              "progress after resuming", p2, log2)
         p2.send_signal(signal.SIGTERM)
-        out2, _ = p2.communicate(timeout=90)
+        p2.wait(SLOW)
     finally:
         p2.kill()
+        p2.wait(30)
+    out2 = log2.read_text()
     assert p2.returncode == 128 + signal.SIGTERM, out2
     assert "SIGTERM: stopping the sweep and saving its state" in out2
     assert "stopped before the end: rerun the same command to resume" in out2
     assert "resuming the experiment" in out2
 
     # 3. and again: it completes
-    p3 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    p3 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2 * SLOW)
     assert p3.returncode == 0, p3.stdout
     assert "3 trial(s): 3 finished, 0 errored" in p3.stdout
 
