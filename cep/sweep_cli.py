@@ -57,8 +57,9 @@ def _fail(problems: list[str]) -> int:
               help="where the experiment folder <storage>/<name>/ lives; on a multi-node cluster it must be "
                    "shared storage (e.g. an NFS mount) given as an absolute path")
 @click.option("--name", default=None, help="experiment folder name (default: the sweep's name)")
-@click.option("--address", default=None, metavar="ADDR",
-              help="join this Ray cluster (e.g. HEAD_IP:6379, or auto); default: start a local Ray on this machine")
+@click.option("--address", default=None, metavar="ADDR", envvar="RAY_ADDRESS",
+              help="join this Ray cluster (e.g. HEAD_IP:6379, or auto; default $RAY_ADDRESS, which `ray job "
+                   "submit` sets); without either: start a local Ray on this machine")
 @click.option("--restart", is_flag=True,
               help="discard the experiment's results and start afresh (with --only: just those trials)")
 @click.option("--trial", "trial_id", default=None, metavar="ID",

@@ -499,7 +499,8 @@ def execute_sweep(run: SweepRun) -> list[TrialOutcome]:
     started_ray = False
     if not ray.is_initialized():
         try:
-            ray.init(address=run.address, include_dashboard=False, logging_level=logging.WARNING,
+            # "local": never join some other cluster silently (Ray's default looks for one on this machine)
+            ray.init(address=run.address or "local", include_dashboard=False, logging_level=logging.WARNING,
                      logging_config=ray.LoggingConfig(log_level="WARNING"), log_to_driver=True)
         except Exception as e:
             where = f"--address {run.address}: cannot join the Ray cluster" if run.address else "cannot start Ray"

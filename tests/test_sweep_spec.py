@@ -383,3 +383,18 @@ def test_yaml_level_problems(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(SweepError, match="expected a mapping with name"):
         load_sweep(tmp_path / "list.yaml")
+
+
+def test_ray_address_from_the_environment_counts_as_address(tmp_path, monkeypatch, capsys):
+    """`ray job submit` passes the cluster as $RAY_ADDRESS: it must get the same shared-storage check as --address."""
+    from cep.sweep_cli import main
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nbase: {dataset: mnist5k}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--storage", "relative/results"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: --storage relative/results: with --address every node")
+    assert not (tmp_path / "relative").exists()
