@@ -10,6 +10,7 @@ Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from cep.sweep_store import (
 )
 
 EXIT_INCOMPLETE = 1
+ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
 
 
 def _fail(problems: list[str]) -> int:
@@ -105,6 +107,9 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         click.echo(dry_run_table(spec, chosen))
         click.echo(_experiment_state(exp_dir, all_trials, selected))
         return 0
+    problems = _address_problems(address)  # before --restart discards anything
+    if problems:
+        return _fail(problems)
     try:
         faults = parse_faults(os.environ.get(FAULT_ENV))
         epoch_sleep = _seconds(os.environ.get(SLEEP_ENV))
@@ -154,6 +159,23 @@ def _storage_problems(storage: str, address: str | None, name: str | None) -> li
                 "storage as an absolute path (e.g. --storage /shared/results)"]
     if name is not None and ("/" in name or name in (".", "..", "")):
         return [f"--name {name}: a folder name, without /"]
+    return []
+
+
+def _address_problems(address: str | None) -> list[str]:
+    """A Ray head that does not answer, said in seconds (ray.init retries for minutes before it gives up)."""
+    if address is None or address in ("auto", "local") or "://" in address:
+        return []
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return [f"--address {address}: expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379), or auto"]
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as e:
+        why = f"no answer in {ADDRESS_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else (
+            e.strerror or type(e).__name__)
+        return [f"--address {address}: no Ray head answers there ({why}); check the address, and that "
+                "`ray start --head` runs on that machine"]
     return []
 
 

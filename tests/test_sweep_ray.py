@@ -339,6 +339,15 @@ print(json.dumps(report))
 """
 
 
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
     storage = tmp_path / "results"
     runs = []
@@ -352,7 +361,9 @@ def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
              [str(good), "--storage", str(storage), "--set", "epochs=zero"],
              [str(good), "--storage", str(storage), "--trial", "EP/seed=9", "--local"],
              [str(good), "--storage", str(storage), "--trial", "EP/seed=0"],
-             [str(good), "--storage", "s3://bucket/results"]]
+             [str(good), "--storage", "s3://bucket/results"],
+             [str(good), "--storage", str(storage), "--address", f"127.0.0.1:{_closed_port()}"],
+             [str(good), "--storage", str(storage), "--address", "headnode"]]
     p = subprocess.run([sys.executable, "-c", CHECK, json.dumps(runs)], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -371,4 +382,7 @@ def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
     assert extra[3].startswith("error: --trial EP/seed=9: no such trial in sweep small; did you mean EP/seed=0?")
     assert extra[4].startswith("error: --trial ID and --local go together")
     assert extra[5].startswith("error: --storage s3://bucket/results: cloud URIs are not supported yet")
+    assert extra[6].startswith("error: --address 127.0.0.1:") and "no Ray head answers there" in extra[6]
+    assert extra[7] == ("error: --address headnode: expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379), "
+                        "or auto\n")
     assert not storage.exists() and not (tmp_path / "relative").exists()  # nothing written
