@@ -62,6 +62,7 @@ from cep.sweep_store import (  # noqa: E402
 )
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder
+STAGING_PREFIX = "cep-ckpt-"  # node-local temp folders holding a checkpoint while Tune copies it: <prefix><pid>-*
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
 
@@ -117,9 +118,27 @@ def _newest_state(cfg: TrialConfig, folder: Path, device: str) -> tuple[Any, str
 def _tune_report(metrics: dict[str, Any], folder: Path, trial_id: str, epochs: int, replayed: bool = False) -> None:
     """Report one epoch to Tune with checkpoint.pt as the trial's Tune checkpoint."""
     result = {**metrics, "trial_id": trial_id, "epochs": epochs, "replayed": replayed}
-    with tempfile.TemporaryDirectory(prefix="cep-ckpt-") as d:
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as d:
         shutil.copyfile(folder / CHECKPOINT_FILE, Path(d) / STATE_FILE)
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def remove_stale_staging() -> None:
+    """Remove the checkpoint staging folders of trial processes that were killed (they could not do it)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _write_node(folder: Path) -> None:
@@ -146,6 +165,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ERROR_FILE).unlink(missing_ok=True)  # a new attempt: error.txt means "the last attempt failed"
     _write_node(folder)
+    remove_stale_staging()
     try:
         if cfg.action == "gdu":
             _run_gdu_trial(cfg, folder, trial_id)

@@ -206,6 +206,21 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     assert metrics(bad) == metrics(ref / "trials/C-VF/angle=90/seed=0")
 
 
+def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, monkeypatch):
+    from cep.sweep_driver import STAGING_PREFIX, remove_stale_staging
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{STAGING_PREFIX}{int(dead.stdout)}-abc"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "cep-ckpt-notapid-x"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "state.pt").write_bytes(b"x")
+    remove_stale_staging()
+    assert not stale.exists() and live.exists() and other.exists()
+
+
 # ------------------------------------------------------ interruption and resume
 # Generous limits: a loaded CI machine can take minutes to start Ray workers (each imports torch); the waits
 # end as soon as their condition holds, and fail at once, with the driver's output, if the driver exits.
