@@ -98,14 +98,25 @@ def _newest_state(cfg: TrialConfig, folder: Path, device: str) -> tuple[Any, str
     """The most advanced saved state of this trial (Tune's checkpoint or checkpoint.pt), and where it came from."""
     from cep.train import load_state
 
-    found = []
+    found, unreadable = [], []
+
+    def read(path: Path, source: str) -> None:  # one damaged copy must not cost the other
+        try:
+            found.append((load_state(path, device), source))
+        except Exception as e:
+            unreadable.append(f"{source} ({type(e).__name__}: {e})")
+            _log(folder, f"warning: cannot read {source} {path}: {type(e).__name__}: {e}")
+
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             if (Path(d) / STATE_FILE).exists():
-                found.append((load_state(Path(d) / STATE_FILE, device), "Tune checkpoint"))
+                read(Path(d) / STATE_FILE, "Tune checkpoint")
     if (folder / CHECKPOINT_FILE).exists():
-        found.append((load_state(folder / CHECKPOINT_FILE, device), CHECKPOINT_FILE))
+        read(folder / CHECKPOINT_FILE, CHECKPOINT_FILE)
+    if not found and unreadable:
+        raise RuntimeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; rerun "
+                           "cep-sweep with --restart --only TRIAL to start it afresh")
     if not found:
         return None, "the start"
     state, source = max(found, key=lambda s: (s[0].epoch, s[0].status != "running"))

@@ -221,6 +221,33 @@ def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, mo
     assert not stale.exists() and live.exists() and other.exists()
 
 
+def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path, monkeypatch):
+    """Tune's checkpoint and checkpoint.pt are two copies: resume from whichever can be read, else say so."""
+    import torch
+    from ray import tune
+
+    from cep.config import TrialConfig
+    from cep.sweep_driver import STATE_FILE, _newest_state
+    from cep.train import new_state, save_state
+
+    cfg = TrialConfig(size_tab=[10, 8, 784], lr_tab=[0.1, 0.1], seed=3, out_dir=str(tmp_path / "trial"))
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    good = new_state(cfg, torch.device("cpu"))
+    good.epoch = 2
+    tune_dir = tmp_path / "tune_ckpt"
+    tune_dir.mkdir()
+    save_state(good, tune_dir / STATE_FILE)
+    (folder / "checkpoint.pt").write_bytes(b"truncated by a crash")
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tune_dir)))
+    state, source = _newest_state(cfg, folder, "cpu")
+    assert source == "Tune checkpoint" and state.epoch == 2
+    assert "warning: cannot read checkpoint.pt" in (folder / "trial.log").read_text()
+    (tune_dir / STATE_FILE).write_bytes(b"also damaged")
+    with pytest.raises(RuntimeError, match=r"cannot read any saved state of trial .*--restart --only TRIAL"):
+        _newest_state(cfg, folder, "cpu")
+
+
 # ------------------------------------------------------ interruption and resume
 # Generous limits: a loaded CI machine can take minutes to start Ray workers (each imports torch); the waits
 # end as soon as their condition holds, and fail at once, with the driver's output, if the driver exits.
