@@ -153,7 +153,7 @@ class LocalCluster:
             proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         try:
-            _wait(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(), 90, f"node {name}")
+            _wait(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(), 180, f"node {name}")
         except AssertionError:
             proc.poll()
         if proc.returncode is not None or "Ray runtime started" not in log.read_text():
