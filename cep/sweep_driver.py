@@ -134,11 +134,19 @@ def _tune_report(metrics: dict[str, Any], folder: Path, trial_id: str, epochs: i
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def remove_stale_staging() -> None:
-    """Remove the checkpoint staging folders of trial processes that were killed (they could not do it)."""
+def remove_stale_staging(min_age_s: float = 3600.0) -> None:
+    """Remove the checkpoint staging folders of trial processes that were killed (they could not do it).
+
+    A folder lives for a second; the age limit spares a live one whose pid this process cannot see
+    (a container sharing /tmp but not the pid namespace).
+    """
     for d in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
         pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        try:
+            old = time.time() - d.stat().st_mtime > min_age_s
+        except OSError:
+            continue
+        if pid.isdigit() and old and not _alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -148,7 +156,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 

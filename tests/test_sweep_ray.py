@@ -213,12 +213,15 @@ def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, mo
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f"{STAGING_PREFIX}{int(dead.stdout)}-abc"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    recent = tmp_path / f"{STAGING_PREFIX}{int(dead.stdout)}-ghi"  # dead pid, but just written: spared
     other = tmp_path / "cep-ckpt-notapid-x"
-    for d in (stale, live, other):
+    for d in (stale, live, recent, other):
         d.mkdir()
         (d / "state.pt").write_bytes(b"x")
+        if d != recent:
+            os.utime(d, (time.time() - 7200, time.time() - 7200))
     remove_stale_staging()
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and live.exists() and recent.exists() and other.exists()
 
 
 def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path, monkeypatch):
