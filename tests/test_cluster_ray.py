@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.ray,
@@ -58,12 +59,6 @@ print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "resources": n["Resou
 
 
 # ------------------------------------------------------------------ helpers
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tree(pid: int) -> list[int]:
     """`pid` and all its descendants (Ray's worker processes have process groups of their own)."""
     children: dict[int, list[int]] = {}
@@ -113,15 +108,6 @@ def _kill_matching(marker: str) -> None:
             pass
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def node_of(folder: Path) -> str:
     """The Ray node id that ran (or runs) the trial's latest attempt, from its node.txt."""
     return dict(ln.split(" ", 1) for ln in (folder / "node.txt").read_text().splitlines())["ray_node_id"]
@@ -132,7 +118,7 @@ class LocalCluster:
 
     def __init__(self, root: Path):
         self.root = root
-        self.address = f"127.0.0.1:{_free_port()}"
+        self.address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items()
                if k not in ("RAY_ADDRESS", "CEP_FAULT_INJECT", "CEP_TEST_EPOCH_SLEEP")}
         # Token authentication as on a real cluster: the same token on every node and in the driver.
@@ -147,13 +133,13 @@ class LocalCluster:
     def start_node(self, name: str, args: list[str], prefix: list[str] | None = None) -> subprocess.Popen:
         log = self.root / f"{name}.log"
         cmd = [*(prefix or []), str(RAY), "start", "--block", "--node-ip-address", "127.0.0.1",
-               "--temp-dir", str(self.root / name), "--dashboard-agent-listen-port", str(_free_port()),
+               "--temp-dir", str(self.root / name), "--dashboard-agent-listen-port", str(free_port()),
                "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats", *args]
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         try:
-            _wait(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(), 180, f"node {name}")
+            wait(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(), 180, f"node {name}")
         except AssertionError:
             proc.poll()
         if proc.returncode is not None or "Ray runtime started" not in log.read_text():
@@ -226,7 +212,7 @@ def clean_run(cluster, sweep_file, tmp_path_factory):
     proc = subprocess.Popen(sweep_cmd(sweep_file, storage, cluster.address), env=cluster.env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: proc.poll() is not None or any((exp / "trials" / t / "metrics.csv").exists() for t in IDS),
+        wait(lambda: proc.poll() is not None or any((exp / "trials" / t / "metrics.csv").exists() for t in IDS),
               240, "the first epoch")
         first_epoch = time.monotonic() - t0
         out, _ = proc.communicate(timeout=240)
@@ -294,7 +280,7 @@ def test_sweep_survives_losing_the_worker_node(cluster, clean_run, sweep_file, t
                     # after epoch 1 of 3: at least two sleeps of margin before it could finish
                     if summary(f).get("status") == "running" and summary(f).get("epochs_done", 0) == 1]
 
-        _wait(lambda: proc.poll() is not None or (midway() and any(summary(f).get("status") == "finished"
+        wait(lambda: proc.poll() is not None or (midway() and any(summary(f).get("status") == "finished"
                                                                     for f in folders.values())), 240,
               "a finished and a half-done trial")
         assert proc.poll() is None, (tmp_path / "driver.log").read_text()
@@ -357,17 +343,17 @@ def test_slurm_script_requeues_at_the_time_limit_and_the_requeued_job_resumes(cl
     env.update(PATH=f"{bin_dir}:{Path(sys.executable).parent}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1",
                FAKE_SLURM_LOG=str(requeues), SLURM_JOB_ID="4242", SLURM_SUBMIT_DIR=str(tmp_path),
                SLURM_JOB_NODELIST="localhost", SLURM_CPUS_PER_TASK="2", CEP_VENV="none",
-               CEP_STORAGE=str(tmp_path / "results"), CEP_RAY_PORT=str(_free_port()), CEP_HEAD_IP="127.0.0.1",
+               CEP_STORAGE=str(tmp_path / "results"), CEP_RAY_PORT=str(free_port()), CEP_HEAD_IP="127.0.0.1",
                CEP_RAY_TMP=str(ray_tmp), CEP_NODE_WAIT="120",
                CEP_RAY_START_ARGS=f'--resources={{"worker_only":2}} --object-store-memory={100 * 1024 * 1024} '
-                                  f'--dashboard-agent-listen-port={_free_port()}')
+                                  f'--dashboard-agent-listen-port={free_port()}')
     cmd = ["bash", str(SBATCH), str(sweep_file), "--no-aggregate"]
     exp = tmp_path / "results" / "clu"
     try:
         with open(tmp_path / "job1.out", "w") as out:
             job = subprocess.Popen(cmd, env={**env, "CEP_TEST_EPOCH_SLEEP": "1.5"}, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(lambda: job.poll() is not None or any(summary(exp / "trials" / t).get("epochs_done", 0) >= 1
+        wait(lambda: job.poll() is not None or any(summary(exp / "trials" / t).get("epochs_done", 0) >= 1
                                                     for t in IDS), 180, "the first epoch")
         os.kill(job.pid, signal.SIGUSR1)  # what --signal=B:USR1@300 sends the batch shell
         job.wait(180)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep_cli import main
@@ -257,22 +258,6 @@ def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path, monkeypatc
 SLOW = 300
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Poll until predicate() holds; fail early, with the driver's output, if the driver exits first."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the driver exited ({proc.returncode}) before {what}:\n{_tail(log)}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
-
-
-def _tail(log: Path | None, lines: int = 60) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log and log.exists() else ""
-
-
 def _pids_gone(exp: Path) -> bool:
     """The trial processes of a killed driver have exited (Ray kills a dead driver's actors)."""
     for node in (exp / "trials").rglob("node.txt"):
@@ -303,14 +288,14 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
         p1 = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         # (at least two epochs left, so that the resumed run below is still busy when SIGTERM comes)
-        _wait(lambda: any(s.get("status") == "finished" for s in states().values())
+        wait(lambda: any(s.get("status") == "finished" for s in states().values())
               and any(s.get("status") == "running" and 0 < s.get("epochs_done", 0) <= EPOCHS - 2
                       for s in states().values()), SLOW, "a finished and a half-done trial", p1, log1)
         p1.send_signal(signal.SIGKILL)
     finally:
         p1.kill()
         p1.wait(30)
-    _wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
+    wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
     finished = [tid for tid, s in states().items() if s.get("status") == "finished"]
     assert finished and len(finished) < len(IDS)
     logs_after_kill = {tid: log_lines(folders[tid]) for tid in finished}
@@ -321,7 +306,7 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
     with open(log2, "w") as out:
         p2 = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: any(s.get("epochs_done", 0) > before[tid] for tid, s in states().items()), SLOW,
+        wait(lambda: any(s.get("epochs_done", 0) > before[tid] for tid, s in states().items()), SLOW,
               "progress after resuming", p2, log2)
         p2.send_signal(signal.SIGTERM)
         p2.wait(SLOW)
@@ -384,15 +369,6 @@ print(json.dumps(report))
 """
 
 
-def _closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
     storage = tmp_path / "results"
     runs = []
@@ -407,7 +383,7 @@ def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
              [str(good), "--storage", str(storage), "--trial", "EP/seed=9", "--local"],
              [str(good), "--storage", str(storage), "--trial", "EP/seed=0"],
              [str(good), "--storage", "s3://bucket/results"],
-             [str(good), "--storage", str(storage), "--address", f"127.0.0.1:{_closed_port()}"],
+             [str(good), "--storage", str(storage), "--address", f"127.0.0.1:{free_port()}"],
              [str(good), "--storage", str(storage), "--address", "headnode"]]
     p = subprocess.run([sys.executable, "-c", CHECK, json.dumps(runs)], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path)

@@ -1,0 +1,33 @@
+"""Waiting on subprocesses and picking ports, shared by the Ray tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def wait(predicate: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen | None = None,
+         log: Path | None = None) -> None:
+    """Poll until predicate() holds; with proc, fail at once (showing the end of log) if it exits first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver exited ({proc.returncode}) before {what}:\n{tail(log)}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{tail(log)}" if log else ""))
+
+
+def tail(log: Path | None, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log and log.exists() else ""
+
+
+def free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
