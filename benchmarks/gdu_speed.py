@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from cep.cli import execute, legacy_config
-from cep.gdu import analyse
-from cep.gdu_cli import first_minibatch
+from cep.gdu.analysis import analyse
+from cep.gdu.report import first_minibatch
 from cep.train import new_state, resolve_seed
 
 COMMANDS = Path(__file__).resolve().parent.parent / "tests" / "seed_readme_commands.txt"

@@ -57,7 +57,7 @@ def main() -> None:
         sweep = Path(tmp) / "overhead.yaml"
         sweep.write_text(SWEEP.format(seeds=list(range(args.trials)), cpus=args.cpus_per_trial))
         exp = storage / "overhead"
-        cmd = [sys.executable, "-c", "from cep.sweep_cli import main; main()", str(sweep), "--storage", str(storage),
+        cmd = [sys.executable, "-c", "from cep.sweep.cli import main; main()", str(sweep), "--storage", str(storage),
                "--name", "overhead", "--restart", "--no-aggregate", "--progress-interval", "3600"]
         if args.address:
             cmd += ["--address", args.address]

@@ -27,8 +27,10 @@ from cep.config import (
     SETTINGS,
     ConfigError,
     TrialConfig,
+    coerce,
 )
 from cep.errors import DataError, UsageProblem
+from cep.results import default_out_dir
 
 EXIT_USAGE = 2
 
@@ -83,37 +85,28 @@ def print_epoch(metrics: dict[str, Any]) -> None:
                f"test loss {metrics['test_loss']:.4f}  ({metrics['epoch_seconds']:.1f} s)")
 
 
-def default_out_dir(cfg: TrialConfig, label: str) -> str:
-    return str(Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
 def execute(cfg: TrialConfig, quiet: bool = False) -> int:
-    """Run the configured action for one trial, writing its results folder; returns the exit code."""
-    if cfg.action == "gdu":
-        from cep.gdu_cli import run_gdu
-        return run_gdu(cfg)
-    from cep.results import CHECKPOINT_FILE, RunDir
-    from cep.train import load_state, resolve_device, train
+    """Run one trial through the runner, showing progress on the terminal; returns the exit code."""
+    from cep.results import CHECKPOINT_FILE
+    from cep.runner import Resumed, run
 
-    device = resolve_device(cfg.device)  # fail early and clearly on an unusable device
-    run = RunDir(cfg.out_dir, checkpoint=cfg.checkpoint) if cfg.out_dir else None
-    state = None
-    if run is not None and cfg.checkpoint and (run.path / CHECKPOINT_FILE).exists():
-        state = load_state(run.path / CHECKPOINT_FILE, device)
-        if state.config != cfg.replace(seed=state.config.seed if cfg.seed is None else cfg.seed):
-            raise UsageProblem(f"{run.path / CHECKPOINT_FILE} belongs to a different configuration; "
-                               "use another --out folder, or delete it to start afresh")
-        click.echo(f"resuming from {run.path / CHECKPOINT_FILE} after epoch {state.epoch}")
+    def started(resumed: Resumed) -> None:
+        if resumed.state is not None:
+            click.echo(f"resuming from {resumed.source} in {cfg.out_dir} after epoch {resumed.epoch}")
 
-    def report(metrics: dict[str, Any], st: Any) -> None:
-        if not quiet:
+    def epoch(metrics: dict[str, Any], state: Any) -> None:
+        if not quiet and metrics["status"] != "diverged":
             print_epoch(metrics)
-        if run is not None:
-            run.report(metrics, st)
 
-    final = train(cfg, report=report, state=state, progress=None if quiet else ProgressLine(cfg.epochs))
-    if run is not None:
-        run.finish(final)
+    outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
+                  progress=None if quiet else ProgressLine(cfg.epochs),
+                  restart_hint="use another --out folder, or delete it to start afresh")
+    final = outcome.state
+    if final is None:  # the gdu action prints its own report
+        return 0
+    if outcome.replayed:
+        click.echo(f"resuming from {Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} after epoch "
+                   f"{final.epoch}; nothing left to train")
     if "measured_angle" in final.info:
         click.echo("measured angle between V and W^T per pair: "
                    + ", ".join(f"{a:.1f}°" for a in final.info["measured_angle"]))
@@ -126,8 +119,8 @@ def execute(cfg: TrialConfig, quiet: bool = False) -> int:
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
                    f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
                    f"seed {final.config.seed}")
-    if run is not None:
-        click.echo(f"results in {run.path}/")
+    if cfg.out_dir is not None:
+        click.echo(f"results in {cfg.out_dir}/")
     return 0 if final.status == "finished" else 1
 
 
@@ -207,8 +200,7 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, **op
     fields.update({k: v for k, v in options.items() if v is not None})
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        label = preset or f"{'C-' if cfg.continual else ''}{cfg.rule.upper()}-{cfg.depth_name}"
-        cfg = cfg.replace(out_dir=default_out_dir(cfg, label))
+        cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
     return execute(cfg, quiet)
 
 
@@ -281,8 +273,8 @@ def legacy_config(argv: Sequence[str]) -> TrialConfig:
                   dtype=a.dtype, out_dir=a.out, checkpoint=a.checkpoint)
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        label = "plotcurves" if cfg.action == "gdu" else f"{'C-' if cfg.continual else ''}{cfg.rule.upper()}"
-        cfg = cfg.replace(out_dir=default_out_dir(cfg, f"{label}-{cfg.depth_name}"))
+        cfg = cfg.replace(out_dir=default_out_dir(f"plotcurves-{cfg.depth_name}" if cfg.action == "gdu"
+                                                  else cfg.model_label))
     return cfg
 
 
@@ -314,6 +306,24 @@ GDU_OPTIONS: OptionTable = {
 GDU_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in GDU_OPTIONS.items()}
 
 
+def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
+    """TrialConfig of `cep gdu`: the preset, then the given options (None = not given).
+
+    Defaults differing from training: float64 (the EP differences are O(beta)) and the offline
+    mnist5k data. When --sizes changes the depth without --lrs, the preset's rate is repeated.
+    """
+    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k"}
+    given = {k: v for k, v in options.items() if v is not None}
+    fields.update(given)
+    if "lr_tab" not in given and "size_tab" in given:
+        n = len(coerce("size_tab", given["size_tab"]))
+        fields["lr_tab"] = [GDU_PRESETS[preset]["lr_tab"][0]] * max(n - 1, 1)
+    cfg = TrialConfig.from_dict(fields)
+    if cfg.out_dir is None:
+        cfg = cfg.replace(out_dir=default_out_dir(f"gdu-{preset}"))
+    return cfg
+
+
 @cli.command("gdu")
 @click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
               help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
@@ -326,8 +336,6 @@ def gdu_command(preset: str, **options: Any) -> int:
 
     Example: cep gdu --preset c-ep-continuous --seed 0
     """
-    from cep.gdu_cli import gdu_config
-
     try:
         return execute(gdu_config(preset, options))
     except ConfigError as e:

@@ -85,6 +85,15 @@ class TrialConfig:
     def depth_name(self) -> str:
         return f"{self.n_layers - 1}h"
 
+    @property
+    def rule_label(self) -> str:
+        return rule_label(self.rule, self.continual)
+
+    @property
+    def model_label(self) -> str:
+        """E.g. C-VF-1h, as the paper names its rows."""
+        return f"{self.rule_label}-{self.depth_name}"
+
     # ------------------------------------------------------------- validation
     def problems(self) -> list[tuple[str, str]]:
         """Every inconsistency, as (field, 'what is wrong; how to fix it')."""
@@ -170,6 +179,33 @@ class TrialConfig:
         """A copy with some fields changed (typed like from_dict)."""
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
+    # ---------------------------------------------------------- same result
+    def result_dict(self) -> dict[str, typing.Any]:
+        """The fields that decide what the trial computes (plain values): RUN_FIELDS left out."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
+
+    def result_differences(self, other: TrialConfig | typing.Mapping[str, typing.Any]) -> list[str]:
+        """Result fields whose values differ from `other` (a config or its plain dict); see result_differences."""
+        return result_differences(self.to_dict(), other.to_dict() if isinstance(other, TrialConfig) else other)
+
+    def same_result(self, other: TrialConfig | typing.Mapping[str, typing.Any]) -> bool:
+        """Whether `other` computes exactly what this configuration computes (see result_differences)."""
+        return not self.result_differences(other)
+
+
+def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str, typing.Any]) -> list[str]:
+    """The result fields (RESULT_FIELDS) whose plain values differ between two configs, in field order.
+
+    A seed of None on either side ("draw one") matches any seed: a run records the seed it drew.
+    """
+    return [k for k in RESULT_FIELDS if a.get(k) != b.get(k)
+            and not (k == "seed" and (a.get(k) is None or b.get(k) is None))]
+
+
+def rule_label(rule: object, continual: object) -> str:
+    """EP, C-EP, VF or C-VF: the learning rule of spec section 4.5."""
+    return ("C-" if continual else "") + str(rule).upper()
+
 
 def _is_cuda_index(device: str) -> bool:
     head, _, index = device.partition(":")
@@ -178,6 +214,12 @@ def _is_cuda_index(device: str) -> bool:
 
 FIELD_TYPES: dict[str, typing.Any] = typing.get_type_hints(TrialConfig)
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialConfig))
+# Where a trial reads and writes and which device it uses: they may differ between the machine that
+# started a trial and the one that continues it, without changing a single number it computes. Every
+# other field changes the result; this one list decides checkpoint compatibility, a sweep's identity and
+# "what changed" message, and which trial folders are stale.
+RUN_FIELDS: frozenset[str] = frozenset({"out_dir", "data_dir", "checkpoint", "device"})
+RESULT_FIELDS: tuple[str, ...] = tuple(f for f in FIELD_NAMES if f not in RUN_FIELDS)
 
 
 def _did_you_mean(name: str) -> str:

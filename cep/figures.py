@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cep.results import atomic_path  # noqa: E402
+
 
 def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Save a figure atomically (write to a temporary name, then rename) and close it.
@@ -17,13 +19,11 @@ def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = No
     `metadata` goes to matplotlib's savefig (e.g. {"CreationDate": None} for a PDF
     without a timestamp, so that the same figure gives the same bytes).
     """
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
+    finally:
+        plt.close(fig)
 
 
 def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:

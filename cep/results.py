@@ -1,5 +1,8 @@
-"""A run's results folder: config.yaml, metrics.csv, summary.json, learning_curve.png, checkpoint.pt.
+"""A trial's results folder: its layout, the writer, and the one reader that says where the trial stands.
 
+Files: config.yaml, metrics.csv, summary.json, learning_curve.png, checkpoint.pt
+(the exact trainer state), trial.log (one line per start, epoch, replay and end),
+and in sweeps node.txt (where it ran) and error.txt (while its last attempt failed).
 Every file is written atomically (temporary file then rename), and metrics.csv is
 rewritten from the trainer's history each epoch, so a restored run leaves the
 same files as an uninterrupted one. Readers need neither Ray nor torch.
@@ -13,6 +16,10 @@ import json
 import math
 import os
 import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +30,50 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CURVE_FILE = "learning_curve.png"
+LOG_FILE = "trial.log"
+ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
+ERRORS_LOG = "errors.log"  # every error of the trial, appended
+NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
+
+# Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
+# table, the sweep's summary and the aggregator. "interrupted": started and not ended (from the files
+# alone it may still be running); "pending": never started.
+STATUSES = ("finished", "diverged", "interrupted", "errored", "pending")
+COMPLETE = ("finished", "diverged")
 
 METRIC_COLUMNS = ("epoch", "train_error", "test_error", "train_loss", "test_loss", "epoch_seconds",
                   "elapsed_seconds")
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a whole file so that readers see either the old or the new content, never half."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` when the block ends without error.
+
+    Readers see either the old or the new file, never half of it (a crash leaves the old one).
+    The temporary name keeps the suffix, for writers that choose the format by it (matplotlib).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a whole file atomically (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def append_log(folder: str | Path, line: str) -> None:
+    """One line of trial.log: time, host, pid, then what happened."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOG_FILE, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} pid={os.getpid()} {line}\n")
 
 
 def json_safe(value: Any) -> Any:
@@ -75,39 +114,25 @@ def summarize(state: Any) -> dict[str, Any]:
     })
 
 
-class RunDir:
-    """Writes one run's results folder; its `report` method is a trainer report callback."""
+def default_out_dir(label: str) -> str:
+    """runs/LABEL-DATE-TIME: where a run given no --out writes its results."""
+    return str(Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
 
-    def __init__(self, path: str | Path, checkpoint: bool = False):
-        self.path = Path(path)
-        self.checkpoint = checkpoint  # folders are made on first write: a run that fails early leaves nothing
 
-    def report(self, metrics: dict[str, Any], state: Any) -> None:
-        """After each epoch: config, metrics and summary (and the checkpoint when asked)."""
-        self.write(state)
-        if self.checkpoint:
-            from cep.train import save_state
-            save_state(state, self.path / CHECKPOINT_FILE)
-
-    def write(self, state: Any) -> None:
-        write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(state.config.to_dict(), sort_keys=False))
-        write_atomic(self.path / METRICS_FILE, metrics_csv(state.history))
-        write_atomic(self.path / SUMMARY_FILE, json.dumps(summarize(state), indent=2) + "\n")
-
-    def finish(self, state: Any) -> None:
-        """Final files: everything of `write`, plus the learning-curve figure."""
-        self.write(state)
-        if state.history:
-            from cep.figures import learning_curve
-            learning_curve(state.history, self.path / CURVE_FILE, title=run_title(state.config))
+def write_results(folder: str | Path, state: Any) -> None:
+    """config.yaml, metrics.csv and summary.json of a TrainState (folders are made on first write)."""
+    folder = Path(folder)
+    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(state.config.to_dict(), sort_keys=False))
+    write_atomic(folder / METRICS_FILE, metrics_csv(state.history))
+    write_atomic(folder / SUMMARY_FILE, json.dumps(summarize(state), indent=2) + "\n")
 
 
 def run_title(cfg: Any) -> str:
-    rule = ("C-" if cfg.continual else "") + cfg.rule.upper()
     extra = f", angle {cfg.angle:g}°" if cfg.rule == "vf" else ""
-    return f"{rule}-{cfg.depth_name} ({cfg.setting}{extra}), seed {cfg.seed}"
+    return f"{cfg.model_label} ({cfg.setting}{extra}), seed {cfg.seed}"
 
 
+# ---------------------------------------------------------------- reading
 def read_summary(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / SUMMARY_FILE).read_text())
 
@@ -115,3 +140,92 @@ def read_summary(path: str | Path) -> dict[str, Any]:
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     with open(Path(path) / METRICS_FILE, newline="") as f:
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def error_line(text: str) -> str:
+    """The informative line of an error.txt: a traceback's last line, else the first; at most 200 characters."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "(error.txt is empty)"
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+@dataclass
+class FolderState:
+    """Where a trial stands according to its results folder (the truth, whatever Ray Tune says)."""
+
+    status: str  # one of STATUSES
+    epochs_done: int
+    epochs: int
+    summary: dict[str, Any] | None = None
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None  # error_line of error.txt
+    notes: list[str] = field(default_factory=list)  # what could not be read, and oddities
+
+    @property
+    def complete(self) -> bool:
+        return self.status in COMPLETE
+
+    @property
+    def test_error(self) -> float | None:
+        final = (self.summary or {}).get("final")
+        return final.get("test_error") if isinstance(final, dict) else None
+
+    def detail(self, folder: str | Path) -> str:
+        """Why the trial is not finished, in a few words ("" when it is)."""
+        if self.status == "diverged":
+            return f"diverged at epoch {(self.summary or {}).get('diverged_at_epoch', self.epochs_done + 1)}"
+        if self.status == "errored":
+            return f"{self.error} (see {Path(folder) / ERROR_FILE})"
+        if self.status == "interrupted":
+            return f"stopped after epoch {self.epochs_done} of {self.epochs}"
+        return ""
+
+
+def read_folder(folder: str | Path, action: str = "train", epochs: int = 1) -> FolderState:
+    """Read a trial folder; damaged or missing files become notes, never exceptions."""
+    folder = Path(folder)
+    epochs = epochs if action == "train" else 1
+    if not folder.is_dir():
+        return FolderState("pending", 0, epochs)
+    st = FolderState("interrupted", 0, epochs)
+    if (folder / SUMMARY_FILE).exists():
+        try:
+            summary = read_summary(folder)
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+            st.summary = summary
+        except (OSError, ValueError) as e:
+            st.notes.append(f"{SUMMARY_FILE} unreadable ({type(e).__name__}: {e})")
+    elif action == "train":
+        st.notes.append(f"no {SUMMARY_FILE} yet (no epoch reported)")
+    if (folder / METRICS_FILE).exists():
+        try:
+            st.metrics = read_metrics(folder)
+        except (OSError, ValueError, csv.Error) as e:
+            st.notes.append(f"{METRICS_FILE} unreadable ({type(e).__name__}: {e})")
+    elif action == "train" and st.summary is not None and st.summary.get("epochs_done"):
+        st.notes.append(f"no {METRICS_FILE}")
+    if (folder / ERROR_FILE).exists():
+        try:
+            st.error = error_line((folder / ERROR_FILE).read_text(errors="replace"))
+        except OSError as e:
+            st.error = f"error.txt unreadable ({e})"
+    summary = st.summary or {}
+    done = summary.get("epochs_done")
+    st.epochs_done = int(done) if isinstance(done, (int, float)) and math.isfinite(done) else len(st.metrics)
+    status = summary.get("status")
+    if action != "train":
+        ended = st.summary is not None and status in (None, "finished")
+        st.epochs_done = 1 if ended else 0
+        status = "finished" if ended else None
+    if status == "finished" and st.epochs_done < epochs:
+        st.notes.append(f"{SUMMARY_FILE} says finished after {st.epochs_done} of {epochs} epochs")
+    elif status in COMPLETE:
+        st.status = status
+    if st.complete and st.error:
+        st.notes.append("error.txt from an earlier, retried attempt")
+    elif not st.complete and st.error:
+        st.status = "errored"
+    return st

@@ -8,7 +8,6 @@ metrics so far, the random generator that draws data order and nudge signs).
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -22,10 +21,8 @@ import torch.nn.functional as F
 from cep.config import TrialConfig
 from cep.data import Data, load_data
 from cep.model import Params, init_params, relax, weight_angles
+from cep.results import atomic_path
 from cep.rules import learn
-
-METRICS = ("epoch", "train_error", "test_error", "train_loss", "test_loss", "epoch_seconds", "elapsed_seconds",
-           "status")
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
@@ -60,10 +57,8 @@ class TrainState:
 
 def save_state(state: TrainState, path: str | Path) -> None:
     """Write the state atomically (a crash leaves the previous checkpoint intact)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state.to_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state.to_dict(), tmp)
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainState:
@@ -144,8 +139,9 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
 
     With `state` from a checkpoint, continues from its epoch and finishes bit for
     bit as the uninterrupted run would (same device and library versions).
-    A run whose states or weights stop being finite ends with status "diverged"
-    and keeps the metrics of its last finite epoch.
+    A run whose states or weights stop being finite ends with status "diverged",
+    keeps the metrics of its last finite epoch, and reports them once more with
+    that status (so that every report but the last says "running").
     """
     device = resolve_device(cfg.device)
     if state is None:
@@ -156,7 +152,7 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
 
     def measure_angle_grad(x: torch.Tensor, y: torch.Tensor) -> None:
         if cfg.angle_grad and "angle_grad" not in state.info:
-            from cep.gdu import angle_grad  # the analysis module (autograd) is only loaded when asked for
+            from cep.gdu.analysis import angle_grad  # the analysis module (autograd) is only loaded when asked for
             state.info["angle_grad"] = angle_grad(cfg, state.params, x, y)
 
     with torch.no_grad():
@@ -166,6 +162,9 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
             if not (math.isfinite(train_loss) and state.params.all_finite()):
                 state.status = "diverged"
                 state.info["diverged_at_epoch"] = state.epoch + 1
+                if report is not None:
+                    last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
+                    report({**last, "status": "diverged"}, state)
                 break
             test_error, test_loss = evaluate(cfg, state.params, data.x_test, data.y_test)
             seconds = time.monotonic() - start

@@ -1,13 +1,11 @@
-"""Shared test setup: tests import the spec reference from this folder."""
+"""Shared test setup: one local Ray cluster per session, and the sweep file of a test module.
 
-import sys
+Test helpers (spec_reference, trial_files, processes) import from this folder (pytest's `pythonpath`).
+"""
+
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-# ------------------------------------------------------------------ Ray (cep-sweep tests)
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +18,11 @@ def ray_address():
                  logging_config=ray.LoggingConfig(log_level="WARNING"))
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_file(request, tmp_path_factory) -> Path:
+    """The test module's SWEEP text (a module-level string) written as a sweep file."""
+    path = tmp_path_factory.mktemp("sweepfile") / "sweep.yaml"
+    path.write_text(request.module.SWEEP)
+    return path

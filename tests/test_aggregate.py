@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from cep.aggregate import aggregate_experiment, load_experiment, load_published, terminal_report
-from cep.aggregate_cli import aggregate_command
+from cep.aggregate.cli import aggregate_command
+from cep.aggregate.published import load_published
+from cep.aggregate.read import load_experiment
+from cep.aggregate.summary import aggregate_experiment, terminal_report
 from cep.config import PAPER_EXPERIMENTS, paper_config
 from cep.results import metrics_csv
 
@@ -66,7 +68,9 @@ class ExperimentBuilder:
         if "summary" in files:
             last = hist[-1] if hist else {}
             tests = [h["test_error"] for h in hist if math.isfinite(h["test_error"])]
-            summary = {"status": status, "epochs_done": len(hist), "epochs": config["epochs"],
+            # a finished trial has done every epoch, even where the fixture lists fewer rows of metrics
+            done = config["epochs"] if status == "finished" else len(hist)
+            summary = {"status": status, "epochs_done": done, "epochs": config["epochs"],
                        "final": {k: (last.get(k) if last.get(k) is None or math.isfinite(last[k]) else None)
                                  for k in ("train_error", "test_error", "train_loss", "test_loss")},
                        "best_test_error": min(tests) if tests else None, "seed": config["seed"], **(info or {}),
@@ -146,7 +150,7 @@ def test_numbers_statuses_and_flags(mixed: Path) -> None:
     trials = {r["id"]: r for r in read_csv(out / "trials.csv")}
     assert len(trials) == 4 + 9
     status = {k: r["status"] for k, r in trials.items()}
-    assert status["C-VF-1h/angle=90/seed=1"] == "running"
+    assert status["C-VF-1h/angle=90/seed=1"] == "interrupted"
     assert status["C-VF-1h/angle=90/seed=2"] == "errored"
     assert status["C-VF-1h/angle=180/seed=1"] == "diverged"
     assert status["C-VF-1h/angle=180/seed=2"] == "pending"
@@ -192,7 +196,7 @@ def test_numbers_statuses_and_flags(mixed: Path) -> None:
         assert cells["Seeds"] == str(len(test))
         assert cells["Angle-grad (°)"] == fmt(angle, 1)
     # statuses per row, and the banner
-    assert "1/3 finished, 1 running (epoch 1 of 3), 1 errored" in rows["C-VF-1h angle=90"][-1]
+    assert "1/3 finished, 1 running or interrupted (epoch 1 of 3), 1 errored" in rows["C-VF-1h angle=90"][-1]
     assert "1/3 finished, 1 diverged, 1 pending" in rows["C-VF-1h angle=180"][-1]
     assert rows["EP-1h"][-1] == "4/4 finished, 1 of them without a finite final error"
     assert "**PARTIAL: 9 of 13 trials finished (1 diverged, 1 running or interrupted, 1 errored, 1 pending)" in md
@@ -302,10 +306,10 @@ def test_damaged_folders_do_not_crash(tmp_path: Path) -> None:
     trials = {r["id"]: r for r in read_csv(root / "summary" / "trials.csv")}
     assert trials["EP-1h/seed=0"]["status"] == "finished"
     assert "summary.json unreadable" in trials["EP-1h/seed=1"]["note"]
-    assert trials["EP-1h/seed=1"]["status"] == "running"
-    assert trials["EP-1h/seed=2"]["status"] == "running" and trials["EP-1h/seed=2"]["epochs_done"] == "2"
+    assert trials["EP-1h/seed=1"]["status"] == "interrupted"
+    assert trials["EP-1h/seed=2"]["status"] == "interrupted" and trials["EP-1h/seed=2"]["epochs_done"] == "2"
     assert trials["EP-1h/seed=2"]["final_test_error"] == repr(4.5)  # from metrics.csv
-    assert trials["EP-1h/seed=3"]["status"] == "running" and "no summary.json" in trials["EP-1h/seed=3"]["note"]
+    assert trials["EP-1h/seed=3"]["status"] == "interrupted" and "no summary.json" in trials["EP-1h/seed=3"]["note"]
     assert "PARTIAL: 1 of 4 trials finished" in (root / "summary" / "table.md").read_text()
 
 
@@ -356,8 +360,8 @@ def test_reads_without_torch_or_ray(mixed: Path) -> None:
     """The aggregator, its figures and its command import neither torch nor Ray."""
     code = """if True:
         import sys
-        from cep.aggregate import aggregate_experiment
-        from cep.aggregate_cli import aggregate_command
+        from cep.aggregate.summary import aggregate_experiment
+        from cep.aggregate.cli import aggregate_command
         from cep.cli import run_main
         aggregate_experiment(sys.argv[1])
         try:
@@ -422,13 +426,13 @@ def test_command_prints_the_table(mixed: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_python_m_entry_point(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "cep.aggregate_cli", str(tmp_path)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "cep.aggregate.cli", str(tmp_path)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is empty" in r.stderr
 
 
 def test_cep_sweep_aggregate_subcommand(mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cep.sweep_cli import main
+    from cep.sweep.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["aggregate", str(mixed), "--no-plots", "--quiet"])
@@ -474,7 +478,7 @@ def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> Non
     except pytest.FixtureLookupError:
         address = []
     (tmp_path / "tiny.yaml").write_text(TINY_SWEEP)
-    r = subprocess.run([sys.executable, "-c", "from cep.sweep_cli import main; main()", "tiny.yaml",
+    r = subprocess.run([sys.executable, "-c", "from cep.sweep.cli import main; main()", "tiny.yaml",
                         "--storage", str(tmp_path / "store"), *address], cwd=tmp_path, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -3,7 +3,7 @@
 Fast and offline: the AWS file goes through Ray's own `ray up` validation
 (schema and provider defaults, no cloud call); the KubeRay manifests are checked
 field by field against what the operator needs; every `cep-sweep`, `cep-sweep aggregate`,
-`cep`, `python -m cep.aggregate_cli` and `ray ...` command in cluster/README.md and in
+`cep`, `python -m cep.aggregate.cli` and `ray ...` command in cluster/README.md and in
 the files is parsed and its options looked up in the click commands themselves.
 Also the sweep-file side of the recipes: custom Ray resources in `resources`.
 """
@@ -22,7 +22,7 @@ import click
 import pytest
 import yaml
 
-from cep.sweep import SweepError, parse_sweep
+from cep.sweep.spec import SweepError, parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -212,12 +212,12 @@ def _click_options(cmd: click.Command) -> set[str]:
 
 def _commands() -> dict[str, click.Command]:
     """Command name (as typed) -> its click command, for every command whose options we check."""
-    from cep.aggregate_cli import aggregate_command
+    from cep.aggregate.cli import aggregate_command
     from cep.cli import cli
-    from cep.sweep_cli import sweep_command
+    from cep.sweep.cli import sweep_command
 
     known: dict[str, click.Command] = {"cep-sweep": sweep_command, "cep-sweep aggregate": aggregate_command,
-                                       "python -m cep.aggregate_cli": aggregate_command}
+                                       "python -m cep.aggregate.cli": aggregate_command}
     known.update({f"cep {name}": c for name, c in cli.commands.items()})
     try:
         from ray.scripts.scripts import cli as ray_cli

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.ray,
 
 RAY = Path(sys.executable).with_name("ray")  # the `ray` CLI of this interpreter's environment
 SBATCH = Path(__file__).resolve().parents[1] / "cluster" / "slurm" / "cep-sweep.sbatch"
-DRIVER = [sys.executable, "-c", "from cep.sweep_cli import main; main()"]
+DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
 SWEEP = """\
 name: clu
 description: tiny nets on a two-node cluster; every trial needs the worker's custom resource
@@ -194,13 +194,6 @@ def cluster():
     finally:
         c.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def sweep_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("clusterfile") / "clu.yaml"
-    path.write_text(SWEEP)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from cep.cli import cli, legacy_config, run_main
 from cep.config import GDU_PRESETS, ConfigError, TrialConfig, paper_config
 from cep.data import load_data
-from cep.gdu import Factored, analyse, angle_grad, choose_units, unit_curves
-from cep.gdu_cli import first_minibatch
+from cep.gdu.analysis import Factored, analyse, angle_grad, choose_units, unit_curves
+from cep.gdu.report import first_minibatch
 from cep.model import Params, init_params, input_drive, relax, step
 from cep.train import new_state
 

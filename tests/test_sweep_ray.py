@@ -19,7 +19,7 @@ import pytest
 from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
-from cep.sweep_cli import main
+from cep.sweep.cli import main
 
 pytestmark = pytest.mark.ray
 
@@ -38,7 +38,7 @@ max_failures: 1
 """
 IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 4
-DRIVER = [sys.executable, "-c", "from cep.sweep_cli import main; main()"]
+DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -46,13 +46,6 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         main(args)
     out = capsys.readouterr()
     return e.value.code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def sweep_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sweepfile") / "small.yaml"
-    path.write_text(SWEEP)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +61,7 @@ def reference(sweep_file, ray_address, tmp_path_factory):
 def test_small_sweep_end_to_end(reference, capfd):
     code, exp = reference
     assert code == 0
-    if Path(__file__).parents[1].joinpath("cep", "aggregate.py").exists():
-        assert (exp / "summary").is_dir()  # the aggregator ran after the sweep
+    assert (exp / "summary").is_dir()  # the aggregator ran after the sweep
     record = json.loads((exp / "sweep.json").read_text())
     assert set(record) >= {"name", "description", "fingerprint", "created", "cep_version", "sweep_file", "trials"}
     assert [t["id"] for t in record["trials"]] == IDS
@@ -95,6 +87,45 @@ def test_small_sweep_end_to_end(reference, capfd):
         state = torch.load(checkpoints[0] / "state.pt", weights_only=False)
         assert state["epoch"] == EPOCHS and state["status"] == "finished"
         assert len((tune_dirs[0] / "result.json").read_text().splitlines()) == EPOCHS
+
+
+def test_train_local_and_ray_trial_run_through_one_runner_alike(reference, sweep_file, tmp_path, capsys,
+                                                               monkeypatch):
+    """`cep train --checkpoint`, `cep-sweep --trial ID --local` and the Ray trial: the same runner, the same
+    metrics.csv (the Ray trial ran in the reference sweep; its trial.log lines are the runner's)."""
+    import torch
+    import yaml
+
+    import cep.runner
+    from cep.cli import cli, run_main
+    from cep.config import RUN_FIELDS
+
+    _, exp = reference
+    ray_trial = exp / "trials" / IDS[0]
+    calls = []
+    real_run = cep.runner.run
+    monkeypatch.setattr(cep.runner, "run", lambda cfg, folder, **kw: calls.append(str(folder)) or real_run(
+        cfg, folder, **kw))
+    threads = torch.get_num_threads()
+    try:
+        local = tmp_path / "local"
+        code, out, err = run_cli([str(sweep_file), "--trial", IDS[0], "--local", "--out", str(local)], capsys)
+        assert code == 0, err
+        fields = yaml.safe_load((ray_trial / "config.yaml").read_text())
+        (tmp_path / "trial.yaml").write_text(yaml.safe_dump({k: v for k, v in fields.items() if k not in RUN_FIELDS}))
+        trained = tmp_path / "train"
+        torch.set_num_threads(1)  # as the sweep's trials (resources.cpu: 1)
+        with pytest.raises(SystemExit) as e:
+            run_main(cli, {}, ["train", "--config", str(tmp_path / "trial.yaml"), "--out", str(trained),
+                               "--checkpoint", "--quiet"])
+        assert e.value.code == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [str(local), str(trained)]
+    assert metrics(local) == metrics(trained) == metrics(ray_trial)
+    for folder in (local, trained, ray_trial):
+        lines = log_lines(folder)
+        assert lines[0].startswith("start after epoch 0") and lines[-1] == f"end: finished after epoch {EPOCHS}"
 
 
 def test_finished_experiment_is_not_rerun_and_a_changed_one_is_refused(reference, sweep_file, capsys):
@@ -192,11 +223,11 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     # always failing: errored after 1 + max_failures attempts, the others complete
     bad = exp / "trials/C-VF/angle=90/seed=0"
     assert "FaultInjected: fault injected by CEP_FAULT_INJECT in epoch 2" in (bad / "error.txt").read_text()
-    assert (bad / "errors.log").read_text().count("\ncep.sweep_driver.FaultInjected: ") == 2  # 1 + max_failures
+    assert (bad / "errors.log").read_text().count("\ncep.sweep.faults.FaultInjected: ") == 2  # 1 + max_failures
     assert summary(bad)["status"] == "running" and summary(bad)["epochs_done"] == 1
     assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"
     assert "3 trial(s): 2 finished, 1 errored" in out
-    assert "C-VF/angle=90/seed=0: errored: cep.sweep_driver.FaultInjected: fault injected" in err
+    assert "C-VF/angle=90/seed=0: errored: cep.sweep.faults.FaultInjected: fault injected" in err
     assert "1 trial(s) incomplete: rerun the same command" in err
     # rerunning the same command (no more faults) resumes the errored trial from its last checkpoint
     monkeypatch.delenv("CEP_FAULT_INJECT")
@@ -208,7 +239,7 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
 
 
 def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, monkeypatch):
-    from cep.sweep_driver import STAGING_PREFIX, remove_stale_staging
+    from cep.sweep.trainable import STAGING_PREFIX, remove_stale_staging
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -223,33 +254,6 @@ def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, mo
             os.utime(d, (time.time() - 7200, time.time() - 7200))
     remove_stale_staging()
     assert not stale.exists() and live.exists() and recent.exists() and other.exists()
-
-
-def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path, monkeypatch):
-    """Tune's checkpoint and checkpoint.pt are two copies: resume from whichever can be read, else say so."""
-    import torch
-    from ray import tune
-
-    from cep.config import TrialConfig
-    from cep.sweep_driver import STATE_FILE, _newest_state
-    from cep.train import new_state, save_state
-
-    cfg = TrialConfig(size_tab=[10, 8, 784], lr_tab=[0.1, 0.1], seed=3, out_dir=str(tmp_path / "trial"))
-    folder = tmp_path / "trial"
-    folder.mkdir()
-    good = new_state(cfg, torch.device("cpu"))
-    good.epoch = 2
-    tune_dir = tmp_path / "tune_ckpt"
-    tune_dir.mkdir()
-    save_state(good, tune_dir / STATE_FILE)
-    (folder / "checkpoint.pt").write_bytes(b"truncated by a crash")
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tune_dir)))
-    state, source = _newest_state(cfg, folder, "cpu")
-    assert source == "Tune checkpoint" and state.epoch == 2
-    assert "warning: cannot read checkpoint.pt" in (folder / "trial.log").read_text()
-    (tune_dir / STATE_FILE).write_bytes(b"also damaged")
-    with pytest.raises(RuntimeError, match=r"cannot read any saved state of trial .*--restart --only TRIAL"):
-        _newest_state(cfg, folder, "cpu")
 
 
 # ------------------------------------------------------ interruption and resume
@@ -354,7 +358,7 @@ BAD = {
 }
 CHECK = """
 import contextlib, io, json, sys
-from cep.sweep_cli import main
+from cep.sweep.cli import main
 report = {}
 for args in json.loads(sys.argv[1]):
     err = io.StringIO()

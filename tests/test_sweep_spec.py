@@ -13,22 +13,13 @@ import yaml
 from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
 from cep.results import write_atomic
-from cep.sweep import (
-    SweepError,
-    dry_run_table,
-    fingerprint,
-    format_value,
-    load_sweep,
-    parse_overrides,
-    parse_sweep,
-    sample_steps,
-    select,
-)
-from cep.sweep_store import (
+from cep.sweep.faults import parse_faults
+from cep.sweep.plan import dry_run_table, fingerprint, sample_steps, select
+from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, parse_sweep
+from cep.sweep.store import (
     SWEEP_FILE,
     check_experiment,
     outcomes,
-    parse_faults,
     resolve_trials,
     restart,
     subset_tune_dir,
@@ -173,11 +164,14 @@ def test_ids_are_folder_safe():
     spec = parse("""
         name: s
         base: {rule: vf}
-        grid: {size_tab: [[10, 32, 784], [10, 64, 784]], lr_tab: [[0.1, 0.2]], device: ["cuda:1", cpu]}
+        grid: {size_tab: [[10, 32, 784], [10, 64, 784]], lr_tab: [[0.1, 0.2]], device: ["cuda:1"]}
         resources: {gpu: 1}
     """)
-    assert spec.ids[:2] == ["size_tab=10,32,784/lr_tab=0.1,0.2/device=cuda_1",
-                            "size_tab=10,32,784/lr_tab=0.1,0.2/device=cpu"]
+    assert spec.ids == ["size_tab=10,32,784/lr_tab=0.1,0.2/device=cuda_1",
+                        "size_tab=10,64,784/lr_tab=0.1,0.2/device=cuda_1"]
+    # where a trial runs does not change what it computes (TrialConfig.result_differences): a duplicate
+    assert "has exactly the configuration of trial device=cuda_1" in problems(
+        "name: s\ngrid: {device: ['cuda:1', cpu]}\nresources: {gpu: 1}")[0]
 
 
 def test_no_experiments_and_no_grid():
@@ -191,8 +185,11 @@ def test_set_overrides_are_typed_and_apply_to_every_trial():
     assert all(t.config.epochs == 1 and t.config.dataset == "mnist" and t.config.train_samples == 200
                and t.config.beta == 0.5 and t.config.continual for t in spec.trials)
     assert spec.resources["gpu"] == 0.0 and spec.max_failures == 0
-    assert parse_overrides(["size_tab=[10, 64, 784]", "lr_tab=0.1,0.2", "seed=null"]) == {
-        "size_tab": (10, 64, 784), "lr_tab": (0.1, 0.2), "seed": None}
+    problems: list[str] = []
+    assert parse_sets(["size_tab=[10, 64, 784]", "lr_tab=0.1,0.2", "seed=null", "resources.gpu=0.5",
+                       "max_failures=3"], problems) == (
+        {"size_tab": (10, 64, 784), "lr_tab": (0.1, 0.2), "seed": None}, {"resources": {"gpu": 0.5}, "max_failures": 3})
+    assert problems == []
 
 
 def test_only_selects_by_glob_or_prefix():
@@ -245,10 +242,11 @@ def test_completion_is_read_from_the_trial_folders(tmp_path):
         if s is not None:
             write_atomic(Path(t.config.out_dir) / "summary.json", json.dumps(s))
     write_atomic(Path(trials[3].config.out_dir) / "error.txt", "Traceback ...\nValueError: boom\n")
-    got = [(o.state, o.complete, o.detail.split(" (see")[0]) for o in outcomes(tmp_path, trials)]
+    got = [(o.status, o.complete, o.detail(trial_dir(tmp_path, i)).split(" (see")[0])
+           for i, o in outcomes(tmp_path, trials).items()]
     assert got == [("finished", True, ""), ("diverged", True, "diverged at epoch 2"),
-                   ("incomplete", False, "stopped after epoch 1 of 2"), ("errored", False, "ValueError: boom"),
-                   ("not started", False, "")]
+                   ("interrupted", False, "stopped after epoch 1 of 2"), ("errored", False, "ValueError: boom"),
+                   ("pending", False, "")]
 
 
 def test_restart_discards_only_sweep_folders(tmp_path):
@@ -387,7 +385,7 @@ def test_yaml_level_problems(tmp_path):
 
 def test_ray_address_from_the_environment_counts_as_address(tmp_path, monkeypatch, capsys):
     """`ray job submit` passes the cluster as $RAY_ADDRESS: it must get the same shared-storage check as --address."""
-    from cep.sweep_cli import main
+    from cep.sweep.cli import main
 
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nbase: {dataset: mnist5k}\n")

@@ -14,28 +14,32 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cep.cli import EXIT_USAGE, run_main
-from cep.sweep import SweepError, SweepSpec, Trial, dry_run_table, load_sweep, select
-from cep.sweep_store import (
-    FAULT_ENV,
-    SLEEP_ENV,
-    TrialOutcome,
+from cep.results import STATUSES, FolderState
+from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
+from cep.sweep.plan import dry_run_table, select
+from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep
+from cep.sweep.store import (
     check_experiment,
     experiment_dir,
     is_uri,
     outcomes,
-    parse_faults,
     resolve_trials,
     restart,
     subset_tune_dir,
     sweep_record,
     torch_threads,
     trial_device,
+    trial_dir,
     write_sweep_record,
 )
+
+if TYPE_CHECKING:
+    from cep.sweep.driver import SweepRun
 
 EXIT_INCOMPLETE = 1
 ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
@@ -111,8 +115,8 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     if problems:
         return _fail(problems)
     try:
-        faults = parse_faults(os.environ.get(FAULT_ENV))
-        epoch_sleep = _seconds(os.environ.get(SLEEP_ENV))
+        faults = tuple(parse_faults(os.environ.get(FAULT_ENV)))
+        sleep = epoch_sleep(os.environ.get(SLEEP_ENV))
         if restart and not subset:
             restart_experiment(exp_dir, None)
         record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
@@ -120,26 +124,29 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
             restart_experiment(exp_dir, [t.id for t in selected])
     except SweepError as e:
         return _fail(e.problems)
+    from cep.sweep.driver import SweepRun  # Ray is imported only from here on
 
-    click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)" + (f" of {len(all_trials)}" if subset else "")
-               + f"; results in {exp_dir}")
-    before = {o.id: o for o in outcomes(exp_dir, selected)} if record is not None else {}
+    run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
+                   address=address, faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
+    return _run_sweep(run, all_trials, record is None, no_aggregate, t_start)
+
+
+def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: bool, t_start: float) -> int:
+    """Run the selected trials that are not complete yet, then summarise; returns the exit code."""
+    from cep.sweep.driver import execute_sweep
+
+    spec, exp_dir, selected = run.spec, run.exp_dir, run.trials
+    click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)"
+               + (f" of {len(all_trials)}" if len(selected) != len(all_trials) else "") + f"; results in {exp_dir}")
+    before = {} if new else outcomes(exp_dir, selected)
     if before and all(o.complete for o in before.values()):
         click.echo("every selected trial is already complete; nothing to run (--restart to start afresh)")
-        code = _summary(spec, exp_dir, list(before.values()), before, time.monotonic() - t_start, None)
+        code = _summary(spec, exp_dir, before, before, time.monotonic() - t_start, None)
         _aggregate(exp_dir, no_aggregate)
         return code
     _prefetch_data(selected)
-
-    def prepare() -> None:  # Ray is up and the trials fit its resources: record the experiment, then start
-        if record is None:
-            write_sweep_record(exp_dir, sweep_record(spec, all_trials))
-
-    from cep.sweep_driver import SweepRun, execute_sweep  # Ray is imported only from here on
-
-    run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
-                   address=address, faults=tuple(faults), epoch_sleep=epoch_sleep,
-                   progress_interval=progress_interval, prepare=prepare)
+    if new:  # once Ray is up and the trials fit its resources: record the experiment, then start
+        run.prepare = lambda: write_sweep_record(exp_dir, sweep_record(spec, all_trials))
     try:
         results = execute_sweep(run)
     except SweepError as e:
@@ -179,13 +186,6 @@ def _address_problems(address: str | None) -> list[str]:
     return []
 
 
-def _seconds(text: str | None) -> float:
-    try:
-        return float(text or 0)
-    except ValueError:
-        raise SweepError([f"{SLEEP_ENV}={text}: expected seconds (test-only)"]) from None
-
-
 def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Trial]) -> str:
     """For --dry-run: what running it now would do with the experiment folder."""
     try:
@@ -194,7 +194,7 @@ def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Tri
         return f"experiment: {e.problems[0]}"
     if record is None:
         return f"experiment: {exp_dir} (new)"
-    done = sum(o.complete for o in outcomes(exp_dir, selected))
+    done = sum(o.complete for o in outcomes(exp_dir, selected).values())
     return f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete; running resumes the rest)"
 
 
@@ -214,7 +214,8 @@ def _run_local(spec: SweepSpec, trial_id: str | None, local: bool, out: str | No
     from cep.cli import execute
 
     torch.set_num_threads(torch_threads(spec.resources))
-    cfg = trial.config.replace(out_dir=out or str(Path("runs") / spec.name / trial.id),
+    # as the sweep runs it (checkpoint on: rerunning resumes), in a folder of its own
+    cfg = trial.config.replace(out_dir=out or str(Path("runs") / spec.name / trial.id), checkpoint=True,
                                device=trial_device(trial.config, spec.resources))
     click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfg.device} "
                f"({torch_threads(spec.resources)} thread(s))")
@@ -231,21 +232,19 @@ def _prefetch_data(trials: list[Trial]) -> None:
             load_mnist(d)
 
 
-def _summary(spec: SweepSpec, exp_dir: Path, results: list[TrialOutcome], before: dict[str, TrialOutcome],
+def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], before: dict[str, FolderState],
              seconds: float, stop_signal: int | None) -> int:
     """The final summary; the exit code says whether every selected trial is complete."""
-    counts: dict[str, int] = {}
-    for o in results:
-        counts[o.state] = counts.get(o.state, 0) + 1
-    earlier = sum(1 for o in results if o.complete and before.get(o.id) is not None and before[o.id].complete)
+    counts = {k: sum(o.status == k for o in results.values()) for k in STATUSES}
+    earlier = sum(1 for i, o in results.items() if o.complete and i in before and before[i].complete)
     m, s = divmod(int(seconds), 60)
     click.echo(f"\nsweep {spec.name}: {len(results)} trial(s): " + ", ".join(
-        f"{counts.get(k, 0)} {k}" for k in ("finished", "diverged", "errored", "incomplete", "not started")
-        if counts.get(k) or k in ("finished", "errored")) + f" ({earlier} complete before this run, not rerun) "
-        f"in {m}m{s:02d}s")
-    bad = [o for o in results if not o.complete]
-    for o in bad:
-        click.echo(f"  {o.id}: {o.state}" + (f": {o.detail}" if o.detail else ""), err=True)
+        f"{counts[k]} {k}" for k in STATUSES if counts[k] or k in ("finished", "errored"))
+        + f" ({earlier} complete before this run, not rerun) in {m}m{s:02d}s")
+    bad = {i: o for i, o in results.items() if not o.complete}
+    for i, o in bad.items():
+        detail = o.detail(trial_dir(exp_dir, i))
+        click.echo(f"  {i}: {o.status}" + (f": {detail}" if detail else ""), err=True)
     click.echo(f"results: {exp_dir}/ (sweep.json; trials/<trial id>/metrics.csv, summary.json, learning_curve.png)")
     if stop_signal is not None:
         click.echo("stopped before the end: rerun the same command to resume", err=True)
@@ -261,7 +260,7 @@ def _aggregate(exp_dir: Path, skip: bool) -> None:
     """Summarise the experiment after every run (tables and figures in <exp_dir>/summary/)."""
     if skip:
         return
-    from cep.aggregate import aggregate_experiment, terminal_report
+    from cep.aggregate.summary import aggregate_experiment, terminal_report
 
     try:
         click.echo("\n" + terminal_report(aggregate_experiment(exp_dir)))
@@ -274,7 +273,7 @@ def main(args: list[str] | None = None) -> None:
     """Console entry point: `cep-sweep SWEEP.yaml [options]`, or `cep-sweep aggregate RESULTS_DIR`."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["aggregate"]:
-        from cep.aggregate_cli import aggregate_command
+        from cep.aggregate.cli import aggregate_command
 
         run_main(aggregate_command, {}, argv[1:], prog_name="cep-sweep aggregate")
     run_main(sweep_command, {}, argv)

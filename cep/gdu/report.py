@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -25,37 +24,17 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from cep.config import GDU_PRESETS, TrialConfig, coerce
-from cep.gdu import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
+from cep.config import TrialConfig
+from cep.gdu.analysis import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
+from cep.results import atomic_path
+from cep.text import text_table
 
 GDU_DIR = "gdu"
 FIGURE_STEM = "gdu_curves"
 TRAJECTORIES_FILE = "trajectories.npz"
 AGREEMENT_FILE = "agreement.csv"
 
-def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
-    """TrialConfig of `cep gdu`: the preset, then the given options (None = not given).
-
-    Defaults differing from training: float64 (the EP differences are O(beta)) and the offline
-    mnist5k data. When --sizes changes the depth without --lrs, the preset's rate is repeated.
-    """
-    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k"}
-    given = {k: v for k, v in options.items() if v is not None}
-    fields.update(given)
-    if "lr_tab" not in given and "size_tab" in given:
-        n = len(coerce("size_tab", given["size_tab"]))
-        fields["lr_tab"] = [GDU_PRESETS[preset]["lr_tab"][0]] * max(n - 1, 1)
-    cfg = TrialConfig.from_dict(fields)
-    if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=str(Path("runs") / f"gdu-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    return cfg
-
-
 # ------------------------------------------------------------------ labels
-def model_label(cfg: TrialConfig) -> str:
-    return f"{'C-' if cfg.continual else ''}{cfg.rule.upper()}-{cfg.depth_name}"
-
-
 def describe(name: str, cfg: TrialConfig) -> str:
     """Readable name of a layer or parameter, e.g. 'W_1 (x → s_1)'."""
     kind, i = name.split("_")
@@ -126,7 +105,7 @@ def curves_figure(result: GDUResult, cfg: TrialConfig, units: dict[str, tuple[to
 
 
 def title(cfg: TrialConfig) -> str:
-    parts = [f"{model_label(cfg)} ({cfg.setting}, {cfg.activation})", f"β={cfg.beta:g}", f"T={cfg.T}",
+    parts = [f"{cfg.model_label} ({cfg.setting}, {cfg.activation})", f"β={cfg.beta:g}", f"T={cfg.T}",
              f"Kmax={cfg.Kmax}"]
     if cfg.setting == "continuous":
         parts.append(f"dt={cfg.dt:g}{', no clamp' if cfg.no_clamp else ''}")
@@ -141,10 +120,9 @@ def title(cfg: TrialConfig) -> str:
 def _save(fig: Any, path: Path) -> None:
     """Write one format atomically, leaving the figure open. The margins are set by hand, so no
     bbox_inches="tight" (which would draw the whole figure twice)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     metadata = {"CreationDate": None} if path.suffix == ".pdf" else None  # same figure, same bytes
-    fig.savefig(tmp, dpi=150, metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, metadata=metadata)
 
 
 def _fmt(v: float) -> str:
@@ -195,7 +173,7 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
-    from cep.results import CONFIG_FILE, SUMMARY_FILE, json_safe, write_atomic
+    from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, write_atomic
     from cep.train import new_state, resolve_device
 
     start = time.monotonic()
@@ -203,12 +181,12 @@ def run_gdu(cfg: TrialConfig) -> int:
     state = new_state(cfg, device)  # resolves the seed, draws the weights exactly as training would
     cfg = state.config
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=str(Path("runs") / f"gdu-{model_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        cfg = cfg.replace(out_dir=default_out_dir(f"gdu-{cfg.model_label}"))
     x, y, idx = first_minibatch(cfg, state.generator, device, getattr(torch, cfg.dtype))
     result = analyse(cfg, state.params, x, y)
     rows = result.agreement()
     angle = result.angle_grad()
-    units = choose_units(result, cfg.gdu_units, cfg.seed or 0)
+    units = choose_units(result, cfg.gdu_units, cfg.seed)
 
     out = Path(cfg.out_dir)
     gdu_dir = out / GDU_DIR
@@ -238,19 +216,25 @@ def run_gdu(cfg: TrialConfig) -> int:
     }
     write_atomic(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")
 
+    _print_report(cfg, result, rows, state.info, summary["angle_grad_tensors"], out, seconds)
+    return 0
+
+
+def _print_report(cfg: TrialConfig, result: GDUResult, rows: list[dict[str, Any]], info: dict[str, Any],
+                  tensors: list[str], out: Path, seconds: float) -> None:
+    """The analysis on the terminal: per-layer agreement, the angles, and where the files are."""
     click.echo(f"EP updates versus BPTT gradients: {title(cfg)}")
-    click.echo(f"{'name':<6} {'kind':<7} {'cosine':>8} {'rel. RMSE':>10}")
-    for r in rows:
-        click.echo(f"{r['name']:<6} {r['kind']:<7} {_fmt(r['cosine']):>8} {_fmt(r['rel_rmse']):>10}")
-    if "measured_angle" in state.info:
+    click.echo(text_table(["name", "kind", "cosine", "rel. RMSE"],
+                          [[r["name"], r["kind"], _fmt(r["cosine"]), _fmt(r["rel_rmse"])] for r in rows], right=(2, 3)))
+    if "measured_angle" in info:
         click.echo("measured angle between V and W^T per pair: "
-                   + ", ".join(f"{a:.1f}°" for a in state.info["measured_angle"]))
-    click.echo(f"angle between the total EP update and the total BPTT gradient "
-               f"({', '.join(summary['angle_grad_tensors'])}): {angle:.1f}°")
+                   + ", ".join(f"{a:.1f}°" for a in info["measured_angle"]))
+    click.echo(f"angle between the total EP update and the total BPTT gradient ({', '.join(tensors)}): "
+               f"{result.angle_grad():.1f}°")
     if result.unsettled(cfg.beta):
         click.echo(f"warning: the free phase has not settled (last step changes states by {result.free_residual:.1e}"
                    f"{' per unit time' if cfg.setting == 'continuous' else ''}, large against beta {cfg.beta:g}): "
                    "EP reads this drift as signal; use more free steps (--T)", err=True)
+    gdu_dir = out / GDU_DIR
     click.echo(f"figures: {gdu_dir / FIGURE_STEM}.png and .pdf; trajectories and agreement.csv in {gdu_dir}/")
     click.echo(f"results in {out}/ ({seconds:.1f} s)")
-    return 0

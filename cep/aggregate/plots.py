@@ -15,7 +15,8 @@ from typing import Any
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from cep.aggregate import AngleLine, Fig5aPoint, Panel, Stat, finite
+from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel
+from cep.aggregate.stats import Stat, finite
 from cep.figures import plt, save_figure
 
 RULE_COLORS = {"EP": "tab:blue", "C-EP": "tab:orange", "VF": "tab:purple", "C-VF": "tab:green"}

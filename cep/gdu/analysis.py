@@ -46,10 +46,6 @@ class Factored:
     post: Tensor
     pre: Tensor
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.post.shape[0], self.post.shape[-1], self.pre.shape[-1])
-
     def dense(self) -> Tensor:
         """All Kmax matrices, `[K, n, m]` (large: only for small nets and tests)."""
         return self.post.mT @ self.pre
@@ -129,10 +125,6 @@ class GDUResult:
         """Whether residual/|beta| exceeds 5% of the output error signal max|∇s_0(0)|."""
         signal = float(self.bptt["s_0"][0].abs().max())  # type: ignore[union-attr]
         return self.free_residual / abs(beta) > 0.05 * signal
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.kinds)
 
     def agreement(self) -> list[dict[str, object]]:
         """One row per neuron layer and per parameter tensor: name, kind, cosine, rel_rmse."""

@@ -1,4 +1,4 @@
-"""`cep-sweep aggregate RESULTS_DIR` (also `python -m cep.aggregate_cli RESULTS_DIR`): a sweep's tables and figures.
+"""`cep-sweep aggregate RESULTS_DIR` (also `python -m cep.aggregate.cli RESULTS_DIR`): a sweep's tables and figures.
 
 A thin click command over `cep.aggregate.aggregate_experiment`; a directory that
 is not an experiment gives one line on stderr and exit code 2.
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from cep.aggregate import NotAnExperiment, aggregate_experiment, terminal_report
+from cep.aggregate.read import NotAnExperiment
+from cep.aggregate.summary import aggregate_experiment, terminal_report
 
 
 @click.command("aggregate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +38,7 @@ def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool) -> int:
 
 
 def main() -> None:
-    """Entry point of `python -m cep.aggregate_cli`."""
+    """Entry point of `python -m cep.aggregate.cli`."""
     from cep.cli import run_main  # one-line errors and exit code 2, like the other commands
 
     run_main(aggregate_command)

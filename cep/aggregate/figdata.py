@@ -1,0 +1,144 @@
+"""What the summary figures show, prepared from an experiment: Fig. 4 curves, learning curves, Fig. 5(a)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from cep.aggregate.files import csv_text
+from cep.aggregate.read import Experiment, Trial
+from cep.aggregate.stats import Stat, as_float, finite, fmt_value, hidden_layers
+
+
+# ------------------------------------------------------------ figure data
+@dataclass
+class AnglePoint:
+    """One angle of a Fig. 4 curve: x is the measured initial angle where recorded (else the requested one)."""
+
+    angle: float  # requested
+    x: Stat
+    measured: bool
+    test: Stat
+    train: Stat
+
+
+@dataclass
+class AngleLine:
+    label: str
+    points: list[AnglePoint]
+
+
+def angle_lines(exp: Experiment) -> list[AngleLine]:
+    """Fig. 4 curves: one line per experiment (and per other grid value), one point per requested angle
+    that has finished trials. Only lines whose trials span two or more angles: a sweep without an
+    angle dimension gets none."""
+    lines: dict[tuple[str, Any], dict[float, list[Trial]]] = {}
+    for t in exp.train_trials:
+        key = (t.experiment, tuple((k, v) for k, v in t.variant if k != "angle"))
+        lines.setdefault(key, {}).setdefault(as_float(t.config.get("angle", 0.0)), []).append(t)
+    out = []
+    for (experiment, rest), by_angle in lines.items():
+        if len(by_angle) < 2:
+            continue
+        points = []
+        for angle in sorted(by_angle):
+            done = [t for t in by_angle[angle] if t.status == "finished" and finite(t.final("test_error"))]
+            if done:
+                points.append(AnglePoint(angle, Stat.of(t.angle for t in done), any(t.measured_angle for t in done),
+                                         Stat.of(t.final("test_error") for t in done),
+                                         Stat.of(t.final("train_error") for t in done)))
+        label = " ".join([experiment] + [f"{k}={fmt_value(v)}" for k, v in rest])
+        out.append(AngleLine(label, points))
+    return out if any(line.points for line in out) else []
+
+
+def angle_curve_csv(lines: list[AngleLine]) -> str:
+    return csv_text(["line", "angle", "x_angle_mean", "x_is_measured", "test_error_mean", "test_error_std",
+                 "train_error_mean", "train_error_std", "n"],
+                [[ln.label, p.angle, p.x.mean, p.measured, p.test.mean, p.test.std, p.train.mean, p.train.std,
+                  p.test.n] for ln in lines for p in ln.points])
+
+
+@dataclass
+class Run:
+    """One trial's learning curve."""
+
+    seed: Any
+    status: str
+    epoch: list[float]
+    test: list[float]
+    train: list[float]
+
+
+@dataclass
+class Curve:
+    """The seeds of one table row and their per-epoch mean (over the seeds that reached the epoch)."""
+
+    label: str
+    runs: list[Run]
+    epoch: list[float]
+    test: list[float]
+    train: list[float]
+
+
+@dataclass
+class Panel:
+    experiment: str
+    seeds: int
+    curves: list[Curve]
+
+
+def learning_panels(exp: Experiment) -> list[Panel]:
+    """Learning curves, one panel per experiment, one curve per table row; running trials included."""
+    panels: dict[str, Panel] = {}
+    for g in exp.groups:
+        runs = [Run(t.config.get("seed"), t.status, [r.get("epoch", math.nan) for r in t.metrics],
+                    [r.get("test_error", math.nan) for r in t.metrics],
+                    [r.get("train_error", math.nan) for r in t.metrics]) for t in g.trials if t.metrics]
+        if not runs:
+            continue
+        epochs = sorted({e for r in runs for e in r.epoch if finite(e)})
+
+        def mean(attr: str, epoch: float, runs: list[Run] = runs) -> float:
+            return Stat.of(getattr(r, attr)[i] for r in runs for i, e in enumerate(r.epoch) if e == epoch).mean
+
+        curve = Curve(" ".join(f"{k}={fmt_value(v)}" for k, v in g.variant), runs, epochs,
+                      [mean("test", e) for e in epochs], [mean("train", e) for e in epochs])
+        panel = panels.setdefault(g.experiment, Panel(g.experiment, 0, []))
+        panel.curves.append(curve)
+    for p in panels.values():
+        p.seeds = len({r.seed for c in p.curves for r in c.runs})
+    return list(panels.values())
+
+
+@dataclass
+class Fig5aPoint:
+    """A table row in Fig. 5(a): angle-grad against final errors, mean ± std over finished seeds."""
+
+    label: str
+    rule: str
+    hidden: int | None
+    angle: Stat
+    test: Stat
+    train: Stat
+    seeds: list[tuple[float, float, float]]  # (angle-grad, test, train) of each finished trial
+    diverged: list[tuple[float, float, float]]  # same, last finite epoch of the diverged ones
+
+
+def fig5a_points(exp: Experiment) -> list[Fig5aPoint]:
+    """Rows whose trials recorded angle-grad (finished or diverged ones); empty when none did."""
+    out = []
+    for g in exp.groups:
+        def triple(t: Trial) -> tuple[float, float, float]:
+            return t.angle_grad, t.final("test_error"), t.final("train_error")
+
+        seeds = [triple(t) for t in g.done if finite(t.angle_grad)]
+        diverged = [triple(t) for t in g.trials if t.status == "diverged" and finite(t.angle_grad)]
+        if seeds or diverged:
+            out.append(Fig5aPoint(g.label, g.rule, hidden_layers(g.config),
+                                  Stat.of(s[0] for s in seeds), Stat.of(s[1] for s in seeds),
+                                  Stat.of(s[2] for s in seeds), seeds, diverged))
+    return out
+
+

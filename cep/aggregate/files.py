@@ -1,0 +1,110 @@
+"""The summary's CSV files: one row per trial, the table's numbers, the Fig. 4 points, the GDU agreement."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cep.aggregate.read import Experiment, Trial, count_statuses
+from cep.aggregate.stats import fmt_value, hidden_layers
+from cep.aggregate.table import Table
+from cep.config import FIELD_NAMES
+from cep.results import STATUSES
+
+
+# ----------------------------------------------------------------- writing
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(_csv_value(x) for x in v)
+    return str(v)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([_csv_value(v) for v in r])
+    return buf.getvalue()
+
+
+TRIAL_COLUMNS = ("id", "experiment", "status", "epochs_done", "final_test_error", "final_train_error",
+                 "best_test_error", "best_train_error", "final_test_loss", "final_train_loss", "angle_grad_deg",
+                 "measured_angle_deg", "wall_seconds", "host", "note")
+
+
+def trials_csv(exp: Experiment) -> str:
+    """One row per trial: status, final and best errors (%), angles (degrees), then every trial field."""
+    extra = sorted({k for t in exp.trials for k in t.config} - set(FIELD_NAMES))
+    fields = [*FIELD_NAMES, *extra]
+    rows = []
+    for t in exp.trials:
+        note = [f"error: {t.error}"] if t.error else []
+        rows.append([t.id, t.experiment, t.status, t.epochs_done if t.status != "pending" else None,
+                     t.final("test_error"), t.final("train_error"), t.best("test_error"), t.best("train_error"),
+                     t.final("test_loss"), t.final("train_loss"), t.angle_grad, t.measured_angle or None,
+                     t.wall_seconds, t.summary.get("host") if t.summary else None, "; ".join(note + t.notes),
+                     *[t.config.get(k) for k in fields]])
+    return csv_text([*TRIAL_COLUMNS, *fields], rows)
+
+
+def groups_csv(table: Table) -> str:
+    """The table's numbers at full precision, for other tools."""
+    header = ["row", "experiment", "variant", "rule", "hidden_layers", "trials", *STATUSES]
+    for name in ("test_error", "train_error", "best_test_error", "angle_grad_deg"):
+        header += [f"{name}_mean", f"{name}_std", f"{name}_n"]
+    header += ["paper_row", "paper_test_error", "paper_angle_grad_low", "paper_angle_grad_high", "paper_note"]
+    rows = []
+    for r in table.rows:
+        g = r.group
+        c = count_statuses(g.trials)
+        angle = r.paper_angle.value or (None, None)
+        rows.append([g.label, g.experiment, " ".join(f"{k}={fmt_value(v)}" for k, v in g.variant),
+                     g.rule, hidden_layers(g.config), len(g.trials), *[c[s] for s in STATUSES],
+                     *[x for s in (r.test, r.train, r.best_test, r.angle_grad) for x in (s.mean, s.std, s.n)],
+                     r.paper_test.name, r.paper_test.value, angle[0], angle[1], r.paper_test.why])
+    return csv_text(header, rows)
+
+
+def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:
+    """Per-layer agreement rows of every gradient-analysis trial (gdu/agreement.csv, else summary.json)."""
+    out = []
+    for t in exp.gdu_trials:
+        rows: list[dict[str, Any]] = []
+        path = t.path / "gdu" / "agreement.csv"
+        if path.is_file():
+            try:
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+            except (OSError, csv.Error, UnicodeDecodeError) as e:
+                t.notes.append(f"gdu/agreement.csv unreadable ({e})")
+        elif t.summary and isinstance(t.summary.get("agreement"), list):
+            rows = [r for r in t.summary["agreement"] if isinstance(r, dict)]
+        for r in rows:
+            out.append({"id": t.id, "name": r.get("name"), "kind": r.get("kind"),
+                        "cosine": _num(r.get("cosine")), "rel_rmse": _num(r.get("rel_rmse"))})
+    return out
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def gdu_figures(t: Trial) -> list[Path]:
+    folder = t.path / "gdu"
+    return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".pdf")) if folder.is_dir() else []
+
+

@@ -1,0 +1,220 @@
+"""Summarise an experiment into `summary/`: table.md, the CSV files, the figures, and the terminal report.
+
+The same folder always gives byte-identical outputs; safe while the sweep runs
+or after it died (partial results are marked PARTIAL).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels
+from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, trials_csv
+from cep.aggregate.published import load_published
+from cep.aggregate.read import Experiment, load_experiment
+from cep.aggregate.stats import finite
+from cep.aggregate.table import Table, build_table
+from cep.results import write_atomic
+from cep.text import md_table, text_table
+
+SUMMARY_DIR = "summary"
+# outputs of this module and of cep.aggregate.plots; stale ones (a figure that no longer applies) are removed
+OUTPUT_FILES = ("trials.csv", "groups.csv", "table.md", "gdu_agreement.csv", "angle_curve.csv",
+                "fig4_angle_curve.png", "fig4_angle_curve.pdf", "learning_curves.png",
+                "fig5a_angle_grad.png", "fig5a_angle_grad.pdf")
+FIGURE_TITLES = {"fig4_angle_curve": "Final error versus initial angle between V and Wᵀ (Fig. 4)",
+                 "learning_curves": "Learning curves",
+                 "fig5a_angle_grad": "Final error versus initial angle between the EP update and the BPTT gradient "
+                                     "(Fig. 5a)"}
+TABLE_FILES = {"trials.csv": "one row per trial (status, final and best errors, angles, every trial field)",
+               "groups.csv": "the table's numbers at full precision",
+               "angle_curve.csv": "the points of the Fig. 4 curves",
+               "gdu_agreement.csv": "per-layer agreement of the gradient-analysis trials"}
+MAX_LISTED = 20  # trials listed by name in the "needs attention" part of table.md
+
+def attention(exp: Experiment) -> list[str]:
+    """One line per trial that is not finished or has a note; pending ones summarised."""
+    lines = []
+    for t in exp.trials:
+        if t.status == "pending":
+            continue
+        bits = []
+        if t.status == "errored":
+            bits.append(f"errored: {t.error}")
+        elif t.status == "running":
+            bits.append(f"running or interrupted at epoch {t.epochs_done} of {t.epochs}")
+        elif t.status == "diverged":
+            at = t.summary.get("diverged_at_epoch") if t.summary else None
+            bits.append(f"diverged{f' at epoch {at}' if at else ''}; left out of the means")
+        elif t.action == "train" and not finite(t.final("test_error")):
+            bits.append("finished without a finite final test error; left out of the means")
+        bits += t.notes
+        if bits:
+            lines.append(f"{t.id}: " + "; ".join(bits))
+    pending = [t.id for t in exp.trials if t.status == "pending"]
+    if pending:
+        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+        lines.append(f"{len(pending)} pending (not started): {shown}")
+    return lines
+
+
+def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[dict[str, Any]]) -> str:
+    """table.md: the banner, the Fig. 4 table with the paper's numbers, what needs attention, the figures,
+    the other files (`written`: what this aggregation wrote before it)."""
+    figures = [p for p in written if p.suffix in (".png", ".pdf")]
+    out = [f"# {exp.name}", ""]
+    if exp.sweep.get("description"):
+        out += [str(exp.sweep["description"]), ""]
+    out += [f"**{exp.banner}**", ""]
+    if table.rows:
+        out += ["## Error rates (the table of Fig. 4)", "", md_table(table.header(), [table.cells(r) for r in
+                                                                                   table.rows]), ""]
+        out += ["Final MNIST error rates in %, mean ± sample standard deviation (n − 1) over the finished "
+                "seeds of each row (Seeds counts them). Paper: the published numbers "
+                f"({load_published()['paper']}), shown only where the row's configuration matches the "
+                "published one field by field, dataset included.", ""]
+        if table.with_angle_grad:
+            out += ["Angle-grad: initial angle between the total EP update and the total BPTT gradient "
+                    "(Fig. 5a); paper values are approximate, read off the published plot.", ""]
+        out += [f"[{i}] {n}" for i, n in enumerate(table.notes, 1)] + ([""] if table.notes else [])
+    lines = attention(exp)
+    if lines:
+        out += ["## Trials needing attention", ""]
+        out += [f"- {ln}" for ln in lines[:MAX_LISTED]]
+        if len(lines) > MAX_LISTED:
+            out.append(f"- ... and {len(lines) - MAX_LISTED} more: see trials.csv")
+        out.append("")
+        if any(t.status == "running" for t in exp.trials):
+            out += ["Running or interrupted: the trial's folder says it has not ended; from the files alone the "
+                    "aggregator cannot tell whether the sweep is still running it.", ""]
+    if exp.gdu_trials:
+        out += ["## Gradient analysis (EP updates versus BPTT gradients)", ""]
+        for t in exp.gdu_trials:
+            out += [f"### {t.id} ({t.status})", ""]
+            if finite(t.angle_grad):
+                out += [f"Angle between the total EP update and the total BPTT gradient: {t.angle_grad:.1f}°", ""]
+            rows = [r for r in gdu if r["id"] == t.id]
+            if rows:
+                out += [md_table(["Layer", "Kind", "Cosine", "Relative RMSE"],
+                                 [[str(r["name"]), str(r["kind"]), f"{r['cosine']:.4f}", f"{r['rel_rmse']:.4f}"]
+                                  for r in rows]), ""]
+            figs = gdu_figures(t)
+            if figs:
+                out += ["Figures: " + ", ".join(f"[{p.name}]({_rel(p, exp.path / SUMMARY_DIR)})" for p in figs), ""]
+                out += [f"![{t.id}: {p.stem}]({_rel(p, exp.path / SUMMARY_DIR)})" for p in figs if p.suffix == ".png"]
+                out.append("")
+    if figures:
+        out += ["## Figures", ""]
+        for stem, what in FIGURE_TITLES.items():
+            paths = [p for p in figures if p.stem == stem]
+            if paths:
+                links = " ".join(f"[{p.suffix[1:].upper()}]({p.name})" for p in paths)
+                out += [f"{what} ({links})", "", f"![{what}]({stem}.png)", ""]
+    out += ["## Files", ""] + [f"- {p.name}: {TABLE_FILES[p.name]}" for p in written if p.name in TABLE_FILES]
+    return "\n".join(out) + "\n"
+
+
+def _rel(p: Path, start: Path) -> str:
+    return Path(os.path.relpath(p, start)).as_posix()
+
+
+# --------------------------------------------------------------- the entry
+@dataclass
+class Aggregate:
+    """What one aggregation read and wrote."""
+
+    experiment: Experiment
+    table: Table
+    summary_dir: Path
+    files: list[Path]
+    warnings: list[str]
+
+    @property
+    def partial(self) -> bool:
+        return self.experiment.partial
+
+
+def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: bool = False) -> Aggregate:
+    """Read an experiment directory and (re)write `summary/` in it; `echo` prints the terminal report.
+
+    Safe while the sweep runs or after it died (partial results are marked) and
+    on damaged trial folders; raises NotAnExperiment only when the directory
+    itself is not an experiment. A figure that fails to draw is reported in
+    `warnings` and the rest is still written.
+    """
+    exp = load_experiment(experiment_dir)
+    out = exp.path / SUMMARY_DIR
+    out.mkdir(exist_ok=True)
+    table = build_table(exp)
+    gdu = gdu_rows(exp)
+    files: list[Path] = []
+    warnings: list[str] = []
+
+    def write(name: str, text: str) -> None:
+        write_atomic(out / name, text)
+        files.append(out / name)
+
+    write("trials.csv", trials_csv(exp))
+    if table.rows:
+        write("groups.csv", groups_csv(table))
+    if gdu:
+        write("gdu_agreement.csv", csv_text(["id", "name", "kind", "cosine", "rel_rmse"],
+                                        [[r["id"], r["name"], r["kind"], r["cosine"], r["rel_rmse"]] for r in gdu]))
+    lines = angle_lines(exp)
+    if lines:
+        write("angle_curve.csv", angle_curve_csv(lines))
+    figures: list[Path] = []
+    if plots:
+        from cep.aggregate import plots as ap
+
+        drawings = [(ap.angle_curve, lines, "fig4_angle_curve"),
+                    (ap.learning_curves, learning_panels(exp), "learning_curves"),
+                    (ap.fig5a, fig5a_points(exp), "fig5a_angle_grad")]
+        for draw, data, name in drawings:
+            if not data:
+                continue  # the data decides which figures apply
+            try:
+                figures += draw(data, out / name, exp.name)
+            except Exception as e:  # one broken figure must not cost the tables and the other figures
+                warnings.append(f"{name} failed: {type(e).__name__}: {e}")
+    files += figures
+    write("table.md", table_md(exp, table, files, gdu)
+          + "".join(f"\nWarning: {w}\n" for w in warnings))
+    for name in OUTPUT_FILES:  # an output that applied before but not now (e.g. after --restart)
+        drawn = Path(name).suffix in (".png", ".pdf")
+        if out / name not in files and (out / name).exists() and (plots or not drawn):
+            (out / name).unlink()
+    agg = Aggregate(exp, table, out, files, warnings)
+    if echo:
+        print(terminal_report(agg))
+    return agg
+
+
+def terminal_report(agg: Aggregate) -> str:
+    """The banner, the Fig. 4 table, what needs attention and where the summary is, for a terminal."""
+    exp, table = agg.experiment, agg.table
+    out = [f"{exp.name}: {exp.banner}"]
+    if table.rows:
+        out += ["", text_table(table.header(), [table.cells(r) for r in table.rows])]
+        out += ["errors in %, mean ± std over finished seeds; Paper: published numbers where the configuration "
+                "matches"] + [f"[{i}] {n}" for i, n in enumerate(table.notes, 1)]
+    if exp.gdu_trials:
+        out += ["", "gradient analysis (cosine between EP updates and BPTT gradients per layer; more in table.md):"]
+        rows = gdu_rows(exp)
+        for t in exp.gdu_trials:
+            cos = ", ".join(f"{r['name']} {r['cosine']:.3f}" for r in rows if r["id"] == t.id)
+            angle = f"angle-grad {t.angle_grad:.1f}°; " if finite(t.angle_grad) else ""
+            out.append(f"  {t.id} ({t.status}): {angle}{cos or 'no agreement numbers'}")
+    lines = attention(exp)
+    if lines:
+        out += ["", "needs attention:"] + [f"  {ln}" for ln in lines[:10]]
+        if len(lines) > 10:
+            out.append(f"  ... and {len(lines) - 10} more (see table.md)")
+    out += [f"warning: {w}" for w in agg.warnings]
+    out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)})"]
+    return "\n".join(out)
+

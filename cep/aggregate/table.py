@@ -1,0 +1,71 @@
+"""The table of Fig. 4: one row per group of seeds, with the paper's numbers beside matching rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cep.aggregate.published import Match, fmt_published_angle, load_published, match_published
+from cep.aggregate.read import Experiment, Group
+from cep.aggregate.stats import Stat, finite, fmt_value, hidden_layers
+
+
+# ------------------------------------------------------------ table model
+@dataclass
+class TableRow:
+    group: Group
+    test: Stat
+    train: Stat
+    best_test: Stat
+    angle_grad: Stat
+    paper_test: Match
+    paper_angle: Match
+    note: int | None = None  # footnote number when the paper column is empty
+
+
+@dataclass
+class Table:
+    """The Fig. 4 table: rows, footnotes, and whether the angle-grad columns apply."""
+
+    rows: list[TableRow]
+    notes: list[str]
+    with_angle_grad: bool
+
+    def header(self) -> list[str]:
+        h = ["Experiment", "Rule", "Hidden", "Seeds", "Test error (%)", "Paper test (%)", "Train error (%)"]
+        if self.with_angle_grad:
+            h += ["Angle-grad (°)", "Paper angle-grad (°)"]
+        return h + ["Trials"]
+
+    def cells(self, row: TableRow) -> list[str]:
+        g = row.group
+        paper = f"{row.paper_test.value:.2f}" if row.paper_test.value is not None else "—"
+        if row.note is not None:
+            paper += f" [{row.note}]"
+        c = [g.label, g.rule, fmt_value(hidden_layers(g.config)), str(row.test.n),
+             row.test.fmt(), paper, row.train.fmt()]
+        if self.with_angle_grad:
+            c += [row.angle_grad.fmt(1), fmt_published_angle(row.paper_angle.value)]
+        return c + [g.status_text()]
+
+
+def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Table:
+    """The table's rows; rows without a published number share one footnote per reason."""
+    pub = published or load_published()
+    rows: list[TableRow] = []
+    reasons: dict[str, list[str]] = {}  # why -> labels of the rows it explains
+    for g in exp.groups:
+        shown = [k for k, _ in g.variant]
+        row = TableRow(g, g.stat("test_error"), g.stat("train_error"), g.stat("test_error", best=True),
+                       g.angle_grad, match_published(g.config, "test_error", pub, shown),
+                       match_published(g.config, "angle_grad", pub, shown))
+        if row.paper_test.value is None:
+            reasons.setdefault(row.paper_test.why, []).append(g.label)
+            row.note = list(reasons).index(row.paper_test.why) + 1
+        rows.append(row)
+    notes = [f"{', '.join(labels) if len(labels) <= 3 else f'{labels[0]}, …, {labels[-1]} ({len(labels)} rows)'}"
+             f": no published number: {why}." for why, labels in reasons.items()]
+    with_angle = any(finite(t.angle_grad) for t in exp.train_trials)
+    return Table(rows, notes, with_angle)
+
+

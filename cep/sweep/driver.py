@@ -1,0 +1,247 @@
+"""Run a sweep's trials with Ray Tune: Tuner build/restore, the cluster checks, stop signals.
+
+Ray Tune schedules the trials (cep.sweep.trainable), retries failed ones
+(FailureConfig), keeps one checkpoint per trial and restores experiments
+(Tuner.restore); cep.sweep.progress shows what happens. After fit() the
+results folders, not Tune's view, decide what is complete (cep.sweep.store).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Ray Tune is imported: its new console output ignores custom reporters; we print our own table.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, TextIO  # noqa: E402
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from cep.results import FolderState, write_atomic  # noqa: E402
+from cep.sweep.faults import Fault  # noqa: E402
+from cep.sweep.progress import ErrorFiles, ProgressTable, trial_dirname, trial_name  # noqa: E402
+from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
+from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
+from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
+
+STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
+
+
+# -------------------------------------------------------------------- driver
+@dataclass
+class SweepRun:
+    """What one `cep-sweep` invocation runs, and where."""
+
+    spec: SweepSpec
+    trials: list[Trial]  # the selected trials, resolved (out_dir under exp_dir/trials)
+    exp_dir: Path
+    tune_dir: Path  # Ray Tune's experiment folder (exp_dir itself, or a subsets/ folder for --only)
+    address: str | None = None
+    faults: tuple[Fault, ...] = ()
+    epoch_sleep: float = 0.0
+    progress_interval: float = 30.0
+    out: TextIO | None = None
+    prepare: Callable[[], None] | None = None  # called once Ray is up, before any trial starts (writes sweep.json)
+    stop_signal: int | None = field(default=None, init=False)
+
+    def say(self, text: str) -> None:
+        out = self.out or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+
+
+def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tune.Tuner:
+    """A new Tuner for the run, or the restored one when its Tune folder holds an earlier attempt."""
+    failure = tune.FailureConfig(max_failures=run.spec.max_failures)
+    if tune.Tuner.can_restore(str(run.tune_dir)):
+        try:
+            tuner = tune.Tuner.restore(str(run.tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+        except Exception as e:  # e.g. killed before Tune's first snapshot: our checkpoints still resume every trial
+            run.say(f"warning: cannot restore Ray Tune's state in {run.tune_dir} ({type(e).__name__}: {e}); "
+                    "starting Tune afresh, trials continue from their own checkpoints")
+            for p in run.tune_dir.glob("experiment_state-*.json"):
+                p.unlink()
+            (run.tune_dir / "tuner.pkl").unlink(missing_ok=True)
+        else:
+            # The RunConfig comes back from tuner.pkl; refresh what this run may change (callbacks, retries).
+            # No public API for this in Ray 2.60: without it the pickled settings are used, which also works.
+            internal = getattr(tuner, "_local_tuner", None)
+            if internal is not None and hasattr(internal, "get_run_config"):
+                run_config = internal.get_run_config()
+                run_config.callbacks, run_config.failure_config, run_config.verbose = callbacks, failure, 0
+            run.say(f"resuming the experiment in {run.tune_dir} (Ray Tune restore)")
+            return tuner
+    return tune.Tuner(
+        trainable,
+        param_space={"trial_id": tune.grid_search([t.id for t in run.trials])},
+        tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=run.tune_dir.name, storage_path=str(run.tune_dir.parent),
+                                  failure_config=failure, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  verbose=0, callbacks=callbacks))
+
+
+def _install_stop_handlers(run: SweepRun) -> dict[int, Any]:
+    """Ctrl-C and SIGTERM: ask Tune to stop and save its state (a second Ctrl-C aborts at once).
+
+    A repeated SIGTERM is not an abort: SLURM signals every process of a job (and a job script may forward
+    the signal too), Kubernetes may repeat it; all of them follow with SIGKILL when their grace time is up.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_signal is not None:
+            if signum == signal.SIGTERM:
+                return
+            raise KeyboardInterrupt
+        run.stop_signal = signum
+        run.say(f"\n{signal.Signals(signum).name}: stopping the sweep and saving its state; rerun the same "
+                "command to resume (Ctrl-C again to abort at once)")
+        tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune's own stop handler, installed during fit()
+        if callable(tune_handler):
+            tune_handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    return previous
+
+
+def _resource_key(key: str) -> str:
+    """A sweep file's resource name as Ray's cluster_resources() spells it (cpu -> CPU; custom names as they are)."""
+    return key.upper() if key in ("cpu", "gpu") else key
+
+
+def _check_shared_storage(run: SweepRun) -> None:
+    """On a multi-node cluster, refuse (SweepError) an experiment folder that some node cannot see.
+
+    Every trial writes its results folder on whichever node runs it, so the folder must be on storage
+    mounted at the same path on every node. Each live node reads a probe file written here; nodes that
+    join later (autoscaling) are not checked here (Ray Tune's own storage check fails their trials).
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    made = [p for p in [run.exp_dir, *run.exp_dir.parents] if not p.exists()]
+    run.exp_dir.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe = run.exp_dir / f"{STORAGE_PROBE}{token}"
+    write_atomic(probe, token)
+    remote_probe = ray.remote(num_cpus=0, max_retries=0)(storage_probe)
+    refs = {remote_probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(str(probe), token): n for n in nodes}
+    blind, unchecked, ready = [], [], []
+    try:
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STORAGE_CHECK_S)
+        for ref, node in refs.items():
+            where = f"{node.get('NodeName') or node.get('NodeManagerAddress')} (Ray node {node['NodeID'][:8]})"
+            try:
+                host, sees = ray.get(ref, timeout=1) if ref in ready else (None, None)
+            except Exception:  # the node died meanwhile
+                host, sees = None, None
+            if sees is None:
+                unchecked.append(where)
+            elif not sees:
+                blind.append(f"{host} {where}")
+    finally:
+        probe.unlink(missing_ok=True)
+    for ref in set(refs) - set(ready):  # a node too busy or gone: do not leave the probe queued
+        ray.cancel(ref, force=True)
+    if blind:
+        for p in made:  # leave nothing behind on refusal
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise SweepError([f"--storage: {run.exp_dir} is not visible on {len(blind)} of {len(nodes)} node(s): "
+                          f"{', '.join(blind)}; on a multi-node cluster the results must be on shared storage "
+                          "mounted at the same path on every node (NFS, EFS, Lustre, a ReadWriteMany volume); "
+                          "see cluster/README.md"])
+    if unchecked:
+        run.say(f"warning: {len(unchecked)} node(s) did not show within {STORAGE_CHECK_S:g} s that they see "
+                f"{run.exp_dir}: {', '.join(unchecked)}")
+
+
+def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
+    """Run the selected trials to completion (or until stopped); returns every selected trial's outcome."""
+    started_ray = _start_ray(run)
+    try:
+        _check_cluster(run)
+    except SweepError:
+        if started_ray:
+            ray.shutdown()
+        raise
+    if run.prepare is not None:
+        run.prepare()
+    ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
+                       tuple(run.faults), run.epoch_sleep)
+    # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
+    callbacks: list[tune.Callback] = [
+        ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
+                      run.progress_interval, run.out),
+        ErrorFiles({t.id: str(t.config.out_dir) for t in run.trials})]
+    # Tune's own stop/restore advice ("Tuner.restore(...)") and its warnings about trials that never reported
+    # would contradict ours ("rerun the same command"); our summary lists every incomplete trial instead.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # our handler routes SIGINT and SIGTERM to Tune's stop
+    previous = _install_stop_handlers(run)
+    try:
+        _tuner(run, trainable, callbacks).fit()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if saved_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
+        if started_ray:
+            ray.shutdown()
+    return outcomes(run.exp_dir, run.trials)
+
+
+def _start_ray(run: SweepRun) -> bool:
+    """Join the run's cluster, or start a local Ray; returns whether this call started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        # "local": never join some other cluster silently (Ray's default looks for one on this machine)
+        ray.init(address=run.address or "local", include_dashboard=False, logging_level=logging.WARNING,
+                 logging_config=ray.LoggingConfig(log_level="WARNING"), log_to_driver=True)
+    except Exception as e:
+        where = f"--address {run.address}: cannot join the Ray cluster" if run.address else "cannot start Ray"
+        raise SweepError([f"{where} ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''})"]
+                         ) from None
+    return True
+
+
+def _check_cluster(run: SweepRun) -> None:
+    """Refuse (SweepError) a cluster on which no trial could ever start or write; say what it offers."""
+    cluster = ray.cluster_resources()
+    short = [f"{k} {v:g} per trial but the cluster has {cluster.get(_resource_key(k), 0):g}"
+             for k, v in run.spec.resources.items() if v > cluster.get(_resource_key(k), 0)]
+    if short and run.address is None:  # a local Ray never grows
+        raise SweepError([f"resources: {'; '.join(short)}: no trial could ever start; lower them, e.g. "
+                          "--set resources.gpu=0 to run on CPUs"])
+    if short:  # a cluster may autoscale: say why nothing starts yet
+        run.say(f"warning: resources: {'; '.join(short)} now; trials wait until the cluster provides them")
+    _check_shared_storage(run)
+    custom = {k: v for k, v in run.spec.resources.items() if k not in ("cpu", "gpu")}
+    run.say(f"Ray: {'cluster at ' + run.address if run.address else 'local'} with {cluster.get('CPU', 0):g} CPU(s), "
+            f"{cluster.get('GPU', 0):g} GPU(s) on {len([n for n in ray.nodes() if n.get('Alive')])} node(s); "
+            f"per trial {run.spec.resources['cpu']:g} CPU, {run.spec.resources['gpu']:g} GPU"
+            + "".join(f", {v:g} {k}" for k, v in custom.items()))

@@ -1,0 +1,132 @@
+"""What a sweep's trials are and what they cost, before running: selection, identity, changes, the dry-run table.
+
+No Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, result_differences
+from cep.sweep.spec import SweepError, SweepSpec, Trial, format_value
+from cep.text import text_table
+
+# Images per split (spec: mnist5k is the embedded 4,000/1,000 split; mnist is torchvision's).
+DATASET_SIZES = {"mnist5k": (4000, 1000), "mnist": (60000, 10000)}
+
+
+def select(trials: Sequence[Trial], patterns: Sequence[str]) -> list[Trial]:
+    """Trials whose id matches any glob (a pattern without wildcards also selects everything below it)."""
+    if not patterns:
+        return list(trials)
+    chosen = [t for t in trials if any(fnmatch.fnmatchcase(t.id, p) or fnmatch.fnmatchcase(t.id, p.rstrip("/") + "/*")
+                                       for p in patterns)]
+    if not chosen:
+        sample = ", ".join(t.id for t in trials[:3]) + (", ..." if len(trials) > 3 else "")
+        raise SweepError([f"--only {' '.join(patterns)}: matches no trial; ids look like {sample}"])
+    return chosen
+
+
+def fingerprint(trials: Sequence[Trial]) -> str:
+    """A short hash of the resolved trial list: ids and result fields (TrialConfig.result_dict)."""
+    blob = json.dumps([[t.id, t.config.result_dict()] for t in trials], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def describe_change(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> str:
+    """What differs between a stored trial list (sweep.json records) and the current one, in a few words;
+    "" when they are the same trials computing the same results (cep.config.result_differences)."""
+    old_by_id = {r["id"]: r for r in old if isinstance(r, Mapping) and "id" in r}
+    new_ids = [t.id for t in new]
+    added = [i for i in new_ids if i not in old_by_id]
+    removed = [i for i in old_by_id if i not in set(new_ids)]
+    parts = []
+    if added:
+        parts.append(f"{len(added)} trial(s) added (e.g. {added[0]})")
+    if removed:
+        parts.append(f"{len(removed)} trial(s) removed (e.g. {removed[0]})")
+    changed = []
+    for t in new:
+        if t.id in old_by_id:
+            before, after = old_by_id[t.id].get("config") or {}, t.config.to_dict()
+            diffs = result_differences(before, after)
+            if diffs:
+                changed.append((t.id, diffs, before, after))
+    if changed:
+        tid, diffs, before, after = changed[0]
+        what = ", ".join(f"{k} {before.get(k)!r} -> {after[k]!r}" for k in diffs[:3])
+        parts.append(f"{len(changed)} trial(s) changed (e.g. {tid}: {what})")
+    return "; ".join(parts)
+
+
+def _analysis_steps(cfg: TrialConfig) -> int:
+    """The gradient analysis of one minibatch: T free steps, one backward pass through the last Kmax of
+    them, and Kmax nudged steps (cep.gdu)."""
+    return cfg.batch_size * (cfg.T + 2 * cfg.Kmax)
+
+
+def sample_steps(cfg: TrialConfig) -> int:
+    """Estimated cost of a trial in sample-steps: one sample through one step of the dynamics.
+
+    Training: every training sample runs T free and Kmax nudged steps per epoch,
+    every test sample T steps, plus one gradient analysis when angle_grad is on.
+    """
+    if cfg.action == "gdu":
+        return _analysis_steps(cfg)
+    n_train, n_test = DATASET_SIZES[cfg.dataset]
+    n_train = min(n_train, cfg.train_samples or n_train)
+    n_test = min(n_test, cfg.test_samples or n_test)
+    steps = cfg.epochs * (n_train * (cfg.T + cfg.Kmax) + n_test * cfg.T)
+    return steps + (_analysis_steps(cfg) if cfg.angle_grad else 0)
+
+
+def n_weights(cfg: TrialConfig) -> int:
+    """Synapses of the network (feedback matrices of vf included)."""
+    w = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:], strict=True))
+    if cfg.rule == "vf":
+        w += sum(a * b for a, b in zip(cfg.size_tab[:-2], cfg.size_tab[1:-1], strict=True))
+    return w
+
+
+def varying_fields(trials: Sequence[Trial]) -> list[str]:
+    """Trial fields whose value differs between trials, in TrialConfig order."""
+    if len(trials) < 2:
+        return []
+    dicts = [t.config.to_dict() for t in trials]
+    return [k for k in FIELD_NAMES if k not in RUN_FIELDS and any(d[k] != dicts[0][k] for d in dicts[1:])]
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def dry_run_table(spec: SweepSpec, trials: Sequence[Trial]) -> str:
+    """The trial table (id, varying fields, cost), the count and the estimated total cost."""
+    varying = varying_fields(trials)
+    cols = [c for c in varying if c != "seed"] + (["seed"] if "seed" in varying else [])
+    header = ["trial"] + cols + ["epochs", "sample-steps"]
+    rows = [[t.id] + [format_value(t.config.to_dict()[c]) for c in cols]
+            + [str(t.config.epochs), _human(sample_steps(t.config))] for t in trials]
+    lines = [text_table(header, rows)]
+    total = sum(sample_steps(t.config) for t in trials)
+    macs = sum(sample_steps(t.config) * 2 * n_weights(t.config) for t in trials)
+    shared = {k: v for k, v in trials[0].config.to_dict().items()
+              if k not in cols and k not in RUN_FIELDS} if trials else {}
+    res = ", ".join(f"{k} {v:g}" for k, v in spec.resources.items())
+    lines += ["",
+              f"{len(trials)} trial(s) of sweep {spec.name}"
+              + (f" (of {len(spec.trials)})" if len(trials) != len(spec.trials) else "")
+              + f"; per trial: {res}; max_failures {spec.max_failures}",
+              f"estimated cost: {_human(total)} sample-steps in total "
+              f"(~{_human(macs)} multiply-adds; a sample-step is one image through one step of the dynamics)",
+              "shared fields: " + ", ".join(f"{k}={format_value(v)}" for k, v in shared.items()
+                                            if k in ("dataset", "setting", "activation", "batch_size", "action"))]
+    return "\n".join(lines)
+

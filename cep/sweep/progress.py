@@ -1,0 +1,162 @@
+"""What a running sweep shows: a line per trial event and a periodic table of the running trials (Tune callbacks).
+
+Also writes trials/<id>/error.txt from the driver when a trial died without writing it (a lost worker).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray import tune
+
+from cep.results import ERROR_FILE, write_atomic
+from cep.text import text_table
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's display name of a trial: our id."""
+    return str(trial.config.get("trial_id", trial.trial_id))
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's own folder for a trial: the id made flat, plus Tune's unique suffix."""
+    flat = trial_name(trial).replace("/", "_")[:100]
+    return f"{flat}_{trial.trial_id}"
+
+
+@dataclass
+class _Row:
+    epoch: int = 0
+    epochs: int = 0
+    train_error: float | None = None
+    test_error: float | None = None
+    status: str = "pending"  # a status of cep.results.STATUSES, or "running" while Tune runs the trial
+    failures: int = 0
+
+
+class ProgressTable(tune.Callback):
+    """Our live progress: a line per trial event, and every `interval` seconds a table of running trials."""
+
+    def __init__(self, epochs: dict[str, int], interval: float = 30.0, out: TextIO | None = None):
+        self.epochs = dict(epochs)  # trial id -> epochs it trains
+        self.interval = interval
+        self._out = out
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: dict[str, _Row] = {i: _Row(epochs=n) for i, n in self.epochs.items()}
+        self.t0 = time.monotonic()
+        self.last_table = time.monotonic()
+        self.changed = False
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its RunConfig (tuner.pkl): keep only settings
+        return {"epochs": self.epochs, "interval": self.interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.epochs, self.interval, self._out = state["epochs"], state["interval"], None
+        self._reset()
+
+    def _print(self, text: str) -> None:
+        out = self._out or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self.t0)
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+    def _row(self, trial: Any) -> _Row:
+        return self.rows.setdefault(trial_name(trial), _Row())
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._row(trial).status = "running"
+        self.changed = True
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        row = self._row(trial)
+        row.epoch, row.epochs = int(result.get("epoch", 0)), int(result.get("epochs", row.epochs))
+        row.train_error, row.test_error = result.get("train_error"), result.get("test_error")
+        row.status = "running" if result.get("status") == "running" else str(result.get("status"))
+        if result.get("replayed"):
+            self._print(f"= {trial_name(trial)}: already {row.status} earlier (epoch {row.epoch}); not rerun")
+        self.changed = True
+        self.on_step_end(iteration, trials)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        row = self._row(trial)
+        if row.status == "running":  # Tune ended it before its last epoch (a stop)
+            row.status = "interrupted"
+        err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
+        self._print(f"+ {trial_name(trial)}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
+        self.changed = True
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        row = self._row(trial)
+        row.status, row.failures = "running", trial.num_failures
+        self._print(f"! {trial_name(trial)}: failed ({_error_line(trial)}); retrying from its last checkpoint "
+                    f"(failure {trial.num_failures})")
+        self.changed = True
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._row(trial).status = "errored"
+        self._print(f"x {trial_name(trial)}: errored ({_error_line(trial)}) after {trial.num_failures} failure(s)")
+        self.changed = True
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self.changed and time.monotonic() - self.last_table >= self.interval:
+            self._print(self.table())
+            self.last_table, self.changed = time.monotonic(), False
+
+    def table(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.rows.values():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        head = f"[{self._elapsed()}] " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        active = [(i, r) for i, r in self.rows.items() if r.status == "running"]
+        if not active:
+            return head
+        rows = [[i, f"{r.epoch}/{r.epochs}", _percent(r.train_error), _percent(r.test_error),
+                 r.status + (f" (retry {r.failures})" if r.failures else "")]
+                for i, r in active]
+        return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "status"], rows, indent="  ",
+                                         right=(1, 2, 3))
+
+
+def _percent(x: Any) -> str:
+    return f"{x:.2f}%" if isinstance(x, float) else "-"
+
+
+def _error_line(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1][:200] if lines else "error"
+
+
+class ErrorFiles(tune.Callback):
+    """Writes trials/<id>/error.txt from the driver when a trial died without writing it (e.g. a lost worker)."""
+
+    def __init__(self, folders: dict[str, str]):
+        self.folders = folders
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._write(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._write(trial)
+
+    def _write(self, trial: Any) -> None:
+        folder = self.folders.get(trial_name(trial))
+        if folder and not (Path(folder) / ERROR_FILE).exists():
+            path = getattr(trial, "error_file", None)
+            text = Path(path).read_text() if path and Path(path).exists() else "trial failed (no details from Ray)\n"
+            write_atomic(Path(folder) / ERROR_FILE, text)
+
+

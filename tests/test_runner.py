@@ -1,0 +1,96 @@
+"""The one trial runner: resume from the newest readable state, refuse another configuration, report every epoch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from trial_files import log_lines, metrics
+
+from cep.config import TrialConfig
+from cep.results import CHECKPOINT_FILE, read_folder
+from cep.runner import ResumeError, resume, run
+from cep.train import load_state, new_state, save_state
+
+SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
+             dataset="mnist5k", seed=3, device="cpu")
+
+
+def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path):
+    """Tune's checkpoint and checkpoint.pt are two copies: resume from whichever can be read, else say so."""
+    folder = tmp_path / "trial"
+    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    folder.mkdir()
+    good = new_state(cfg, torch.device("cpu"))
+    good.epoch = 2
+    save_state(good, tmp_path / "tune_state.pt")
+    (folder / CHECKPOINT_FILE).write_bytes(b"truncated by a crash")
+    hint = "rerun cep-sweep with --restart --only TRIAL to start it afresh"
+    resumed = resume(cfg, folder, [("Tune checkpoint", tmp_path / "tune_state.pt")], hint)
+    assert resumed.source == "Tune checkpoint" and resumed.epoch == 2
+    assert "warning: cannot read checkpoint.pt" in (folder / "trial.log").read_text()
+    (tmp_path / "tune_state.pt").write_bytes(b"also damaged")
+    with pytest.raises(ResumeError, match=r"cannot read any saved state of trial .*--restart --only TRIAL"):
+        resume(cfg, folder, [("Tune checkpoint", tmp_path / "tune_state.pt")], hint)
+
+
+def test_the_newest_state_wins_and_only_run_fields_may_differ(tmp_path):
+    folder = tmp_path / "trial"
+    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    older = new_state(cfg, torch.device("cpu"))
+    older.epoch = 1
+    newer = new_state(cfg, torch.device("cpu"))
+    newer.epoch = 3
+    folder.mkdir()
+    save_state(older, tmp_path / "other.pt")
+    save_state(newer, folder / CHECKPOINT_FILE)
+    assert resume(cfg, folder, [("other", tmp_path / "other.pt")]).source == CHECKPOINT_FILE
+    # where it runs and reads does not change what it computes: the state continues, with the new places
+    moved = cfg.replace(data_dir=str(tmp_path / "elsewhere"), device="auto", seed=None)
+    resumed = resume(moved, folder)
+    assert resumed.epoch == 3 and resumed.state.config.data_dir == str(tmp_path / "elsewhere")
+    assert resumed.state.config.seed == 3  # the saved seed stands in for "draw one"
+    with pytest.raises(ResumeError, match=r"belongs to a different configuration \(beta, dtype differ\)"):
+        resume(cfg.replace(beta=0.3, dtype="float64"), folder)
+    # without cfg.checkpoint the folder's checkpoint is not a candidate
+    assert resume(cfg.replace(checkpoint=False), folder).state is None
+
+
+def test_the_diverging_epoch_is_reported_and_saved_and_a_rerun_replays_it(tmp_path):
+    folder = tmp_path / "trial"
+    cfg = TrialConfig(**SMALL, epochs=4, checkpoint=True, out_dir=str(folder))
+    seen = []
+
+    def poison_after_first_epoch(m, state):
+        seen.append((m["epoch"], m["status"]))
+        if state.epoch == 1:
+            state.params.W[0][0, 0] = float("inf")  # what an exploding run looks like
+
+    outcome = run(cfg, folder, on_epoch=poison_after_first_epoch)
+    assert outcome.status == "diverged" and not outcome.replayed
+    assert seen == [(1, "running"), (1, "diverged")]  # the last finite metrics, once more, with the new status
+    saved = load_state(folder / CHECKPOINT_FILE)
+    assert saved.status == "diverged" and saved.epoch == 1
+    st = read_folder(folder, "train", 4)
+    assert st.status == "diverged" and st.complete and st.epochs_done == 1
+    assert json.loads((folder / "summary.json").read_text())["diverged_at_epoch"] == 2
+    before = metrics(folder)
+    again = run(cfg, folder, on_epoch=lambda m, s: seen.append("trained"))
+    assert again.replayed and again.status == "diverged" and "trained" not in seen
+    assert metrics(folder) == before
+    lines = log_lines(folder)
+    assert lines[0].startswith("start after epoch 0") and lines[1] == "epoch 1 done: test error " + \
+        f"{float(before[0]['test_error']):.2f}%"
+    assert lines[2] == "end: diverged after epoch 1" and lines[3].startswith("replay: already diverged after epoch 1")
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
+    folder = tmp_path / "never"
+
+    def fail(m, state):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(TrialConfig(**SMALL, out_dir=str(folder)), folder, before_save=fail)
+    assert not folder.exists()
