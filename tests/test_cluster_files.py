@@ -167,6 +167,42 @@ def test_sbatch_script_requeues_and_resumes():
     assert 'cep-sweep "$sweep_file" --address "$address" --storage "$storage" "$@" &' in text
 
 
+def _sbatch_code() -> str:
+    return "\n".join(ln for ln in re.sub(r"\\\n", " ", SBATCH.read_text()).splitlines()
+                     if not ln.lstrip().startswith("#"))
+
+
+def test_sbatch_steps_get_the_jobs_cpus_and_ray_the_allocated_gpus():
+    code = _sbatch_code()
+    # since Slurm 22.05 srun does not inherit --cpus-per-task: every `ray start` step asks for them again
+    sruns = [ln for ln in code.splitlines() if re.match(r"\s*srun\b", ln)]
+    assert len(sruns) == 2 and all('--cpus-per-task="$cpus"' in ln for ln in sruns), sruns
+    assert "cpus=${SLURM_CPUS_PER_TASK:-1}" in code
+    # Ray is told the CPUs and GPUs of the allocation, not left to detect the whole node's
+    assert '--num-cpus="$cpus"' in code and '--num-gpus="$gpus"' in code
+    assert "gpus=${CEP_NUM_GPUS:-${SLURM_GPUS_PER_NODE:-0}}" in code
+
+
+def test_sbatch_ray_ports_are_the_jobs_own():
+    """Two jobs on one node: every Ray port of a job lies in its own block derived from the job id."""
+    code = _sbatch_code()
+    m = re.search(r"port_base=\$\{CEP_RAY_PORT_BASE:-\$\(\((\d+) \+ \(job % (\d+)\) \* (\d+)\)\)\}", code)
+    assert m, "port_base derived from the job id"
+    first, slots, block = map(int, m.groups())
+    assert first >= 20000, "above Ray's default worker ports (10002-19999) that other Ray jobs use"
+    assert first + slots * block <= 32768, "below Linux's default ephemeral ports (32768-60999)"
+    offsets = {opt: int(off) for opt, off in re.findall(r"(--[a-z-]+-port)=\$\(\(port_base \+ (\d+)\)\)", code)}
+    needed = {"--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+              "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+              "--min-worker-port", "--max-worker-port", "--ray-client-server-port"}
+    assert set(offsets) == needed, set(offsets) ^ needed
+    assert len(set(offsets.values())) == len(offsets) and all(0 < o < block for o in offsets.values())
+    assert offsets["--max-worker-port"] - offsets["--min-worker-port"] >= 80  # workers (trials) per node
+    assert all(o < offsets["--min-worker-port"] for k, o in offsets.items() if "worker" not in k)
+    assert "port=${CEP_RAY_PORT:-$port_base}" in code  # the head's GCS port: the block's first
+    assert '"${ray_ports[@]}"' in code and code.index('"${ray_ports[@]}"') < code.index('"${extra_start_args[@]}")')
+
+
 # ------------------------------------------------------------------ every option is real
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
