@@ -51,7 +51,7 @@ def driver_version() -> str | None:
 
 def gpu_report() -> dict[str, Any]:
     """What this node's torch makes of its GPUs. Runs on the node; never raises (errors become fields)."""
-    report: dict[str, Any] = {"host": socket.gethostname(), "torch": None, "torch_cuda": None,
+    report: dict[str, Any] = {"host": socket.gethostname(), "torch": None, "torchvision": None, "torch_cuda": None,
                               "cuda_available": False, "device_count": 0, "driver": None, "error": None,
                               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     try:
@@ -62,6 +62,12 @@ def gpu_report() -> dict[str, Any]:
         import torch
 
         report["torch"] = torch.__version__
+        try:
+            from importlib.metadata import version
+
+            report["torchvision"] = version("torchvision")  # reinstalled with torch: its build must match
+        except Exception:
+            pass
         report["torch_cuda"] = torch.version.cuda
         if torch.version.cuda is None:
             report["error"] = "torch is a CPU-only build"
@@ -82,10 +88,12 @@ def _major(version: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def wheel_advice(driver: str | None, torch_version: str | None, torch_cuda: str | None) -> str:
+def wheel_advice(driver: str | None, torch_version: str | None, torch_cuda: str | None,
+                 torchvision_version: str | None = None) -> str:
     """How to get a torch that runs on this driver (one clause, for the refusal line)."""
     base = (torch_version or "").split("+")[0]
-    pin = f"torch=={base}" if base else "torch"
+    vision = (torchvision_version or "").split("+")[0]
+    pin = (f"torch=={base}" if base else "torch") + (f" torchvision=={vision}" if vision else " torchvision")
     drv = _major(driver)
     cuda = _major(torch_cuda)
     if driver is None:
@@ -96,12 +104,12 @@ def wheel_advice(driver: str | None, torch_version: str | None, torch_cuda: str 
                 f"{CUDA12_MIN_DRIVER} for torch's CUDA 12.x builds, >= {CUDA13_MIN_DRIVER} for CUDA 13)")
     if drv is not None and drv < CUDA13_MIN_DRIVER and (cuda is None or cuda >= 13):
         return (f"install torch's CUDA 12.x build on every node, e.g. pip install {pin} --index-url "
-                f"{TORCH_WHEEL_INDEX}/cu126 (drivers {CUDA12_MIN_DRIVER}-{CUDA13_MIN_DRIVER - 1}: a CUDA 12.x "
-                f"build, cu126, or cu128 for the newest GPUs; drivers >= {CUDA13_MIN_DRIVER}: the default CUDA 13 "
-                "build), then rerun")
+                f"{TORCH_WHEEL_INDEX}/cu128 (drivers {CUDA12_MIN_DRIVER}-{CUDA13_MIN_DRIVER - 1} need a CUDA 12.x "
+                f"build: cu128, or cu126 for Pascal/Volta GPUs such as P100, V100; drivers >= {CUDA13_MIN_DRIVER}: "
+                "the default CUDA 13 build), then rerun")
     if cuda is None:
         return (f"install a CUDA build of torch on every node: pip install {pin} (driver >= {CUDA13_MIN_DRIVER}) or "
-                f"pip install {pin} --index-url {TORCH_WHEEL_INDEX}/cu126 (drivers {CUDA12_MIN_DRIVER}-"
+                f"pip install {pin} --index-url {TORCH_WHEEL_INDEX}/cu128 (drivers {CUDA12_MIN_DRIVER}-"
                 f"{CUDA13_MIN_DRIVER - 1})")
     return ("the driver fits this torch build, so look at the CUDA error above, CUDA_VISIBLE_DEVICES and the "
             "container's GPU runtime on that node")
@@ -133,7 +141,7 @@ def gpu_problems(reports: Sequence[tuple[str, float, dict[str, Any] | None]], gp
         problems.append(
             f"GPU preflight: {where}: Ray counts {ray_gpus:g} GPU(s) but torch sees {sees} (NVIDIA driver "
             f"{rep.get('driver') or 'not found'}, {torch_build}{err}{hidden}); "
-            f"{wheel_advice(rep.get('driver'), rep.get('torch'), rep.get('torch_cuda'))}; "
+            f"{wheel_advice(rep.get('driver'), rep.get('torch'), rep.get('torch_cuda'), rep.get('torchvision'))}; "
             "or run on CPUs with --set resources.gpu=0; see cluster/README.md")
     return problems
 

@@ -15,8 +15,8 @@ import pytest
 
 from cep.gpu_preflight import check_gpus, gpu_problems, gpu_report, wheel_advice
 
-OLD_DRIVER = {"host": "gpu-node-7", "torch": "2.14.1+cu130", "torch_cuda": "13.0", "cuda_available": False,
-              "device_count": 0, "driver": "535.183.01", "cuda_visible_devices": "0",
+OLD_DRIVER = {"host": "gpu-node-7", "torch": "2.14.1+cu130", "torchvision": "0.29.1", "torch_cuda": "13.0",
+              "cuda_available": False, "device_count": 0, "driver": "535.183.01", "cuda_visible_devices": "0",
               "error": "RuntimeError: The NVIDIA driver on your system is too old (found version 12020)."}
 HEALTHY = {"host": "gpu-node-8", "torch": "2.14.1+cu126", "torch_cuda": "12.6", "cuda_available": True,
            "device_count": 1, "driver": "535.183.01", "cuda_visible_devices": None, "error": None}
@@ -31,7 +31,7 @@ def test_a_node_whose_torch_sees_no_gpu_is_refused_in_one_line_naming_it():
     assert line.startswith("GPU preflight: gpu-node-7 10.0.3.17 (Ray node 7f3a91c2): Ray counts 1 GPU(s) but torch "
                            "sees none")
     for part in ("NVIDIA driver 535.183.01", "torch 2.14.1+cu130, built for CUDA 13.0", "too old",
-                 "pip install torch==2.14.1 --index-url https://download.pytorch.org/whl/cu126",
+                 "pip install torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128",
                  "--set resources.gpu=0"):
         assert part in line, part
     assert "gpu-node-8" not in line
@@ -58,7 +58,7 @@ def test_fewer_gpus_than_ray_counts_and_other_causes_are_worded():
 
 
 def test_wheel_advice_by_driver_range():
-    assert "cu126" in wheel_advice("570.124.06", "2.14.1+cu130", "13.0")
+    assert "cu128" in wheel_advice("570.124.06", "2.14.1+cu130", "13.0")
     assert "upgrade it" in wheel_advice("470.256.02", "2.14.1+cu130", "13.0")
     assert "no NVIDIA driver" in wheel_advice(None, "2.14.1+cu130", "13.0")
     assert "driver fits" in wheel_advice("580.65.06", "2.14.1+cu130", "13.0")
@@ -67,7 +67,8 @@ def test_wheel_advice_by_driver_range():
 
 def test_gpu_report_runs_here_without_a_gpu():
     rep = gpu_report()
-    assert set(rep) >= {"host", "torch", "torch_cuda", "cuda_available", "device_count", "driver", "error"}
+    assert set(rep) >= {"host", "torch", "torchvision", "torch_cuda", "cuda_available", "device_count", "driver",
+                        "error"}
     assert rep["host"] and rep["torch"]
     assert rep["cuda_available"] in (True, False) and isinstance(rep["device_count"], int)
     if not rep["cuda_available"]:  # this machine: no GPU, so the reason is recorded
