@@ -82,13 +82,75 @@ def test_aws_cluster_file_passes_rays_own_validation():
     pytest.importorskip("jsonschema")
     prepared = util.prepare_config(copy.deepcopy(load(AWS)))  # merges Ray's AWS defaults, as `ray up` does
     util.validate_config(prepared)  # Ray's schema and its checks (head type, worker bounds)
-    assert prepared["available_node_types"]["gpu_worker"]["max_workers"] == 8
+    assert prepared["available_node_types"]["gpu_spot"]["max_workers"] == 8
+
+
+TORCH_CUDA12_INDEX = re.compile(r"--index-url https://download\.pytorch\.org/whl/cu12\d\b")
+
+
+def _project_pins() -> dict[str, str]:
+    """pyproject's version ranges of torch and torchvision, as the recipes must pin them."""
+    tomllib = pytest.importorskip("tomllib")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {d.split(">")[0].split("<")[0].strip(): d for d in deps if d.startswith(("torch>", "torchvision>"))}
+
+
+def test_aws_nodes_are_locked_down_and_spot_has_an_on_demand_fallback():
+    cfg = load(AWS)
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]["node_config"]
+    # one security group of our own on every node: the launcher then makes none (its default admits SSH from
+    # anywhere); the EFS mount targets get the same group, so NFS (2049) is admitted
+    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in types.values()}
+    assert len(groups) == 1 and all(g.startswith("sg-") for g in next(iter(groups))), groups
+    # a scoped instance profile for the head (the launcher's default has EC2 and S3 full access); none for
+    # the workers that run trial code
+    assert "instance-profile/" in head["IamInstanceProfile"]["Arn"]
+    workers = {n: t for n, t in types.items() if n != cfg["head_node_type"]}
+    assert all("IamInstanceProfile" not in t["node_config"] for t in workers.values())
+    market = {n: t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") for n, t in workers.items()}
+    spot = [t for n, t in workers.items() if market[n] == "spot"]
+    ondemand = [t for t in workers.values() if "InstanceMarketOptions" not in t["node_config"]]
+    assert spot and ondemand, "spot GPU workers and an on-demand fallback type"
+    assert {t["node_config"]["InstanceType"] for t in spot} == {t["node_config"]["InstanceType"] for t in ondemand}
+    assert all(t["resources"] == spot[0]["resources"] for t in ondemand)
+    # the autoscaler breaks ties between equally fitting types by name, the last first: spot before on demand
+    names = sorted(workers, reverse=True)
+    assert workers[names[0]] in spot
+
+
+def test_every_recipe_installs_a_torch_that_runs_on_older_drivers():
+    """torch's default CUDA 13 build needs NVIDIA driver >= 580: recipes install a CUDA 12.x build first."""
+    pins = _project_pins()
+    setup = load(AWS)["setup_commands"]
+    i_torch = next(i for i, c in enumerate(setup) if TORCH_CUDA12_INDEX.search(c))
+    i_cep = next(i for i, c in enumerate(setup) if "~/cep" in c and "pip install" in c and "ray[default]" in c)
+    assert i_torch < i_cep and all(f'"{pin}"' in setup[i_torch] for pin in pins.values()), setup[i_torch]
+    docker = (K8S / "Dockerfile").read_text()
+    assert re.search(r"^ARG TORCH_CUDA=cu12\d$", docker, re.M) and all(f'"{pin}"' in docker for pin in pins.values())
+    assert docker.index("--index-url https://download.pytorch.org/whl/${TORCH_CUDA}") < docker.index('"ray[default]==')
+    readme = README.read_text()
+    assert readme.count("download.pytorch.org/whl/cu12") >= 2 and "580" in readme and "525" in readme
 
 
 # ------------------------------------------------------------------ Kubernetes (KubeRay)
 def _pods(cluster_spec: dict) -> list[dict]:
     head = cluster_spec["headGroupSpec"]
     return [head["template"]["spec"]] + [g["template"]["spec"] for g in cluster_spec["workerGroupSpecs"]]
+
+
+POLICY_LABEL, POLICY_VALUE = "app.kubernetes.io/part-of", "cep-sweep"
+NODE_CPUS, NODE_GIB = 4, 16  # the documented GPU node type (g4dn.xlarge: 4 vCPUs, 16 GiB, one T4)
+
+
+def _cpus(q: str) -> float:
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def _gib(q: str) -> float:
+    units = {"Gi": 1.0, "Mi": 1 / 1024, "G": 1e9 / 2**30, "M": 1e6 / 2**30}
+    unit = next(u for u in units if q.endswith(u))
+    return float(q[: -len(unit)]) * units[unit]
 
 
 def _check_cluster_spec(spec: dict, where: str, claim: str) -> set[str]:
@@ -114,6 +176,21 @@ def _check_cluster_spec(spec: dict, where: str, claim: str) -> set[str]:
         assert mounts == {"results": "/mnt/results"}, where  # every pod sees the results at the same path
         assert volumes["results"]["persistentVolumeClaim"]["claimName"] == claim, where
     assert len(images) == 1, f"{where}: one image for head and workers"
+    # locked down: Ray token authentication for every node and the job API (KubeRay makes and passes the token)
+    assert spec["authOptions"] == {"mode": "token"}, where
+    for pod_template in [head["template"]] + [g["template"] for g in groups]:
+        assert pod_template["metadata"]["labels"][POLICY_LABEL] == POLICY_VALUE, where  # the NetworkPolicy's pods
+        # the image's non-root user (ray, group users = 100) can write the results volume
+        assert pod_template["spec"]["securityContext"]["fsGroup"] == 100, where
+    for g in groups:
+        pod = g["template"]["spec"]
+        res = pod["containers"][0]["resources"]
+        # requests below a 4 vCPU / 16 GiB GPU node's capacity (allocatable is less), else pods never schedule
+        assert _cpus(res["requests"]["cpu"]) <= NODE_CPUS - 0.5 and _gib(res["requests"]["memory"]) <= NODE_GIB - 3
+        assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"]
+        assert "cpu" not in res["limits"], "no CPU limit: trials may use the node's idle CPU"
+        assert int(g["rayStartParams"]["num-cpus"]) <= NODE_CPUS  # what Ray schedules trials by, said explicitly
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     return images
 
 
@@ -135,6 +212,22 @@ def test_kuberay_manifests_hold_what_kuberay_needs():
     assert entry[entry.index("--address") + 1] == "auto" and entry[entry.index("--storage") + 1] == "/mnt/results"
     # a retried job runs the entrypoint again on a new cluster: cep-sweep resumes from the volume
     assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["shutdownAfterJobFinishes"] is True
+    # no submitter pod whose eviction would fail a multi-day sweep; a deadline that ends the cost
+    assert job["spec"]["submissionMode"] in ("HTTPMode", "SidecarMode")
+    assert job["spec"]["activeDeadlineSeconds"] >= 24 * 3600
+
+
+def test_only_the_clusters_own_pods_and_the_operator_reach_the_ray_pods():
+    policy = load(K8S / "networkpolicy.yaml")
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {POLICY_LABEL: POLICY_VALUE}} and spec["policyTypes"] == ["Ingress"]
+    rules = spec["ingress"]
+    own = [r for r in rules if r["from"] == [{"podSelector": {"matchLabels": {POLICY_LABEL: POLICY_VALUE}}}]]
+    assert len(own) == 1 and "ports" not in own[0]  # Ray's nodes talk on many ports
+    others = [r for r in rules if r not in own]
+    assert len(others) == 1 and others[0]["ports"] == [{"protocol": "TCP", "port": 8265}]  # the operator: job API
+    assert others[0]["from"][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
 
 
 def test_the_image_pins_ray_and_holds_the_project():
@@ -167,6 +260,42 @@ def test_sbatch_script_requeues_and_resumes():
     assert 'cep-sweep "$sweep_file" --address "$address" --storage "$storage" "$@" &' in text
 
 
+def _sbatch_code() -> str:
+    return "\n".join(ln for ln in re.sub(r"\\\n", " ", SBATCH.read_text()).splitlines()
+                     if not ln.lstrip().startswith("#"))
+
+
+def test_sbatch_steps_get_the_jobs_cpus_and_ray_the_allocated_gpus():
+    code = _sbatch_code()
+    # since Slurm 22.05 srun does not inherit --cpus-per-task: every `ray start` step asks for them again
+    sruns = [ln for ln in code.splitlines() if re.match(r"\s*srun\b", ln)]
+    assert len(sruns) == 2 and all('--cpus-per-task="$cpus"' in ln for ln in sruns), sruns
+    assert "cpus=${SLURM_CPUS_PER_TASK:-1}" in code
+    # Ray is told the CPUs and GPUs of the allocation, not left to detect the whole node's
+    assert '--num-cpus="$cpus"' in code and '--num-gpus="$gpus"' in code
+    assert "gpus=${CEP_NUM_GPUS:-${SLURM_GPUS_PER_NODE:-0}}" in code
+
+
+def test_sbatch_ray_ports_are_the_jobs_own():
+    """Two jobs on one node: every Ray port of a job lies in its own block derived from the job id."""
+    code = _sbatch_code()
+    m = re.search(r"port_base=\$\{CEP_RAY_PORT_BASE:-\$\(\((\d+) \+ \(job % (\d+)\) \* (\d+)\)\)\}", code)
+    assert m, "port_base derived from the job id"
+    first, slots, block = map(int, m.groups())
+    assert first >= 20000, "above Ray's default worker ports (10002-19999) that other Ray jobs use"
+    assert first + slots * block <= 32768, "below Linux's default ephemeral ports (32768-60999)"
+    offsets = {opt: int(off) for opt, off in re.findall(r"(--[a-z-]+-port)=\$\(\(port_base \+ (\d+)\)\)", code)}
+    needed = {"--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+              "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+              "--min-worker-port", "--max-worker-port", "--ray-client-server-port"}
+    assert set(offsets) == needed, set(offsets) ^ needed
+    assert len(set(offsets.values())) == len(offsets) and all(0 < o < block for o in offsets.values())
+    assert offsets["--max-worker-port"] - offsets["--min-worker-port"] >= 80  # workers (trials) per node
+    assert all(o < offsets["--min-worker-port"] for k, o in offsets.items() if "worker" not in k)
+    assert "port=${CEP_RAY_PORT:-$port_base}" in code  # the head's GCS port: the block's first
+    assert '"${ray_ports[@]}"' in code and code.index('"${ray_ports[@]}"') < code.index('"${extra_start_args[@]}")')
+
+
 # ------------------------------------------------------------------ every option is real
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -197,7 +326,7 @@ def _shell_texts() -> list[tuple[str, str]]:
     aws = load(AWS)
     for key in ("setup_commands", "head_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
         out += [(f"{AWS.name}:{key}", c) for c in aws.get(key) or []]
-    for name in ("raycluster.yaml", "rayjob.yaml", "results-pvc.yaml", "Dockerfile"):
+    for name in ("raycluster.yaml", "rayjob.yaml", "results-pvc.yaml", "networkpolicy.yaml", "Dockerfile"):
         text = (K8S / name).read_text()
         out += [(name, ln.split("#", 1)[1]) for ln in _logical_lines(text) if "#" in ln]  # commands in comments
     out += [("rayjob.yaml:entrypoint", load(K8S / "rayjob.yaml")["spec"]["entrypoint"])]
