@@ -1,4 +1,4 @@
-"""GPU preflight (cep.gpu_preflight): a node whose torch cannot use the GPUs Ray counts is refused by name.
+"""GPU preflight (cep.sweep.gpu_preflight): a node whose torch cannot use the GPUs Ray counts is refused by name.
 
 The pure part runs on stand-in reports (no GPU here); gpu_report runs for real on this GPU-less machine; one
 Ray test has a local Ray that claims a GPU torch cannot see, the situation of a too-old driver.
@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from cep.gpu_preflight import check_gpus, gpu_problems, gpu_report, wheel_advice
+from cep.sweep.gpu_preflight import check_gpus, gpu_problems, gpu_report, wheel_advice
 
 OLD_DRIVER = {"host": "gpu-node-7", "torch": "2.14.1+cu130", "torchvision": "0.29.1", "torch_cuda": "13.0",
               "cuda_available": False, "device_count": 0, "driver": "535.183.01", "cuda_visible_devices": "0",
@@ -81,15 +81,26 @@ def test_check_gpus_does_nothing_for_a_cpu_sweep():
 
 
 @pytest.mark.ray
-def test_check_gpus_refuses_a_node_whose_gpu_torch_cannot_see():
-    """A local Ray told it has a GPU (as NVML would on a node with an old driver); torch here sees none."""
-    code = textwrap.dedent("""
-        import json, ray
-        from cep.gpu_preflight import check_gpus
+def test_check_gpus_refuses_a_node_whose_gpu_torch_cannot_see(tmp_path):
+    """A local Ray told it has a GPU (as NVML would on a node with an old driver); torch here sees none.
+    check_gpus names it, and cep-sweep refuses to start with that one line, leaving nothing behind."""
+    (tmp_path / "gpu.yaml").write_text("name: gpu\nbase: {epochs: 1, train_samples: 40, test_samples: 20}\n"
+                                       "resources: {gpu: 0.25}\n")
+    code = textwrap.dedent(f"""
+        import contextlib, io, json, ray
+        from cep.sweep.cli import main
+        from cep.sweep.gpu_preflight import check_gpus
         ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR")
         warnings = []
         problems = check_gpus([n for n in ray.nodes() if n["Alive"]], 0.25, 120, warnings.append)
-        print("RESULT " + json.dumps({"problems": problems, "warnings": warnings}))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                main([{str(tmp_path / "gpu.yaml")!r}, "--storage", {str(tmp_path / "results")!r}])
+            except SystemExit as e:
+                exit_code = e.code
+        print("RESULT " + json.dumps({{"problems": problems, "warnings": warnings, "code": exit_code,
+                                       "stderr": err.getvalue()}}))
         ray.shutdown()
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -99,3 +110,5 @@ def test_check_gpus_refuses_a_node_whose_gpu_torch_cannot_see():
     assert out["warnings"] == []
     assert len(out["problems"]) == 1
     assert "Ray counts 1 GPU(s) but torch sees none" in out["problems"][0]
+    assert out["code"] == 2 and out["stderr"].splitlines() == [f"error: {out['problems'][0]}"]
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written

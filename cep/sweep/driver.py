@@ -28,6 +28,7 @@ from ray import tune  # noqa: E402
 
 from cep.results import FolderState, write_atomic  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
+from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
@@ -239,6 +240,10 @@ def _check_cluster(run: SweepRun) -> None:
                           "--set resources.gpu=0 to run on CPUs"])
     if short:  # a cluster may autoscale: say why nothing starts yet
         run.say(f"warning: resources: {'; '.join(short)} now; trials wait until the cluster provides them")
+    # before the storage probe, which creates the experiment folder: a refusal leaves nothing behind
+    gpu_problems = check_gpus(ray.nodes(), run.spec.resources.get("gpu", 0), warn=run.say)
+    if gpu_problems:
+        raise SweepError(gpu_problems)
     _check_shared_storage(run)
     custom = {k: v for k, v in run.spec.resources.items() if k not in ("cpu", "gpu")}
     run.say(f"Ray: {'cluster at ' + run.address if run.address else 'local'} with {cluster.get('CPU', 0):g} CPU(s), "
