@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cep.aggregate.cli import aggregate_command
+from cep.aggregate.figdata import fig5a_points, paper_fig5a
 from cep.aggregate.published import load_published
 from cep.aggregate.read import load_experiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
@@ -502,3 +503,11 @@ def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> Non
         tests = [float(t["final_test_error"]) for t in trials if f"{t['experiment']} " in f"{g['row']} "
                  and (g["variant"] == "" or f"/{g['variant']}/" in f"/{t['id']}/")]
         assert len(tests) == 2 and float(g["test_error_mean"]) == pytest.approx(np.mean(tests))
+
+
+def test_fig5a_data_labels_cvf_points_and_brings_the_paper_values(mixed: Path) -> None:
+    points = fig5a_points(load_experiment(mixed))
+    assert [(p.label, p.weight_angle) for p in points] == [
+        ("EP-1h", None), ("C-VF-1h angle=0", 0.0), ("C-VF-1h angle=90", 90.0), ("C-VF-1h angle=180", 180.0)]
+    assert [(q.name, q.rule, q.hidden, q.angle_low, q.angle_high, q.test) for q in paper_fig5a(points)] == [
+        ("EP-1h", "EP", 1, 17.0, 17.0, 2.0), ("C-VF-1h", "C-VF", 1, 65.0, 114.0, 2.43)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels
+from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels, paper_fig5a
 from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, trials_csv
 from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, load_experiment
@@ -173,7 +173,7 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
 
         drawings = [(ap.angle_curve, lines, "fig4_angle_curve"),
                     (ap.learning_curves, learning_panels(exp), "learning_curves"),
-                    (ap.fig5a, fig5a_points(exp), "fig5a_angle_grad")]
+                    (lambda d, s, n: ap.fig5a(d, s, n, paper_fig5a(d)), fig5a_points(exp), "fig5a_angle_grad")]
         for draw, data, name in drawings:
             if not data:
                 continue  # the data decides which figures apply
