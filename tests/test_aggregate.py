@@ -203,6 +203,7 @@ def test_numbers_statuses_and_flags(mixed: Path) -> None:
     assert "**PARTIAL: 9 of 13 trials finished (1 diverged, 1 running or interrupted, 1 errored, 1 pending)" in md
     assert "EP-1h/seed=3: finished without a finite final test error" in md
     assert "C-VF-1h/angle=90/seed=2: errored: RuntimeError: injected fault" in md
+    assert "C-VF-1h/angle=90/seed=1: running or interrupted at epoch 1 of 3" in md
     assert "1 pending (not started): C-VF-1h/angle=180/seed=2" in md
     # mnist5k is not the paper's data: no published numbers, and the footnote says why
     assert all(r[5].startswith("—") for r in rows.values())

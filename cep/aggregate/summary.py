@@ -45,7 +45,7 @@ def attention(exp: Experiment) -> list[str]:
         bits = []
         if t.status == "errored":
             bits.append(f"errored: {t.error}")
-        elif t.status == "running":
+        elif t.status == "interrupted":
             bits.append(f"running or interrupted at epoch {t.epochs_done} of {t.epochs}")
         elif t.status == "diverged":
             at = t.summary.get("diverged_at_epoch") if t.summary else None
@@ -88,7 +88,7 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
         if len(lines) > MAX_LISTED:
             out.append(f"- ... and {len(lines) - MAX_LISTED} more: see trials.csv")
         out.append("")
-        if any(t.status == "running" for t in exp.trials):
+        if any(t.status == "interrupted" for t in exp.trials):
             out += ["Running or interrupted: the trial's folder says it has not ended; from the files alone the "
                     "aggregator cannot tell whether the sweep is still running it.", ""]
     if exp.gdu_trials:
