@@ -193,7 +193,7 @@ def fig4_table(table: Table) -> list[str]:
         return []
     head = table.header()
     paper = {i for i, h in enumerate(head) if h.startswith("Paper")}
-    num = {i for i, h in enumerate(head) if "(" in h or h == "Seeds"}
+    num = {i for i, h in enumerate(head) if "(" in h or h in ("Hidden", "Seeds")}  # right-aligned numbers
     out = ["<h2 id=\"table\">Error rates (the table of Fig. 4)</h2>", "<table id=\"fig4-table\">",
            "<thead><tr>" + "".join(f"<th{PAPER_CLASS if i in paper else ''}>{esc(h)}</th>"
                                    for i, h in enumerate(head)) + "</tr></thead>", "<tbody>"]
