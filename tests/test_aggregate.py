@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 import yaml
 
 from cep.aggregate.cli import aggregate_command
+from cep.aggregate.figdata import fig5a_points, paper_fig5a
 from cep.aggregate.published import load_published
 from cep.aggregate.read import load_experiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
@@ -202,6 +206,7 @@ def test_numbers_statuses_and_flags(mixed: Path) -> None:
     assert "**PARTIAL: 9 of 13 trials finished (1 diverged, 1 running or interrupted, 1 errored, 1 pending)" in md
     assert "EP-1h/seed=3: finished without a finite final test error" in md
     assert "C-VF-1h/angle=90/seed=2: errored: RuntimeError: injected fault" in md
+    assert "C-VF-1h/angle=90/seed=1: running or interrupted at epoch 1 of 3" in md
     assert "1 pending (not started): C-VF-1h/angle=180/seed=2" in md
     # mnist5k is not the paper's data: no published numbers, and the footnote says why
     assert all(r[5].startswith("—") for r in rows.values())
@@ -235,6 +240,7 @@ def test_angle_curve_one_point_per_angle(mixed: Path) -> None:
 def test_aggregating_twice_gives_identical_files(mixed: Path) -> None:
     aggregate_experiment(mixed)
     first = {p.name: p.read_bytes() for p in (mixed / "summary").iterdir()}
+    assert "index.html" in first
     time.sleep(1.1)  # a timestamp in a PDF would differ now
     aggregate_experiment(mixed)
     second = {p.name: p.read_bytes() for p in (mixed / "summary").iterdir()}
@@ -335,6 +341,8 @@ def test_gdu_trials_get_an_index_and_agreement_table(tmp_path: Path) -> None:
     assert "| s0 | neuron | 0.9990 | 0.0100 |" in md
     assert "3.2°" in md
     assert f"[neurons.png](../trials/{tid}/gdu/neurons.png)" in md
+    page = parse_page(root)
+    assert (path / "gdu" / "neurons.png").resolve() in link_targets(root, page)
     assert [r["name"] for r in read_csv(root / "summary" / "gdu_agreement.csv")] == ["s0", "W0"]
     assert "learning_curves.png" not in {p.name for p in agg.files}
     assert f"{tid} (finished): angle-grad 3.2°; s0 0.999, W0 0.980" in terminal_report(agg)
@@ -502,3 +510,161 @@ def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> Non
         tests = [float(t["final_test_error"]) for t in trials if f"{t['experiment']} " in f"{g['row']} "
                  and (g["variant"] == "" or f"/{g['variant']}/" in f"/{t['id']}/")]
         assert len(tests) == 2 and float(g["test_error_mean"]) == pytest.approx(np.mean(tests))
+
+
+# ------------------------------------------------------------ summary/index.html
+VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class PageParser(HTMLParser):
+    """The page as the standard library reads it: unclosed or misnested tags, links, trial rows, the table."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.links: list[str] = []
+        self.rows: dict[str, list[str]] = {}  # data-trial -> data-status of each row (a list: duplicates show)
+        self.table: list[list[str]] = []  # cells of #fig4-table's body
+        self.text: list[str] = []
+        self._in_table = False
+        self._in_tbody = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        for key in ("href", "src"):
+            if a.get(key) is not None:
+                self.links.append(str(a[key]))
+        if tag == "tr" and a.get("data-trial") is not None:
+            self.rows.setdefault(str(a["data-trial"]), []).append(str(a.get("data-status")))
+        if tag == "table" and a.get("id") == "fig4-table":
+            self._in_table = True
+        if self._in_table and tag == "tbody":
+            self._in_tbody = True
+        if self._in_tbody and tag == "tr":
+            self.table.append([])
+        if self._in_tbody and tag == "td":
+            self._cell = []
+        if tag not in VOID_TAGS:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID_TAGS:
+            self.stack.pop()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID_TAGS:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+        if tag == "td" and self._cell is not None:
+            self.table[-1].append("".join(self._cell).strip())
+            self._cell = None
+        if tag == "tbody":
+            self._in_tbody = False
+        if tag == "table":
+            self._in_table = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_page(exp_dir: Path) -> PageParser:
+    text = (exp_dir / "summary" / "index.html").read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    p = PageParser()
+    p.feed(text)
+    p.close()
+    assert p.errors == [] and p.stack == [], (p.errors, p.stack)
+    return p
+
+
+def link_targets(exp_dir: Path, page: PageParser) -> list[Path]:
+    """Every href/src as a file path; each must be relative and name an existing file of the experiment."""
+    out = []
+    for link in page.links:
+        assert "://" not in link and not link.startswith("/"), link
+        target = (exp_dir / "summary" / unquote(link)).resolve()
+        assert target.is_file(), link
+        assert target.is_relative_to(exp_dir.resolve()), link
+        out.append(target)
+    return out
+
+
+def test_page_is_well_formed_links_resolve_and_matches_the_table(mixed: Path) -> None:
+    agg = aggregate_experiment(mixed)
+    assert mixed / "summary" / "index.html" in agg.files
+    page = parse_page(mixed)
+    targets = link_targets(mixed, page)
+    # one row per trial of sweep.json, with the status trials.csv gives it
+    sweep_ids = [t["id"] for t in json.loads((mixed / "sweep.json").read_text())["trials"]]
+    statuses = {r["id"]: r["status"] for r in read_csv(mixed / "summary" / "trials.csv")}
+    assert list(page.rows) == sweep_ids
+    assert page.rows == {i: [statuses[i]] for i in sweep_ids}
+    # the table's cells are table.md's, row for row
+    md = table_rows((mixed / "summary" / "table.md").read_text())
+    assert {r[0]: r for r in page.table} == md
+    text = " ".join(page.text)
+    assert "PARTIAL: 9 of 13 trials finished" in text
+    assert "C-VF-1h/angle=90/seed=2: errored: RuntimeError: injected fault" in text
+    assert "C-VF-1h/angle=90/seed=1: running or interrupted at epoch 1 of 3" in text  # needs attention
+    # the errored trial's error.txt, the figures, and the files of the trials
+    errored = mixed / "trials" / "C-VF-1h" / "angle=90" / "seed=2" / "error.txt"
+    assert errored.resolve() in targets
+    assert any("angle%3D90/seed%3D2/error.txt" in link for link in page.links)  # `=` quoted in hrefs
+    assert {"fig4_angle_curve.png", "learning_curves.png", "fig5a_angle_grad.png", "table.md"} <= {
+        t.name for t in targets}
+    assert (mixed / "trials" / "EP-1h" / "seed=0" / "config.yaml").resolve() in targets
+
+
+def test_page_of_a_complete_experiment_escapes_what_it_shows(tmp_path: Path) -> None:
+    b = ExperimentBuilder(tmp_path, name="odd <b>name & co")
+    for seed in range(2):
+        b.add("EP-1h", {"tag": "x #1&<i>", "seed": seed}, small_config(rule="ep", randbeta=0.0),
+              hist=history(2, 10.0 + seed, 12.0))
+    root = b.write()
+    agg = aggregate_experiment(root)
+    html_text = (root / "summary" / "index.html").read_text()
+    assert "<b>" not in html_text and "<i>" not in html_text and "odd &lt;b&gt;name &amp; co" in html_text
+    page = parse_page(root)
+    link_targets(root, page)
+    assert list(page.rows) == ["EP-1h/tag=x #1&<i>/seed=0", "EP-1h/tag=x #1&<i>/seed=1"]
+    assert "COMPLETE: 2 of 2 trials finished" in " ".join(page.text) and "PARTIAL" not in html_text
+    assert "Needs attention" not in html_text
+    assert terminal_report(agg).splitlines()[-1].endswith(f"open {root / 'summary' / 'index.html'} in a browser")
+
+
+def test_fig5a_data_labels_cvf_points_and_brings_the_paper_values(mixed: Path) -> None:
+    points = fig5a_points(load_experiment(mixed))
+    assert [(p.label, p.weight_angle) for p in points] == [
+        ("EP-1h", None), ("C-VF-1h angle=0", 0.0), ("C-VF-1h angle=90", 90.0), ("C-VF-1h angle=180", 180.0)]
+    assert [(q.name, q.rule, q.hidden, q.angle_low, q.angle_high, q.test) for q in paper_fig5a(points)] == [
+        ("EP-1h", "EP", 1, 17.0, 17.0, 2.0), ("C-VF-1h", "C-VF", 1, 65.0, 114.0, 2.43)]
+
+
+def browser() -> str | None:
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(browser() is None, reason="no chromium on the PATH (Debian: apt-get install chromium)")
+def test_page_renders_in_a_real_browser(mixed: Path, tmp_path: Path) -> None:
+    from PIL import Image  # matplotlib's own dependency
+
+    aggregate_experiment(mixed)
+    shot = tmp_path / "page.png"
+    r = subprocess.run([str(browser()), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                        "--window-size=1400,3000", (mixed / "summary" / "index.html").as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    assert shot.is_file(), r.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1400, 3000)
+        gray = im.convert("L")
+        dark = sum(gray.histogram()[:200])  # text, table rules, figures
+        colors = len(im.convert("RGB").getcolors(1 << 20) or [])
+    assert dark > 0.01 * 1400 * 3000 and colors > 50, (dark, colors)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from cep.aggregate.page import PAGE_FILE
 from cep.aggregate.read import NotAnExperiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
 
@@ -21,8 +22,9 @@ from cep.aggregate.summary import aggregate_experiment, terminal_report
 def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool) -> int:
     """Summarise an experiment directory (<storage>/<sweep name>/) into RESULTS_DIR/summary/.
 
-    Writes trials.csv, groups.csv, table.md (the table of Fig. 4 with the paper's
-    numbers), and the figures the data allows: error versus initial weight angle
+    Writes index.html (everything on one page for a browser), trials.csv,
+    groups.csv, table.md (the table of Fig. 4 with the paper's numbers), and
+    the figures the data allows: error versus initial weight angle
     (Fig. 4), learning curves, error versus EP/BPTT angle (Fig. 5a). Works while a
     sweep runs or after it stopped; partial results are marked PARTIAL.
     """
@@ -31,7 +33,8 @@ def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool) -> int:
     except NotAnExperiment as e:
         raise click.ClickException(str(e)) from None
     if quiet:
-        click.echo(f"{agg.experiment.name}: {agg.experiment.banner}\nsummary in {agg.summary_dir}/")
+        click.echo(f"{agg.experiment.name}: {agg.experiment.banner}\nsummary in {agg.summary_dir}/; "
+                   f"open {agg.summary_dir / PAGE_FILE} in a browser")
     else:
         click.echo(terminal_report(agg))
     return 0

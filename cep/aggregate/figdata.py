@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cep.aggregate.files import csv_text
+from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, Trial
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value, hidden_layers
+from cep.config import rule_label
 
 
 # ------------------------------------------------------------ figure data
@@ -124,6 +126,7 @@ class Fig5aPoint:
     train: Stat
     seeds: list[tuple[float, float, float]]  # (angle-grad, test, train) of each finished trial
     diverged: list[tuple[float, float, float]]  # same, last finite epoch of the diverged ones
+    weight_angle: float | None = None  # C-VF: the requested initial angle between V and W^T (the point's label)
 
 
 def fig5a_points(exp: Experiment) -> list[Fig5aPoint]:
@@ -136,9 +139,37 @@ def fig5a_points(exp: Experiment) -> list[Fig5aPoint]:
         seeds = [triple(t) for t in g.done if finite(t.angle_grad)]
         diverged = [triple(t) for t in g.trials if t.status == "diverged" and finite(t.angle_grad)]
         if seeds or diverged:
+            psi = as_float(g.config.get("angle", 0.0)) if g.config.get("rule") == "vf" else None
             out.append(Fig5aPoint(g.label, g.rule, hidden_layers(g.config),
                                   Stat.of(s[0] for s in seeds), Stat.of(s[1] for s in seeds),
-                                  Stat.of(s[2] for s in seeds), seeds, diverged))
+                                  Stat.of(s[2] for s in seeds), seeds, diverged, psi))
+    return out
+
+
+@dataclass
+class PaperPoint:
+    """The paper's approximate Fig. 5(a) position of a configuration (spec section 10): the angle-grad, a range
+    for C-VF (one value per initial weight angle), against the published test error."""
+
+    name: str
+    rule: str
+    hidden: int | None
+    angle_low: float
+    angle_high: float
+    test: float
+
+
+def paper_fig5a(points: list[Fig5aPoint]) -> list[PaperPoint]:
+    """The paper's points of the rule and depth families shown, so that measured and published values can be
+    compared on one picture (the paper gives no train error, so they belong to the test panel only)."""
+    shown = {(p.rule, p.hidden) for p in points}
+    out = []
+    for row in load_published()["rows"]:
+        cfg = row["config"]
+        key = (rule_label(cfg["rule"], cfg["continual"]), hidden_layers(cfg))
+        if key in shown:
+            lo, hi = row["angle_grad"]
+            out.append(PaperPoint(row["name"], key[0], key[1], float(lo), float(hi), float(row["test_error"])))
     return out
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel
-from cep.aggregate.stats import Stat, finite
+from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel, PaperPoint
+from cep.aggregate.stats import Stat, finite, seeds_text
 from cep.figures import plt, save_figure
 
 RULE_COLORS = {"EP": "tab:blue", "C-EP": "tab:orange", "VF": "tab:purple", "C-VF": "tab:green"}
@@ -49,14 +49,6 @@ def _scale(ax: Any, values: Sequence[float]) -> None:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
-
-
-def _seeds_text(ns: Sequence[int]) -> str:
-    ns = [n for n in ns if n]
-    if not ns:
-        return "no finished seeds"
-    lo, hi = min(ns), max(ns)
-    return f"{lo if lo == hi else f'{lo}–{hi}'} seed{'s' if hi > 1 else ''} per point"
 
 
 # --------------------------------------------------------------- Fig. 4
@@ -100,7 +92,7 @@ def angle_curve(lines: list[AngleLine], stem: Path, name: str) -> list[Path]:
             ax.set_title(what.split(" (")[0].capitalize())
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8,
                    title="mean over seeds, band ± std", title_fontsize=8)
-        fig.suptitle(f"{name}: error versus initial weight angle (Fig. 4), {_seeds_text(ns)}")
+        fig.suptitle(f"{name}: error versus initial weight angle (Fig. 4), {seeds_text(ns)}")
         return fig
 
     return _save(make, stem)
@@ -167,9 +159,11 @@ def learning_curves(panels: list[Panel], stem: Path, name: str) -> list[Path]:
 
 
 # --------------------------------------------------------------- Fig. 5a
-def fig5a(points: list[Fig5aPoint], stem: Path, name: str) -> list[Path]:
+def fig5a(points: list[Fig5aPoint], stem: Path, name: str, paper: Sequence[PaperPoint] = ()) -> list[Path]:
     """Final test (left) and train (right) error versus the initial EP/BPTT angle; one colour per learning
-    rule and one marker per depth, mean ± std over seeds as error bars in both directions."""
+    rule and one marker per depth, mean ± std over seeds as error bars in both directions; each C-VF point
+    labelled with its initial weight angle ψ. `paper`: the published approximate positions, drawn hollow on
+    the test panel (a C-VF range as two hollow markers joined by a dotted line) for a direct comparison."""
     ns = [p.test.n for p in points]
 
     def make() -> Any:
@@ -189,11 +183,25 @@ def fig5a(points: list[Fig5aPoint], stem: Path, name: str) -> list[Path]:
                     h = ax.errorbar(p.angle.mean, stat.mean, xerr=_nan0(p.angle.std), yerr=_nan0(stat.std),
                                     fmt=marker, color=color, ms=7, capsize=3, mec="black", mew=0.6)
                     families.setdefault(f"{p.rule}, {p.hidden} hidden layer{'s' if p.hidden != 1 else ''}", h)
+                    if p.weight_angle is not None and finite(p.weight_angle):
+                        ax.annotate(f"ψ={p.weight_angle:g}°", (p.angle.mean, stat.mean), textcoords="offset points",
+                                    xytext=(6, 6), fontsize=7, color=color,
+                                    bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 0.5})
                 if p.diverged:
                     ax.scatter([s[0] for s in p.diverged], [s[k] for s in p.diverged], color=color, marker="x", s=30)
                     diverged = True
                 values += [s[k] for s in p.seeds + p.diverged]
+            if k == 1:
+                for q in paper:
+                    color = RULE_COLORS.get(q.rule, "0.3")
+                    xs = [q.angle_low] if q.angle_low == q.angle_high else [q.angle_low, q.angle_high]
+                    ax.plot(xs, [q.test] * len(xs), ls=":", lw=1.2, color=color, marker=DEPTH_MARKERS.get(
+                        q.hidden or 0, "D"), ms=9, mfc="none", mew=1.5)
+                    ax.annotate(f"paper {q.name}", (xs[-1], q.test), textcoords="offset points", xytext=(8, 0),
+                                ha="left", va="center", fontsize=7, color=color)
+                    values.append(q.test)
             _scale(ax, values)
+            ax.margins(x=0.12, y=0.12)  # room for the labels beside the points
             ax.set_xlabel("initial angle between total EP update and total BPTT gradient (°)")
             ax.set_ylabel(what)
             ax.set_title(what.split(" (")[0].capitalize())
@@ -203,9 +211,12 @@ def fig5a(points: list[Fig5aPoint], stem: Path, name: str) -> list[Path]:
             labels.append("diverged (last finite epoch)")
         handles.append(Line2D([], [], color="0.3", marker="o", ms=4, alpha=0.35, ls=""))
         labels.append("single seeds")
+        if paper:
+            handles.append(Line2D([], [], color="0.3", marker="o", ms=8, mfc="none", mew=1.5, ls=":"))
+            labels.append("paper, approximate (test only; C-VF: range over ψ)")
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8,
                    title="mean ± std over seeds", title_fontsize=8)
-        fig.suptitle(f"{name}: final error versus initial EP/BPTT angle (Fig. 5a), {_seeds_text(ns)}")
+        fig.suptitle(f"{name}: final error versus initial EP/BPTT angle (Fig. 5a), {seeds_text(ns)}")
         return fig
 
     return _save(make, stem)

@@ -43,6 +43,15 @@ class Stat:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
+def seeds_text(ns: Iterable[int]) -> str:
+    """'3 seeds per point', '1–3 seeds per point' (partial sweeps): what a figure averages, for its title."""
+    ns = [n for n in ns if n]
+    if not ns:
+        return "no finished seeds"
+    lo, hi = min(ns), max(ns)
+    return f"{lo if lo == hi else f'{lo}–{hi}'} seed{'s' if hi > 1 else ''} per point"
+
+
 def fmt_value(v: Any) -> str:
     """Short label text of a trial field value (45.0 -> '45', [10, 512, 784] -> '10-512-784')."""
     if isinstance(v, bool):

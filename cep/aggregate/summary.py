@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels
+from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels, paper_fig5a
 from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, trials_csv
+from cep.aggregate.page import PAGE_FILE, Figure, fig4_caption, fig5a_caption, learning_caption, render_page
 from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, load_experiment
 from cep.aggregate.stats import finite
@@ -23,14 +24,16 @@ from cep.text import md_table, text_table
 
 SUMMARY_DIR = "summary"
 # outputs of this module and of cep.aggregate.plots; stale ones (a figure that no longer applies) are removed
-OUTPUT_FILES = ("trials.csv", "groups.csv", "table.md", "gdu_agreement.csv", "angle_curve.csv",
+OUTPUT_FILES = ("index.html", "trials.csv", "groups.csv", "table.md", "gdu_agreement.csv", "angle_curve.csv",
                 "fig4_angle_curve.png", "fig4_angle_curve.pdf", "learning_curves.png",
                 "fig5a_angle_grad.png", "fig5a_angle_grad.pdf")
 FIGURE_TITLES = {"fig4_angle_curve": "Final error versus initial angle between V and Wᵀ (Fig. 4)",
                  "learning_curves": "Learning curves",
                  "fig5a_angle_grad": "Final error versus initial angle between the EP update and the BPTT gradient "
                                      "(Fig. 5a)"}
-TABLE_FILES = {"trials.csv": "one row per trial (status, final and best errors, angles, every trial field)",
+TABLE_FILES = {"index.html": "this summary as one page to open in a browser (no server, no network needed)",
+               "table.md": "the table, what needs attention and the figures, in Markdown",
+               "trials.csv": "one row per trial (status, final and best errors, angles, every trial field)",
                "groups.csv": "the table's numbers at full precision",
                "angle_curve.csv": "the points of the Fig. 4 curves",
                "gdu_agreement.csv": "per-layer agreement of the gradient-analysis trials"}
@@ -45,7 +48,7 @@ def attention(exp: Experiment) -> list[str]:
         bits = []
         if t.status == "errored":
             bits.append(f"errored: {t.error}")
-        elif t.status == "running":
+        elif t.status == "interrupted":
             bits.append(f"running or interrupted at epoch {t.epochs_done} of {t.epochs}")
         elif t.status == "diverged":
             at = t.summary.get("diverged_at_epoch") if t.summary else None
@@ -88,7 +91,7 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
         if len(lines) > MAX_LISTED:
             out.append(f"- ... and {len(lines) - MAX_LISTED} more: see trials.csv")
         out.append("")
-        if any(t.status == "running" for t in exp.trials):
+        if any(t.status == "interrupted" for t in exp.trials):
             out += ["Running or interrupted: the trial's folder says it has not ended; from the files alone the "
                     "aggregator cannot tell whether the sweep is still running it.", ""]
     if exp.gdu_trials:
@@ -114,7 +117,8 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
             if paths:
                 links = " ".join(f"[{p.suffix[1:].upper()}]({p.name})" for p in paths)
                 out += [f"{what} ({links})", "", f"![{what}]({stem}.png)", ""]
-    out += ["## Files", ""] + [f"- {p.name}: {TABLE_FILES[p.name]}" for p in written if p.name in TABLE_FILES]
+    listed = [p.name for p in written if p.name in TABLE_FILES and p.name != "table.md"] + [PAGE_FILE]
+    out += ["## Files", ""] + [f"- {n}: {TABLE_FILES[n]}" for n in listed]
     return "\n".join(out) + "\n"
 
 
@@ -167,23 +171,35 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     lines = angle_lines(exp)
     if lines:
         write("angle_curve.csv", angle_curve_csv(lines))
+    panels, points = learning_panels(exp), fig5a_points(exp)
     figures: list[Path] = []
+    shown: list[Figure] = []  # the page's figures, with what each shows
     if plots:
         from cep.aggregate import plots as ap
 
-        drawings = [(ap.angle_curve, lines, "fig4_angle_curve"),
-                    (ap.learning_curves, learning_panels(exp), "learning_curves"),
-                    (ap.fig5a, fig5a_points(exp), "fig5a_angle_grad")]
-        for draw, data, name in drawings:
+        drawings = [(ap.angle_curve, lines, "fig4_angle_curve", fig4_caption),
+                    (ap.learning_curves, panels, "learning_curves", learning_caption),
+                    (lambda d, s, n: ap.fig5a(d, s, n, paper_fig5a(d)), points, "fig5a_angle_grad", fig5a_caption)]
+        for draw, data, name, caption in drawings:
             if not data:
                 continue  # the data decides which figures apply
             try:
-                figures += draw(data, out / name, exp.name)
+                drawn = draw(data, out / name, exp.name)
             except Exception as e:  # one broken figure must not cost the tables and the other figures
                 warnings.append(f"{name} failed: {type(e).__name__}: {e}")
+                continue
+            figures += drawn
+            png = [p for p in drawn if p.suffix == ".png"]
+            if png:
+                shown.append(Figure(png[0], [p for p in drawn if p.suffix != ".png"], FIGURE_TITLES[name],
+                                    caption(data)))
     files += figures
     write("table.md", table_md(exp, table, files, gdu)
           + "".join(f"\nWarning: {w}\n" for w in warnings))
+    gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
+    files.append(out / PAGE_FILE)  # listed on the page itself
+    write_atomic(out / PAGE_FILE, render_page(exp, table, shown, gdu, gdu_figs, attention(exp), files,
+                                              TABLE_FILES, warnings, plots))
     for name in OUTPUT_FILES:  # an output that applied before but not now (e.g. after --restart)
         drawn = Path(name).suffix in (".png", ".pdf")
         if out / name not in files and (out / name).exists() and (plots or not drawn):
@@ -215,6 +231,7 @@ def terminal_report(agg: Aggregate) -> str:
         if len(lines) > 10:
             out.append(f"  ... and {len(lines) - 10} more (see table.md)")
     out += [f"warning: {w}" for w in agg.warnings]
-    out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)})"]
+    out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)}); "
+                f"open {agg.summary_dir / PAGE_FILE} in a browser"]
     return "\n".join(out)
 
