@@ -202,6 +202,24 @@ def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str
             and not (k == "seed" and (a.get(k) is None or b.get(k) is None))]
 
 
+def pack_key(cfg: TrialConfig) -> str:
+    """Trials with equal keys can share a pack (the training action only)."""
+    import json
+
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in PACK_FIELDS}, sort_keys=True)
+
+
+def pack_problems(cfgs: typing.Sequence[TrialConfig]) -> list[str]:
+    """Why these trials cannot train as one pack (empty: they can)."""
+    if not cfgs:
+        return ["no trials"]
+    if any(c.action != "train" for c in cfgs):
+        return ["only training trials are packed (action train)"]
+    first = cfgs[0].to_dict()
+    return sorted({f"{k} differs ({first[k]!r} and {c.to_dict()[k]!r})" for c in cfgs[1:]
+                   for k in FIELD_NAMES if k not in PACK_FIELDS and c.to_dict()[k] != first[k]})
+
+
 def rule_label(rule: object, continual: object) -> str:
     """EP, C-EP, VF or C-VF: the learning rule of spec section 4.5."""
     return ("C-" if continual else "") + str(rule).upper()
@@ -220,6 +238,10 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialCon
 # "what changed" message, and which trial folders are stale.
 RUN_FIELDS: frozenset[str] = frozenset({"out_dir", "data_dir", "checkpoint", "device"})
 RESULT_FIELDS: tuple[str, ...] = tuple(f for f in FIELD_NAMES if f not in RUN_FIELDS)
+# The fields that may differ between the trials of a pack (cep.train.train_pack: several trials as one
+# program with a leading trial dimension): the per-trial numbers that the model takes as tensors, the
+# seed (weights, data order, nudge signs) and where each trial writes. Every other field is shared.
+PACK_FIELDS: frozenset[str] = frozenset({"seed", "angle", "lr_tab", "beta", "randbeta", "out_dir", "checkpoint"})
 
 
 def _did_you_mean(name: str) -> str:

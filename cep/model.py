@@ -96,6 +96,16 @@ class Params:
     def from_dict(cls, d: dict[str, list[Tensor]], device: torch.device | str = "cpu") -> Params:
         return cls(*([t.to(device) for t in d[k]] for k in ("W", "b", "V")))
 
+    @classmethod
+    def stack(cls, members: Sequence[Params]) -> Params:
+        """The parameters of several trials with a leading trial dimension (a pack)."""
+        return cls(*([torch.stack(ts) for ts in zip(*(getattr(m, k) for m in members), strict=True)]
+                     for k in ("W", "b", "V")))
+
+    def member(self, i: int) -> Params:
+        """Trial `i` of a pack, as views."""
+        return Params([w[i] for w in self.W], [b[i] for b in self.b], [v[i] for v in self.V])
+
 
 def init_params(cfg: TrialConfig, generator: torch.Generator, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32) -> Params:

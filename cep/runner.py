@@ -1,8 +1,9 @@
 """Run one trial in its results folder: the one place that resumes, reports and finishes a trial.
 
-`cep train`, `cep run`, `cep gdu`, `cep-sweep --trial ID --local` and the Ray Tune
-trainable all call `run`; they differ only in how they show progress and what
-they do with each epoch's report (a terminal line, a Tune report). Here:
+`cep train`, `cep run`, `cep gdu` and `cep-sweep --trial ID --local` call `run`,
+the Ray Tune trainable `run_pack` (a pack of one is a trial); they differ only in
+how they show progress and what they do with each epoch's report (a terminal
+line, a Tune report). Here, for every trial (every member of a pack):
 
 * the newest valid saved state is found (checkpoint.pt, plus copies the caller
   knows of, e.g. Ray Tune's); a damaged copy is skipped with a warning, a state
@@ -10,7 +11,8 @@ they do with each epoch's report (a terminal line, a Tune report). Here:
 * a trial whose saved state has ended is not rerun ("replayed": its files are
   rewritten, nothing is trained);
 * every epoch, the diverging one included, is written to the folder (config,
-  metrics, summary, and the checkpoint when `cfg.checkpoint`) and then reported;
+  metrics, summary, and the checkpoint when `cfg.checkpoint`) and then reported,
+  once every member of the pack has finished it (a failure loses the round whole);
 * the end writes the learning-curve figure; trial.log gets a line per event.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import torch
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
 from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, run_title, write_results
-from cep.train import Progress, TrainState, load_state, resolve_device, save_state, train
+from cep.train import Progress, TrainState, load_state, new_state, resolve_device, save_state, train_pack
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]
@@ -36,6 +38,23 @@ START = "the start"  # the source of a trial that has no saved state
 
 class ResumeError(UsageProblem):
     """No saved state of the trial can be used: damaged, or of another configuration (one line)."""
+
+
+class _TrialLog:
+    """trial.log of a run; lines wait until the folder exists (a run that fails early leaves no folder)."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = folder
+        self.pending: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        if self.folder is None:
+            return
+        self.pending.append(line)
+        if Path(self.folder).is_dir():
+            for ln in self.pending:
+                append_log(self.folder, ln)
+            self.pending.clear()
 
 
 @dataclass
@@ -60,12 +79,43 @@ class Outcome:
 
 
 def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]] = (),
-           restart_hint: str = "delete it to start afresh") -> Resumed:
-    """The most advanced readable saved state among `saved` (source, file) and the folder's checkpoint.pt.
+           restart_hint: str = "delete it to start afresh", at_epoch: int | None = None) -> Resumed:
+    """The most advanced readable saved state among `saved` (source, file) and the folder's checkpoint.pt
+    (or, with `at_epoch`, one saved after that epoch, when there is one).
 
     checkpoint.pt counts only when `cfg.checkpoint`. On a tie the earlier candidate wins. Its run
     fields (where data and results live, the device) are taken from `cfg`: only they may differ.
     """
+    found = _readable_states(cfg, folder, saved, restart_hint)
+    if not found:
+        return Resumed(None)
+    at = [r for r in found if r.state.epoch == at_epoch]
+    best = at[0] if at else max(found, key=lambda r: (r.state.epoch, r.state.status != "running"))
+    differ = cfg.result_differences(best.state.config)
+    if differ:
+        raise ResumeError(f"{best.source} of trial {folder} belongs to a different configuration "
+                          f"({', '.join(differ)} differ); {restart_hint}")
+    best.state.config = best.state.config.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS})
+    return best
+
+
+def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, Path]]],
+                restart_hint: str = "delete it to start afresh") -> None:
+    """Where each member of a pack continues from, preferring states of one same epoch: a pack saves its
+    members one after the other, so a kill while it saves can leave some a round ahead; their copy from
+    the round before (Ray Tune's checkpoint of the pack) makes the pack continue in step, as uninterrupted."""
+    for m in members:
+        m.resumed = resume(m.cfg, m.folder, saved.get(str(m.folder), ()), restart_hint)
+    epochs = {m.resumed.epoch for m in members}
+    if len(epochs) > 1:
+        behind = min(epochs)
+        for m in members:
+            if m.resumed.epoch > behind:
+                m.resumed = resume(m.cfg, m.folder, saved.get(str(m.folder), ()), restart_hint, at_epoch=behind)
+
+
+def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]],
+                     restart_hint: str) -> list[Resumed]:
     candidates = list(saved)
     if folder is not None and cfg.checkpoint and (Path(folder) / CHECKPOINT_FILE).exists():
         candidates.append((CHECKPOINT_FILE, Path(folder) / CHECKPOINT_FILE))
@@ -76,18 +126,10 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
             found.append(Resumed(load_state(path, device), source))
         except Exception as e:
             unreadable.append(f"{source} ({type(e).__name__}: {e})")
-            _TrialLog(folder)( f"warning: cannot read {source} {path}: {type(e).__name__}: {e}")
+            _TrialLog(folder)(f"warning: cannot read {source} {path}: {type(e).__name__}: {e}")
     if not found and unreadable:
         raise ResumeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; {restart_hint}")
-    if not found:
-        return Resumed(None)
-    best = max(found, key=lambda r: (r.state.epoch, r.state.status != "running"))
-    differ = cfg.result_differences(best.state.config)
-    if differ:
-        raise ResumeError(f"{best.source} of trial {folder} belongs to a different configuration "
-                          f"({', '.join(differ)} differ); {restart_hint}")
-    best.state.config = best.state.config.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS})
-    return best
+    return found
 
 
 def run(cfg: TrialConfig, folder: str | Path | None = None, *, resumed: Resumed | None = None,
@@ -99,41 +141,90 @@ def run(cfg: TrialConfig, folder: str | Path | None = None, *, resumed: Resumed 
     before training; per epoch `before_save` (raising there loses the epoch, as a crash would)
     and `on_epoch` after the epoch is saved.
     """
-    log = _TrialLog(folder)
     if cfg.action == "gdu":
-        return _run_analysis(cfg, folder, on_start, log)
-    device = resolve_device(cfg.device)  # fail early and clearly on an unusable device
-    if resumed is None:
-        resumed = resume(cfg, folder, restart_hint=restart_hint)
-    state = resumed.state
-    if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
-        if folder is not None:
-            if cfg.checkpoint and resumed.source != CHECKPOINT_FILE:
-                save_state(state, Path(folder) / CHECKPOINT_FILE)
-            _finish(folder, state)
-        log(f"replay: already {state.status} after epoch {state.epoch} ({resumed.source}); not rerun")
-        return Outcome(state.status, state, replayed=True)
-    if on_start is not None:
-        on_start(resumed)
-    log(f"start after epoch {resumed.epoch} (from {resumed.source}) on {device}, {torch.get_num_threads()} thread(s)")
+        return _run_analysis(cfg, folder, on_start, _TrialLog(folder))
+    member = Member(cfg, Path(folder) if folder is not None else None, resumed)
+    return run_pack([member], on_start=on_start, before_save=before_save, on_epoch=on_epoch, progress=progress,
+                    restart_hint=restart_hint)[0]
 
-    def report(metrics: dict[str, Any], st: Any) -> None:
+
+@dataclass
+class Member:
+    """One trial of a pack run: its configuration, its results folder, and where it continues from."""
+
+    cfg: TrialConfig
+    folder: Path | None
+    resumed: Resumed | None = None  # None: resume(cfg, folder)
+    log: _TrialLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = _TrialLog(self.folder)
+
+
+def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, before_save: OnEpoch | None = None,
+             on_epoch: OnEpoch | None = None, on_round: Callable[[list[TrainState]], None] | None = None,
+             progress: Progress | None = None, restart_hint: str = "delete it to start afresh") -> list[Outcome]:
+    """Run trials that share their structure as one program (cep.train.train_pack), each in its own folder
+    exactly as `run` runs a trial alone: resumed from its own saved state, replayed if it has ended, its
+    folder written after each of its epochs. `on_round(states)` after each round of epochs."""
+    device = resolve_device(members[0].cfg.device)  # fail early and clearly on an unusable device
+    for m in members:
+        if m.resumed is None:
+            m.resumed = resume(m.cfg, m.folder, restart_hint=restart_hint)
+    outcomes: dict[int, Outcome] = {}
+    states, by_state = [], {}
+    for k, m in enumerate(members):
+        state = m.resumed.state
+        if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
+            if m.folder is not None:
+                if m.cfg.checkpoint and m.resumed.source != CHECKPOINT_FILE:
+                    save_state(state, m.folder / CHECKPOINT_FILE)
+                _finish(m.folder, state)
+            m.log(f"replay: already {state.status} after epoch {state.epoch} ({m.resumed.source}); not rerun")
+            outcomes[k] = Outcome(state.status, state, replayed=True)
+            continue
+        if on_start is not None:
+            on_start(m.resumed)
+        if state is None:
+            state = new_state(m.cfg, device)
+        m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
+              f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
+        states.append(state)
+        by_state[id(state)] = (k, m)
+
+    pending: list[tuple[dict[str, Any], TrainState]] = []
+
+    def report(metrics: dict[str, Any], st: TrainState) -> None:
         if before_save is not None:
             before_save(metrics, st)
-        if folder is not None:
-            write_results(folder, st)
-            if cfg.checkpoint:
-                save_state(st, Path(folder) / CHECKPOINT_FILE)
-            if metrics["status"] != "diverged":
-                log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
-        if on_epoch is not None:
-            on_epoch(metrics, st)
+        pending.append((metrics, st))
 
-    final = train(cfg, report=report, state=state, progress=progress)
-    if folder is not None:
-        _finish(folder, final)
-    log(f"end: {final.status} after epoch {final.epoch}")
-    return Outcome(final.status, final)
+    def save_round(active: list[TrainState]) -> None:
+        """A round is saved once every member has finished it: a failure during the round loses it whole,
+        so that the members of a pack stay in step (a trial alone: its epoch)."""
+        for metrics, st in pending:
+            m = by_state[id(st)][1]
+            if m.folder is not None:
+                write_results(m.folder, st)
+                if m.cfg.checkpoint:
+                    save_state(st, m.folder / CHECKPOINT_FILE)
+                if metrics["status"] != "diverged":
+                    m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
+            if on_epoch is not None:
+                on_epoch(metrics, st)
+        pending.clear()
+        if on_round is not None:
+            on_round(active)
+
+    if states:
+        train_pack(states, report=report, progress=progress, on_round=save_round, stacked=len(members) > 1)
+    for st in states:
+        k, m = by_state[id(st)]
+        if m.folder is not None:
+            _finish(m.folder, st)
+        m.log(f"end: {st.status} after epoch {st.epoch}")
+        outcomes[k] = Outcome(st.status, st)
+    return [outcomes[k] for k in range(len(members))]
 
 
 def _finish(folder: str | Path, state: TrainState) -> None:
@@ -165,20 +256,3 @@ def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart
     run_gdu(cfg)
     log("end: gdu analysis done")
     return Outcome("finished")
-
-
-class _TrialLog:
-    """trial.log of a run; lines wait until the folder exists (a run that fails early leaves no folder)."""
-
-    def __init__(self, folder: str | Path | None):
-        self.folder = folder
-        self.pending: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        if self.folder is None:
-            return
-        self.pending.append(line)
-        if Path(self.folder).is_dir():
-            for ln in self.pending:
-                append_log(self.folder, ln)
-            self.pending.clear()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cep.config import TrialConfig
+from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.model import Params, init_params, relax, weight_angles
 from cep.results import atomic_path
@@ -97,40 +97,107 @@ def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[fl
 
 def evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Test error (%) and loss (½‖s_0 − y‖² per sample) from the free phase only."""
-    errors, loss = 0, 0.0
+    errors, loss = _evaluate(cfg, params, x, y, None)
+    return errors[0], loss[0]
+
+
+def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor,
+              pack: int | None) -> tuple[list[float], list[float]]:
+    """Test errors (%) and losses per trial; `pack`: the number of trials stacked in `params` (None: one,
+    unstacked)."""
+    errors, loss = _zeros(pack, torch.long, x.device), _zeros(pack, torch.float64, x.device)
     for start in range(0, len(y), cfg.test_batch_size):
         xb, yb = x[start:start + cfg.test_batch_size], y[start:start + cfg.test_batch_size]
+        if pack is not None:
+            xb = xb.expand(pack, *xb.shape)
         s0 = relax(cfg, params, xb, cfg.T)[0]
-        errors += int((s0.argmax(-1) != yb).sum())
-        loss += float(0.5 * ((s0 - F.one_hot(yb, s0.shape[-1]).to(s0.dtype)) ** 2).sum())
-    return 100.0 * errors / len(y), loss / len(y)
+        errors += _per_trial_sum(s0.argmax(-1) != yb, pack)
+        loss += (0.5 * _per_trial_sum((s0 - F.one_hot(yb, s0.shape[-1]).to(s0.dtype)) ** 2, pack)).double()
+    return [100.0 * e / len(y) for e in errors.tolist()], [v / len(y) for v in loss.tolist()]
 
 
-def _train_epoch(cfg: TrialConfig, state: TrainState, data: Data, progress: Progress | None,
-                 first_batch_hook: Callable[[torch.Tensor, torch.Tensor], None] | None) -> tuple[float, float]:
-    """One pass over the training set; returns (train error %, train loss) from the free phases."""
+def _zeros(pack: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.zeros(pack or 1, dtype=dtype, device=device)
+
+
+def _per_trial_sum(t: torch.Tensor, pack: int | None) -> torch.Tensor:
+    """Sum over everything but the trial dimension: `[P, ...]` -> `[P]` (unstacked: a sum of one)."""
+    return t.sum().reshape(1) if pack is None else t.reshape(pack, -1).sum(-1)
+
+
+@dataclass
+class _Pack:
+    """The trials that train in one round, as one program: parameters stacked along a leading trial
+    dimension and per-trial numbers as `[P]` tensors. A pack of one is the trial itself (no stacking,
+    plain floats), so a trial run alone computes exactly what it always did."""
+
+    members: list[TrainState]
+    params: Params
+    size: int | None  # P, or None for a trial alone
+
+    @classmethod
+    def of(cls, members: list[TrainState], stacked: bool) -> _Pack:
+        """`stacked`: with a leading trial dimension even for one member, so that a member of a pack computes
+        the same whichever of its companions train in a round (e.g. after a resume)."""
+        if not stacked:
+            return cls(members, members[0].params, None)
+        return cls(members, Params.stack([m.params for m in members]), len(members))
+
+    @property
+    def cfg(self) -> TrialConfig:
+        return self.members[0].config
+
+    def per_trial(self, values: list[float], like: torch.Tensor) -> float | torch.Tensor:
+        return values[0] if self.size is None else torch.tensor(values, dtype=like.dtype, device=like.device)
+
+    def unstack(self) -> None:
+        """Write the trained parameters back into each member's state."""
+        if self.size is not None:
+            for i, m in enumerate(self.members):
+                m.params.copy_(self.params.member(i))
+
+
+def _train_epoch(pack: _Pack, data: Data, progress: Progress | None) -> tuple[list[float], list[float]]:
+    """One pass of every member over the training set, each in its own order (drawn from its own
+    generator, as alone); returns per member (train error %, train loss) from the free phases."""
+    cfg, P, device = pack.cfg, pack.size, data.x_train.device
     n = len(data.y_train)
-    order = torch.randperm(n, generator=state.generator).to(data.x_train.device)
     n_batches = math.ceil(n / cfg.batch_size)
-    signs = nudge_signs(cfg, n_batches, state.generator)
-    errors = torch.zeros((), dtype=torch.long, device=data.x_train.device)
-    loss = torch.zeros((), dtype=data.x_train.dtype, device=data.x_train.device)
+    orders, signs = [], []
+    for m in pack.members:  # per member: the data order, then the nudge signs (as a trial alone draws them)
+        orders.append(torch.randperm(n, generator=m.generator).to(device))
+        signs.append(nudge_signs(m.config, n_batches, m.generator))
+    order = orders[0] if P is None else torch.stack(orders)
+    errors, loss = _zeros(P, torch.long, device), _zeros(P, data.x_train.dtype, device)
+    lrs = [pack.per_trial([m.config.lr_tab[i] for m in pack.members], data.x_train)
+           for i in range(cfg.n_layers)]
     last_shown = 0.0
     for k in range(n_batches):
-        idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        idx = order[..., k * cfg.batch_size:(k + 1) * cfg.batch_size]
         x, labels = data.x_train[idx], data.y_train[idx]
         y = F.one_hot(labels, cfg.size_tab[0]).to(x.dtype)
-        if k == 0 and first_batch_hook is not None:
-            first_batch_hook(x, y)
-        s_free = relax(cfg, state.params, x, cfg.T)
-        errors += (s_free[0].argmax(-1) != labels).sum()
-        loss += 0.5 * ((s_free[0] - y) ** 2).sum()
-        learn(cfg, state.params, s_free, x, y, signs[k] * cfg.beta, cfg.lr_tab)
+        if k == 0:
+            _measure_angle_grad(pack, x, y)
+        s_free = relax(cfg, pack.params, x, cfg.T)
+        errors += _per_trial_sum(s_free[0].argmax(-1) != labels, P)
+        loss += 0.5 * _per_trial_sum((s_free[0] - y) ** 2, P)
+        beta = pack.per_trial([sg[k] * m.config.beta for sg, m in zip(signs, pack.members)], x)
+        learn(cfg, pack.params, s_free, x, y, beta, lrs)
         if progress is not None and (time.monotonic() - last_shown > 0.25 or k == n_batches - 1):
             last_shown = time.monotonic()
             done = min(n, (k + 1) * cfg.batch_size)
-            progress(state.epoch + 1, done, n, 100.0 * int(errors) / done)
-    return 100.0 * int(errors) / n, float(loss) / n
+            progress(pack.members[0].epoch + 1, done, n, 100.0 * int(errors[0]) / done)
+    return [100.0 * e / n for e in errors.tolist()], [v / n for v in loss.tolist()]
+
+
+def _measure_angle_grad(pack: _Pack, x: torch.Tensor, y: torch.Tensor) -> None:
+    """angle-grad (spec section 6) of the members that ask for it, once, on their first minibatch."""
+    for i, m in enumerate(pack.members):
+        if m.config.angle_grad and "angle_grad" not in m.info:
+            from cep.gdu.analysis import angle_grad  # the analysis module (autograd) is only loaded when asked for
+
+            alone = (m.params, x, y) if pack.size is None else (pack.params.member(i), x[i], y[i])
+            m.info["angle_grad"] = angle_grad(m.config, *alone)
 
 
 def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | None = None,
@@ -143,39 +210,80 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
     keeps the metrics of its last finite epoch, and reports them once more with
     that status (so that every report but the last says "running").
     """
-    device = resolve_device(cfg.device)
     if state is None:
-        state = new_state(cfg, device)
-    cfg = state.config
-    torch_dtype = getattr(torch, cfg.dtype)
-    data = load_data(cfg).to(device, torch_dtype)
+        state = new_state(cfg, resolve_device(cfg.device))
+    return train_pack([state], report, progress)[0]
 
-    def measure_angle_grad(x: torch.Tensor, y: torch.Tensor) -> None:
-        if cfg.angle_grad and "angle_grad" not in state.info:
-            from cep.gdu.analysis import angle_grad  # the analysis module (autograd) is only loaded when asked for
-            state.info["angle_grad"] = angle_grad(cfg, state.params, x, y)
 
+def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
+               on_round: Callable[[list[TrainState]], None] | None = None,
+               stacked: bool | None = None) -> list[TrainState]:
+    """Train several trials that share their structure (cep.config.pack_problems) as one program.
+
+    Every round, each member that has epochs to go trains its next one (members may stand at different
+    epochs, e.g. after a resume); each member sees exactly its own data order, nudge signs and
+    hyperparameters, so it computes what it would alone (to floating-point summation order). A member
+    that diverges is marked and left out of later rounds; the others go on. `report(metrics, state)`
+    is called per member after each of its epochs, as `train` does; `on_round(members)` after each round,
+    with the members that trained in it. `stacked` (default: more than one state) keeps the leading trial
+    dimension even when one member is left, as its pack computed it (batched products with one matrix
+    each give the same bits whatever the batch); a trial alone runs unstacked, as it always did.
+    """
+    problems = pack_problems([s.config for s in states])
+    if problems:
+        raise ValueError(f"these trials cannot share a pack: {'; '.join(problems)}")
+    cfg = states[0].config
+    stacked = len(states) > 1 if stacked is None else stacked
+    device = resolve_device(cfg.device)
+    data = load_data(cfg).to(device, getattr(torch, cfg.dtype))
     with torch.no_grad():
-        while state.epoch < cfg.epochs and state.status == "running":
+        while True:
+            active = [s for s in states if s.status == "running" and s.epoch < s.config.epochs]
+            if not active:
+                return states
             start = time.monotonic()
-            train_error, train_loss = _train_epoch(cfg, state, data, progress, measure_angle_grad)
-            if not (math.isfinite(train_loss) and state.params.all_finite()):
-                state.status = "diverged"
-                state.info["diverged_at_epoch"] = state.epoch + 1
-                if report is not None:
-                    last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
-                    report({**last, "status": "diverged"}, state)
-                break
-            test_error, test_loss = evaluate(cfg, state.params, data.x_test, data.y_test)
+            pack = _Pack.of(active, stacked)
+            train_errors, train_losses = _train_epoch(pack, data, progress)
+            pack.unstack()
+            alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
+                     if math.isfinite(loss) and m.params.all_finite()]
+            for i, m in enumerate(active):
+                if i not in alive:
+                    _diverge(m, report)
+            tests = _evaluate_alive(pack, alive, data)
             seconds = time.monotonic() - start
-            state.elapsed += seconds
-            state.epoch += 1
-            if state.epoch == cfg.epochs:
-                state.status = "finished"
-            metrics = dict(epoch=state.epoch, train_error=train_error, test_error=test_error,
-                           train_loss=train_loss, test_loss=test_loss, epoch_seconds=seconds,
-                           elapsed_seconds=state.elapsed, status=state.status)
-            state.history.append(metrics)
-            if report is not None:
-                report(metrics, state)
-    return state
+            for j, i in enumerate(alive):
+                _epoch_done(active[i], train_errors[i], train_losses[i], tests[0][j], tests[1][j], seconds, report)
+            if on_round is not None:
+                on_round(active)
+
+
+def _evaluate_alive(pack: _Pack, alive: list[int], data: Data) -> tuple[list[float], list[float]]:
+    """Test errors and losses of the members that did not diverge (stacked again only when some did)."""
+    if not alive:
+        return [], []
+    if pack.size is None or len(alive) == pack.size:
+        return _evaluate(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
+    params = Params.stack([pack.members[i].params for i in alive])
+    return _evaluate(pack.cfg, params, data.x_test, data.y_test, len(alive))
+
+
+def _diverge(state: TrainState, report: Report | None) -> None:
+    state.status = "diverged"
+    state.info["diverged_at_epoch"] = state.epoch + 1
+    if report is not None:
+        last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
+        report({**last, "status": "diverged"}, state)
+
+
+def _epoch_done(state: TrainState, train_error: float, train_loss: float, test_error: float, test_loss: float,
+                seconds: float, report: Report | None) -> None:
+    state.elapsed += seconds
+    state.epoch += 1
+    if state.epoch == state.config.epochs:
+        state.status = "finished"
+    metrics = dict(epoch=state.epoch, train_error=train_error, test_error=test_error, train_loss=train_loss,
+                   test_loss=test_loss, epoch_seconds=seconds, elapsed_seconds=state.elapsed, status=state.status)
+    state.history.append(metrics)
+    if report is not None:
+        report(metrics, state)

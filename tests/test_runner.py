@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from trial_files import log_lines, metrics
 
 from cep.config import TrialConfig
 from cep.results import CHECKPOINT_FILE, read_folder
-from cep.runner import ResumeError, resume, run
+from cep.runner import Member, ResumeError, resume, resume_pack, run
 from cep.train import load_state, new_state, save_state
 
 SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
@@ -94,3 +95,24 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         run(TrialConfig(**SMALL, out_dir=str(folder)), folder, before_save=fail)
     assert not folder.exists()
+
+
+def test_a_pack_resumes_in_step_from_the_copy_of_the_same_round(tmp_path):
+    """A kill while a pack saves its members can leave one a round ahead: it continues from its copy of the
+    round the others stand at (the pack's Tune checkpoint), so the pack runs as it would have."""
+    cfgs = [TrialConfig(**{**SMALL, "seed": s}, checkpoint=True, out_dir=str(tmp_path / f"m{s}")) for s in (1, 2)]
+    members = [Member(c, Path(c.out_dir)) for c in cfgs]
+    states = [new_state(c, torch.device("cpu")) for c in cfgs]
+    for st, m in zip(states, members, strict=True):
+        st.epoch = 2
+        m.folder.mkdir()
+        save_state(st, tmp_path / f"tune-{m.folder.name}.pt")  # the pack's last complete round
+        save_state(st, m.folder / CHECKPOINT_FILE)
+    states[0].epoch = 3
+    save_state(states[0], members[0].folder / CHECKPOINT_FILE)  # member 0 saved round 3, member 1 did not
+    saved = {str(m.folder): [("Tune checkpoint", tmp_path / f"tune-{m.folder.name}.pt")] for m in members}
+    resume_pack(members, saved)
+    assert [m.resumed.epoch for m in members] == [2, 2]
+    assert members[0].resumed.source == "Tune checkpoint"
+    resume_pack(members, {})  # without the older copy: each continues from its newest state
+    assert [m.resumed.epoch for m in members] == [3, 2]

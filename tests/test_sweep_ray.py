@@ -79,13 +79,20 @@ def test_small_sweep_end_to_end(reference, capfd):
         assert s["status"] == "finished" and s["epochs_done"] == EPOCHS and s["host"]
         assert [ln for ln in log_lines(folder) if ln.startswith("epoch")] == [
             f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(folder), 1)]
-        # Ray Tune's trial folder keeps exactly one checkpoint: the final epoch's exact trainer state
-        tune_dirs = [d for d in exp.iterdir() if d.name.startswith(tid.replace("/", "_") + "_")]
+    # one Ray Tune trial per pack (pack: auto): EP alone, the two C-VF trials (same structure) as one program
+    assert record["packs"] == [[IDS[0]], IDS[1:]]
+    for pack_id, members in ((IDS[0], IDS[:1]), (IDS[1] + "+1", IDS[1:])):
+        # its folder keeps exactly one checkpoint: the final epoch's exact trainer state of every member
+        tune_dirs = [d for d in exp.iterdir() if d.name.startswith(pack_id.replace("/", "_") + "_")]
         assert len(tune_dirs) == 1
         checkpoints = sorted(tune_dirs[0].glob("checkpoint_*"))
         assert len(checkpoints) == 1
-        state = torch.load(checkpoints[0] / "state.pt", weights_only=False)
-        assert state["epoch"] == EPOCHS and state["status"] == "finished"
+        assert json.loads((checkpoints[0] / "members.json").read_text()) == members
+        for k, tid in enumerate(members):
+            name = "state.pt" if len(members) == 1 else f"state-{k}.pt"
+            state = torch.load(checkpoints[0] / name, weights_only=False)
+            assert state["epoch"] == EPOCHS and state["status"] == "finished"
+            assert state["config"]["out_dir"] == str(exp / "trials" / tid)
         assert len((tune_dirs[0] / "result.json").read_text().splitlines()) == EPOCHS
 
 
@@ -128,6 +135,24 @@ def test_train_local_and_ray_trial_run_through_one_runner_alike(reference, sweep
         assert lines[0].startswith("start after epoch 0") and lines[-1] == f"end: finished after epoch {EPOCHS}"
 
 
+def test_a_packed_trial_computes_what_it_computes_alone(sweep_file, ray_address, tmp_path, capsys):
+    """float64: each member of the C-VF pack equals `--trial ID --local` (the trial alone) to 1e-9; float32
+    would drift apart chaotically, since the pack sums in another order."""
+    sets = ["--set", "dtype=float64", "--set", "epochs=2"]
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate", *sets], capsys)
+    assert code == 0, err
+    assert "3 trials in 2 Ray Tune trials" in out
+    for tid in IDS[1:]:
+        alone = tmp_path / "alone" / tid
+        code, out, err = run_cli([str(sweep_file), "--trial", tid, "--local", "--out", str(alone), *sets], capsys)
+        assert code == 0, err
+        packed = metrics(tmp_path / "small" / "trials" / tid)
+        assert [r["epoch"] for r in packed] == ["1", "2"]
+        for a, b in zip(metrics(alone), packed, strict=True):
+            for key in ("train_error", "test_error", "train_loss", "test_loss"):
+                assert abs(float(a[key]) - float(b[key])) <= 1e-9 * max(1.0, abs(float(a[key]))), (tid, key, a, b)
+
+
 def test_finished_experiment_is_not_rerun_and_a_changed_one_is_refused(reference, sweep_file, capsys):
     _, exp = reference
     before = {tid: (exp / "trials" / tid / "trial.log").read_text() for tid in IDS}
@@ -152,7 +177,10 @@ def test_trial_local_gives_the_sweeps_metrics(reference, sweep_file, tmp_path, c
     finally:
         torch.set_num_threads(threads)
     assert code == 0 and "locally on cpu (1 thread(s))" in out and "epoch   4" in out
-    assert metrics(tmp_path / "local") == metrics(exp / "trials/C-VF/angle=90/seed=0")
+    # (its metrics equal the sweep's to summation order: test_a_packed_trial_computes_what_it_computes_alone)
+    assert "note: the sweep trains this trial in a pack of 2 (C-VF/angle=0/seed=0+1)" in out
+    assert [r["epoch"] for r in metrics(tmp_path / "local")] == [r["epoch"] for r in metrics(
+        exp / "trials/C-VF/angle=90/seed=0")]
 
 
 def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_file, tmp_path, capsys):
@@ -205,29 +233,30 @@ def test_gdu_action_runs_as_one_report(ray_address, tmp_path, capsys):
 # ---------------------------------------------------------- faults and retries
 def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, tmp_path, capsys, monkeypatch):
     _, ref = reference
-    monkeypatch.setenv("CEP_FAULT_INJECT", "EP/*:3;C-VF/angle=90/*:2:always")
+    monkeypatch.setenv("CEP_FAULT_INJECT", "C-VF/angle=90/*:3;EP/*:2:always")
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate",
                               "--progress-interval", "0"], capsys)
     exp = tmp_path / "small"
     assert code == 1
-    # injected once, retried from the epoch-2 checkpoint: same result as never failing
-    ep = exp / "trials/EP/seed=0"
-    assert summary(ep)["status"] == "finished" and metrics(ep) == metrics(ref / "trials/EP/seed=0")
-    assert not (ep / "error.txt").exists() and "fault injected" in (ep / "errors.log").read_text()
-    lines = log_lines(ep)
-    assert [ln.split(" (")[0] for ln in lines if ln.startswith("start")] == ["start after epoch 0",
-                                                                            "start after epoch 2"]
-    assert [ln for ln in lines if ln.startswith("epoch")] == [
-        f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(ep), 1)]
-    assert "! EP/seed=0: failed (" in out and "retrying from its last checkpoint" in out
+    # injected once into a member of the C-VF pack: the round is lost whole (no member saved epoch 3), and
+    # the pack is retried from its epoch-2 checkpoints, with the same result as never failing
+    for tid in IDS[1:]:
+        folder = exp / "trials" / tid
+        assert summary(folder)["status"] == "finished" and metrics(folder) == metrics(ref / "trials" / tid)
+        assert not (folder / "error.txt").exists() and "fault injected" in (folder / "errors.log").read_text()
+        lines = log_lines(folder)
+        assert [ln.split(" (")[0] for ln in lines if ln.startswith("start")] == ["start after epoch 0",
+                                                                                "start after epoch 2"]
+        assert [ln for ln in lines if ln.startswith("epoch")] == [
+            f"epoch {k} done: test error {float(r['test_error']):.2f}%" for k, r in enumerate(metrics(folder), 1)]
+    assert f"! {IDS[1]}+1 (pack of 2): failed (" in out and "retrying from its last checkpoint" in out
     # always failing: errored after 1 + max_failures attempts, the others complete
-    bad = exp / "trials/C-VF/angle=90/seed=0"
+    bad = exp / "trials/EP/seed=0"
     assert "FaultInjected: fault injected by CEP_FAULT_INJECT in epoch 2" in (bad / "error.txt").read_text()
     assert (bad / "errors.log").read_text().count("\ncep.sweep.faults.FaultInjected: ") == 2  # 1 + max_failures
     assert summary(bad)["status"] == "running" and summary(bad)["epochs_done"] == 1
-    assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"
     assert "3 trial(s): 2 finished, 1 errored" in out
-    assert "C-VF/angle=90/seed=0: errored: cep.sweep.faults.FaultInjected: fault injected" in err
+    assert "EP/seed=0: errored: cep.sweep.faults.FaultInjected: fault injected" in err
     assert "1 trial(s) incomplete: rerun the same command" in err
     # rerunning the same command (no more faults) resumes the errored trial from its last checkpoint
     monkeypatch.delenv("CEP_FAULT_INJECT")
@@ -235,7 +264,7 @@ def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, t
     assert code == 0 and "3 trial(s): 3 finished, 0 errored (2 complete before this run, not rerun)" in out
     assert "resuming the experiment" in out and not (bad / "error.txt").exists()
     assert [ln.split(" (")[0] for ln in log_lines(bad) if ln.startswith("start")][-1] == "start after epoch 1"
-    assert metrics(bad) == metrics(ref / "trials/C-VF/angle=90/seed=0")
+    assert metrics(bad) == metrics(ref / "trials/EP/seed=0")
 
 
 def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, monkeypatch):

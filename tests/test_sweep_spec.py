@@ -14,7 +14,7 @@ from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
 from cep.results import write_atomic
 from cep.sweep.faults import parse_faults
-from cep.sweep.plan import dry_run_table, fingerprint, sample_steps, select
+from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, sample_steps, select
 from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, parse_sweep
 from cep.sweep.store import (
     SWEEP_FILE,
@@ -63,6 +63,24 @@ def test_every_sweep_file_parses_validates_and_dry_runs():
         table = dry_run_table(spec, spec.trials)
         assert f"{len(spec.trials)} trial(s) of sweep {spec.name}" in table and "sample-steps" in table
         assert all(sample_steps(t.config) > 0 for t in spec.trials)
+
+
+def test_packs_group_trials_of_one_structure_in_order():
+    spec = parse(GOOD)  # a GPU share per pack: auto is up to 45
+    assert pack_size(spec) == 45 and pack_size(parse(GOOD, ["resources.gpu=0"])) == 9
+    packs = make_packs(spec.trials, pack_size(spec))
+    assert [p.ids for p in packs] == [["A/seed=0", "A/seed=1"], [t.id for t in spec.trials[2:]]]
+    assert [p.id for p in packs] == ["A/seed=0+1", "B/angle=0/seed=0+3"]
+    # at most `size` per pack; 1: every trial alone; a gdu trial is never packed
+    assert [len(p.ids) for p in make_packs(spec.trials, 3)] == [2, 3, 1]
+    assert [p.id for p in make_packs(spec.trials, 1)] == spec.ids
+    assert parse(GOOD, ["pack=1"]).pack == 1 and pack_size(parse(GOOD, ["pack=1"])) == 1
+    gdu = parse("name: g\nbase: {action: gdu, batch_size: 1}\ngrid: {seed: [0, 1]}")
+    assert [len(p.ids) for p in make_packs(gdu.trials, 9)] == [1, 1]
+    assert problems(GOOD + "pack: 0\n") == ["pack: got 0; auto, or the most trials per pack (1: every trial alone)"]
+    table = dry_run_table(spec, spec.trials, packs)
+    assert "2 pack(s) of up to 45 trial(s) (pack: auto)" in table
+    assert [ln.split()[-1] for ln in table.splitlines()[2:8]] == ["1", "1", "2", "2", "2", "2"]
 
 
 def test_paper_files_hold_exactly_the_published_hyperparameters():
@@ -396,3 +414,23 @@ def test_ray_address_from_the_environment_counts_as_address(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: --storage relative/results: with --address every node")
     assert not (tmp_path / "relative").exists()
+
+
+def test_dry_run_shows_the_packs_and_their_calibrated_time(tmp_path, capsys):
+    """--dry-run times a few minibatches of each pack's program here; it writes nothing and starts no Ray."""
+    import sys
+
+    from cep.sweep.cli import main
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(textwrap.dedent(GOOD).replace("gpu: 0.5", "gpu: 0").replace("epochs: 2", "epochs: 2, T: 5, "
+                                                                                  "Kmax: 2, train_samples: 200"))
+    with pytest.raises(SystemExit) as e:
+        main([str(sweep), "--dry-run", "--storage", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "2 pack(s) of up to 9 trial(s) (pack: auto)" in out and "estimated time per pack" in out
+    rows = [ln.split() for ln in out.split("estimated time per pack")[1].splitlines() if ln.startswith(("1 ", "2 "))]
+    assert [r[:3] for r in rows] == [["1", "A/seed=0+1", "2"], ["2", "B/angle=0/seed=0+3", "4"]]
+    assert all(r[-1] == "s" and float(r[-2]) >= 0 for r in rows)  # 10 epochs of 200 images: seconds
+    assert not (tmp_path / "results").exists() and "ray" not in sys.modules

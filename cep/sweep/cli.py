@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import click
 
 from cep.cli import EXIT_USAGE, run_main
+from cep.config import pack_key
 from cep.results import STATUSES, FolderState
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.plan import dry_run_table, select
+from cep.sweep.plan import Pack, dry_run_table, make_packs, pack_size, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep
 from cep.sweep.store import (
     check_experiment,
@@ -30,13 +31,14 @@ from cep.sweep.store import (
     outcomes,
     resolve_trials,
     restart,
-    subset_tune_dir,
     sweep_record,
     torch_threads,
     trial_device,
     trial_dir,
+    tune_dir,
     write_sweep_record,
 )
+from cep.text import text_table
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -108,7 +110,9 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     selected = [t for t in all_trials if t.id in chosen_ids]
     subset = len(selected) != len(all_trials)
     if dry_run:
-        click.echo(dry_run_table(spec, chosen))
+        packs = make_packs(chosen, pack_size(spec))
+        click.echo(dry_run_table(spec, chosen, packs))
+        _estimate_packs(spec, packs)
         click.echo(_experiment_state(exp_dir, all_trials, selected))
         return 0
     problems = _address_problems(address)  # before --restart discards anything
@@ -126,8 +130,9 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         return _fail(e.problems)
     from cep.sweep.driver import SweepRun  # Ray is imported only from here on
 
-    run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
-                   address=address, faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
+    packs = make_packs(selected, pack_size(spec))
+    run = SweepRun(spec, selected, packs, exp_dir, tune_dir(exp_dir, packs, not subset, record), address=address,
+                   faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
     return _run_sweep(run, all_trials, record is None, no_aggregate, t_start)
 
 
@@ -146,7 +151,8 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: 
         return code
     _prefetch_data(selected)
     if new:  # once Ray is up and the trials fit its resources: record the experiment, then start
-        run.prepare = lambda: write_sweep_record(exp_dir, sweep_record(spec, all_trials))
+        plan = make_packs(all_trials, pack_size(spec))
+        run.prepare = lambda: write_sweep_record(exp_dir, sweep_record(spec, all_trials, plan))
     try:
         results = execute_sweep(run)
     except SweepError as e:
@@ -219,7 +225,38 @@ def _run_local(spec: SweepSpec, trial_id: str | None, local: bool, out: str | No
                                device=trial_device(trial.config, spec.resources))
     click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfg.device} "
                f"({torch_threads(spec.resources)} thread(s))")
+    pack = next(p for p in make_packs(spec.trials, pack_size(spec)) if trial.id in p.ids)
+    if len(pack.ids) > 1:
+        click.echo(f"note: the sweep trains this trial in a pack of {len(pack.ids)} ({pack.id}); alone it computes "
+                   "the same up to floating-point summation order (to ~1e-12 in float64; float32 runs drift apart "
+                   "chaotically); set pack: 1 for bit-identical runs")
     return execute(cfg)
+
+
+def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
+    """For --dry-run: each pack's estimated time, from a short calibration of its program on this machine."""
+    import torch
+
+    from cep.sweep.calibrate import human_seconds, seconds_per_epoch
+
+    where = "GPU" if torch.cuda.is_available() else "CPU"
+    asks_gpu = spec.resources.get("gpu", 0) > 0
+    click.echo(f"\nestimated time per pack, calibrated on this machine's {where} "
+               f"({torch_threads(spec.resources)} thread(s); a few timed minibatches)"
+               + (": the sweep asks for GPUs, this machine has none" if asks_gpu and where == "CPU" else ""))
+    measured: dict[tuple[str, int], float] = {}
+    rows = []
+    for k, p in enumerate(packs, 1):
+        cfg = p.members[0].config
+        if cfg.action != "train":
+            rows.append([str(k), p.id, "1", "-", "(one analysis)"])
+            continue
+        key = (pack_key(cfg), len(p.members))
+        if key not in measured:
+            measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
+        rows.append([str(k), p.id, str(len(p.members)), human_seconds(measured[key]),
+                     human_seconds(measured[key] * cfg.epochs)])
+    click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
 
 
 def _prefetch_data(trials: list[Trial]) -> None:

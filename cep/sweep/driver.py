@@ -29,6 +29,7 @@ from ray import tune  # noqa: E402
 from cep.results import FolderState, write_atomic  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
+from cep.sweep.plan import Pack  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
@@ -44,6 +45,7 @@ class SweepRun:
 
     spec: SweepSpec
     trials: list[Trial]  # the selected trials, resolved (out_dir under exp_dir/trials)
+    packs: list[Pack]  # the selected trials grouped into packs; one Ray Tune trial per pack
     exp_dir: Path
     tune_dir: Path  # Ray Tune's experiment folder (exp_dir itself, or a subsets/ folder for --only)
     address: str | None = None
@@ -83,7 +85,7 @@ def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tun
             return tuner
     return tune.Tuner(
         trainable,
-        param_space={"trial_id": tune.grid_search([t.id for t in run.trials])},
+        param_space={"trial_id": tune.grid_search([p.id for p in run.packs])},
         tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=run.tune_dir.name, storage_path=str(run.tune_dir.parent),
@@ -187,13 +189,13 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
     if run.prepare is not None:
         run.prepare()
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
-                       tuple(run.faults), run.epoch_sleep)
+                       {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
     callbacks: list[tune.Callback] = [
         ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
-                      run.progress_interval, run.out),
-        ErrorFiles({t.id: str(t.config.out_dir) for t in run.trials})]
+                      run.progress_interval, run.out, {p.id: tuple(p.ids) for p in run.packs if len(p.ids) > 1}),
+        ErrorFiles({p.id: [str(t.config.out_dir) for t in p.members] for p in run.packs})]
     # Tune's own stop/restore advice ("Tuner.restore(...)") and its warnings about trials that never reported
     # would contradict ours ("rerun the same command"); our summary lists every incomplete trial instead.
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
@@ -249,4 +251,6 @@ def _check_cluster(run: SweepRun) -> None:
     run.say(f"Ray: {'cluster at ' + run.address if run.address else 'local'} with {cluster.get('CPU', 0):g} CPU(s), "
             f"{cluster.get('GPU', 0):g} GPU(s) on {len([n for n in ray.nodes() if n.get('Alive')])} node(s); "
             f"per trial {run.spec.resources['cpu']:g} CPU, {run.spec.resources['gpu']:g} GPU"
-            + "".join(f", {v:g} {k}" for k, v in custom.items()))
+            + "".join(f", {v:g} {k}" for k, v in custom.items())
+            + (f" (a pack of trials shares one trial's resources: {len(run.trials)} trials in {len(run.packs)} "
+               "Ray Tune trials)" if len(run.packs) < len(run.trials) else ""))

@@ -9,12 +9,14 @@ import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, result_differences
+from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, pack_key, result_differences
 from cep.sweep.spec import SweepError, SweepSpec, Trial, format_value
 from cep.text import text_table
 
+AUTO_PACK = {"gpu": 45, "cpu": 9}  # pack: auto, with or without a GPU share per pack
 # Images per split (spec: mnist5k is the embedded 4,000/1,000 split; mnist is torchvision's).
 DATASET_SIZES = {"mnist5k": (4000, 1000), "mnist": (60000, 10000)}
 
@@ -29,6 +31,38 @@ def select(trials: Sequence[Trial], patterns: Sequence[str]) -> list[Trial]:
         sample = ", ".join(t.id for t in trials[:3]) + (", ..." if len(trials) > 3 else "")
         raise SweepError([f"--only {' '.join(patterns)}: matches no trial; ids look like {sample}"])
     return chosen
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Trials that run as one program (cep.train.train_pack) and one Ray Tune trial; a pack of one is a trial."""
+
+    id: str
+    members: tuple[Trial, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.id for t in self.members]
+
+
+def pack_size(spec: SweepSpec) -> int:
+    """The most trials per pack: the sweep's `pack`, or for auto 45 when packs get a GPU share, else 9."""
+    return spec.pack or AUTO_PACK["gpu" if spec.resources.get("gpu", 0) > 0 else "cpu"]
+
+
+def make_packs(trials: Sequence[Trial], size: int) -> list[Pack]:
+    """Group trials of the same structure (cep.config.pack_key; training only) into packs of at most `size`,
+    in the order of their first member; the same trials and size always give the same packs."""
+    groups: dict[str, list[list[Trial]]] = {}
+    for t in trials:
+        key = pack_key(t.config) if t.config.action == "train" and size > 1 else t.id
+        chunks = groups.setdefault(key, [[]])
+        if len(chunks[-1]) == size:
+            chunks.append([])
+        chunks[-1].append(t)
+    packs = [c for chunks in groups.values() for c in chunks]
+    packs.sort(key=lambda c: trials.index(c[0]))
+    return [Pack(c[0].id if len(c) == 1 else f"{c[0].id}+{len(c) - 1}", tuple(c)) for c in packs]
 
 
 def fingerprint(trials: Sequence[Trial]) -> str:
@@ -107,13 +141,15 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def dry_run_table(spec: SweepSpec, trials: Sequence[Trial]) -> str:
-    """The trial table (id, varying fields, cost), the count and the estimated total cost."""
+def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack] = ()) -> str:
+    """The trial table (id, varying fields, pack, cost), the count, the packs and the estimated total cost."""
     varying = varying_fields(trials)
     cols = [c for c in varying if c != "seed"] + (["seed"] if "seed" in varying else [])
-    header = ["trial"] + cols + ["epochs", "sample-steps"]
+    pack_of = {i: k for k, p in enumerate(packs, 1) for i in p.ids}
+    header = ["trial"] + cols + ["epochs", "sample-steps"] + (["pack"] if packs else [])
     rows = [[t.id] + [format_value(t.config.to_dict()[c]) for c in cols]
-            + [str(t.config.epochs), _human(sample_steps(t.config))] for t in trials]
+            + [str(t.config.epochs), _human(sample_steps(t.config))] + ([str(pack_of[t.id])] if packs else [])
+            for t in trials]
     lines = [text_table(header, rows)]
     total = sum(sample_steps(t.config) for t in trials)
     macs = sum(sample_steps(t.config) * 2 * n_weights(t.config) for t in trials)
@@ -128,5 +164,8 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial]) -> str:
               f"(~{_human(macs)} multiply-adds; a sample-step is one image through one step of the dynamics)",
               "shared fields: " + ", ".join(f"{k}={format_value(v)}" for k, v in shared.items()
                                             if k in ("dataset", "setting", "activation", "batch_size", "action"))]
+    if packs:
+        lines.append(f"{len(packs)} pack(s) of up to {pack_size(spec)} trial(s) (pack: {spec.pack or 'auto'}); a "
+                     "pack trains as one program and runs as one Ray Tune trial with the resources above")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from cep.results import ERROR_FILE, write_atomic
+from cep.results import COMPLETE, ERROR_FILE, read_summary, write_atomic
 from cep.text import text_table
 
 
@@ -39,11 +39,16 @@ class _Row:
 
 
 class ProgressTable(tune.Callback):
-    """Our live progress: a line per trial event, and every `interval` seconds a table of running trials."""
+    """Our live progress: a line per trial event, and every `interval` seconds a table of running trials.
 
-    def __init__(self, epochs: dict[str, int], interval: float = 30.0, out: TextIO | None = None):
+    A Ray Tune trial runs a pack of our trials (often one); rows and lines are per trial of ours.
+    """
+
+    def __init__(self, epochs: dict[str, int], interval: float = 30.0, out: TextIO | None = None,
+                 packs: dict[str, tuple[str, ...]] | None = None):
         self.epochs = dict(epochs)  # trial id -> epochs it trains
         self.interval = interval
+        self.packs = dict(packs or {})  # Tune trial (pack id) -> our trial ids
         self._out = out
         self._reset()
 
@@ -54,10 +59,11 @@ class ProgressTable(tune.Callback):
         self.changed = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its RunConfig (tuner.pkl): keep only settings
-        return {"epochs": self.epochs, "interval": self.interval}
+        return {"epochs": self.epochs, "interval": self.interval, "packs": self.packs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.epochs, self.interval, self._out = state["epochs"], state["interval"], None
+        self.packs = state.get("packs", {})
         self._reset()
 
     def _print(self, text: str) -> None:
@@ -69,42 +75,59 @@ class ProgressTable(tune.Callback):
         s = int(time.monotonic() - self.t0)
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
-    def _row(self, trial: Any) -> _Row:
-        return self.rows.setdefault(trial_name(trial), _Row())
+    def _members(self, trial: Any) -> list[str]:
+        name = trial_name(trial)
+        return list(self.packs.get(name, (name,)))
+
+    def _row(self, trial_id: str) -> _Row:
+        return self.rows.setdefault(trial_id, _Row())
+
+    def _say(self, mark: str, trial: Any, text: str) -> None:
+        """A line about a Tune trial: its pack id, and how many trials of ours it runs."""
+        n = len(self._members(trial))
+        self._print(f"{mark} {trial_name(trial)}{f' (pack of {n})' if n > 1 else ''}: {text}")
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._row(trial).status = "running"
+        for i in self._members(trial):
+            if self._row(i).status not in COMPLETE:
+                self._row(i).status = "running"
         self.changed = True
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        row = self._row(trial)
-        row.epoch, row.epochs = int(result.get("epoch", 0)), int(result.get("epochs", row.epochs))
-        row.train_error, row.test_error = result.get("train_error"), result.get("test_error")
-        row.status = "running" if result.get("status") == "running" else str(result.get("status"))
-        if result.get("replayed"):
-            self._print(f"= {trial_name(trial)}: already {row.status} earlier (epoch {row.epoch}); not rerun")
+        for rec in result.get("members") or []:
+            row = self._row(str(rec.get("id")))
+            row.epoch, row.epochs = int(rec.get("epoch", 0)), int(rec.get("epochs", row.epochs))
+            row.train_error, row.test_error = rec.get("train_error"), rec.get("test_error")
+            row.status = str(rec.get("status"))
+            if result.get("replayed"):
+                self._print(f"= {rec.get('id')}: already {row.status} earlier (epoch {row.epoch}); not rerun")
         self.changed = True
         self.on_step_end(iteration, trials)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        row = self._row(trial)
-        if row.status == "running":  # Tune ended it before its last epoch (a stop)
-            row.status = "interrupted"
-        err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
-        self._print(f"+ {trial_name(trial)}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
+        for i in self._members(trial):
+            row = self._row(i)
+            if row.status == "running":  # Tune ended it before its last epoch (a stop)
+                row.status = "interrupted"
+            err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
+            self._print(f"+ {i}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
         self.changed = True
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        row = self._row(trial)
-        row.status, row.failures = "running", trial.num_failures
-        self._print(f"! {trial_name(trial)}: failed ({_error_line(trial)}); retrying from its last checkpoint "
-                    f"(failure {trial.num_failures})")
+        for i in self._members(trial):
+            row = self._row(i)
+            if row.status not in COMPLETE:
+                row.status, row.failures = "running", trial.num_failures
+        self._say("!", trial, f"failed ({_error_line(trial)}); retrying from its last checkpoint "
+                              f"(failure {trial.num_failures})")
         self.changed = True
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._row(trial).status = "errored"
-        self._print(f"x {trial_name(trial)}: errored ({_error_line(trial)}) after {trial.num_failures} failure(s)")
+        for i in self._members(trial):
+            if self._row(i).status not in COMPLETE:
+                self._row(i).status = "errored"
+        self._say("x", trial, f"errored ({_error_line(trial)}) after {trial.num_failures} failure(s)")
         self.changed = True
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
@@ -143,8 +166,8 @@ def _error_line(trial: Any) -> str:
 class ErrorFiles(tune.Callback):
     """Writes trials/<id>/error.txt from the driver when a trial died without writing it (e.g. a lost worker)."""
 
-    def __init__(self, folders: dict[str, str]):
-        self.folders = folders
+    def __init__(self, folders: dict[str, list[str]]):
+        self.folders = folders  # Tune trial (pack id) -> its trials' folders
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._write(trial)
@@ -153,10 +176,19 @@ class ErrorFiles(tune.Callback):
         self._write(trial)
 
     def _write(self, trial: Any) -> None:
-        folder = self.folders.get(trial_name(trial))
-        if folder and not (Path(folder) / ERROR_FILE).exists():
-            path = getattr(trial, "error_file", None)
+        path = getattr(trial, "error_file", None)
+        for folder in map(Path, self.folders.get(trial_name(trial), [])):
+            if (folder / ERROR_FILE).exists() or _ended(folder):
+                continue
             text = Path(path).read_text() if path and Path(path).exists() else "trial failed (no details from Ray)\n"
-            write_atomic(Path(folder) / ERROR_FILE, text)
+            write_atomic(folder / ERROR_FILE, text)
+
+
+def _ended(folder: Path) -> bool:
+    """Whether the trial's summary says it has ended (a pack's finished member keeps a clean folder)."""
+    try:
+        return read_summary(folder).get("status") in COMPLETE
+    except (OSError, ValueError, AttributeError):
+        return False
 
 

@@ -104,8 +104,8 @@ def typed_grid(section: Any, path: str, problems: list[str]) -> dict[str, list[A
 def parse_sets(items: Sequence[str], problems: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--set key=value` options: (typed trial fields, changes to the sweep's own keys).
 
-    Values are read as YAML (0.5, true, [10, 32, 784], null). `resources.NAME=N` and `max_failures=N`
-    change the sweep itself; every other key must be a trial field.
+    Values are read as YAML (0.5, true, [10, 32, 784], null). `resources.NAME=N`, `max_failures=N` and
+    `pack=N|auto` change the sweep itself; every other key must be a trial field.
     """
     fields: dict[str, Any] = {}
     sweep: dict[str, Any] = {}
@@ -119,8 +119,8 @@ def parse_sets(items: Sequence[str], problems: list[str]) -> tuple[dict[str, Any
             value = yaml.safe_load(text) if text.strip() else text
         except yaml.YAMLError:
             value = text
-        if key == "max_failures":
-            sweep["max_failures"] = value
+        if key in ("max_failures", "pack"):
+            sweep[key] = value
         elif key.startswith("resources."):
             sweep.setdefault("resources", {})[key.partition(".")[2]] = value
         elif key not in FIELD_NAMES:
@@ -131,6 +131,16 @@ def parse_sets(items: Sequence[str], problems: list[str]) -> tuple[dict[str, Any
             except ConfigError as e:
                 problems.extend(f"--set {key}: {m}" for _, m in e.problems)
     return fields, sweep
+
+
+def check_pack(value: Any, problems: list[str]) -> int | None:
+    """`pack`: auto (None: sized from the resources when the sweep runs) or trials per pack (1: no packing)."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"pack: got {value!r}; auto, or the most trials per pack (1: every trial alone)")
+        return None
+    return value
 
 
 def check_resources(section: Any, problems: list[str]) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 A sweep file names shared trial fields (`base`), named rows (`experiments`),
 a cartesian `grid` over any trial field, and the per-trial `resources` and
-`max_failures` that Ray Tune uses. `resources` holds `cpu` and `gpu` (a
+`max_failures` that Ray Tune uses, and `pack`: how many trials of the same
+structure may train as one program (cep.sweep.plan.make_packs). `resources` holds `cpu` and `gpu` (a
 fraction shares a GPU) and any custom Ray resource by name (e.g. `{gpu: 0.25,
 a100: 1}` for nodes started with `ray start --resources '{"a100": 4}'`). Everything is checked here, before anything
 starts: every problem becomes one line `YAML.path: what is wrong; the fix`.
@@ -28,6 +29,7 @@ from typing import Any
 from cep.config import FIELD_NAMES, ConfigError, TrialConfig
 from cep.sweep.sections import (
     DEFAULT_RESOURCES,
+    check_pack,
     check_resources,
     closest,
     kind,
@@ -38,7 +40,7 @@ from cep.sweep.sections import (
 )
 from cep.yaml_file import YAMLFileError, read_yaml
 
-TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures")
+TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures", "pack")
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+,-]")
@@ -76,6 +78,7 @@ class SweepSpec:
     resources: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     max_failures: int = DEFAULT_MAX_FAILURES
     source: str | None = None  # the sweep file
+    pack: int | None = None  # most trials per pack (cep.sweep.plan.make_packs); None: auto
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -129,8 +132,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     set_problems: list[str] = []  # listed after the file's own problems
     sets, sweep_sets = parse_sets(overrides, set_problems)
     data = dict(data)
-    if "max_failures" in sweep_sets:
-        data["max_failures"] = sweep_sets["max_failures"]
+    data.update({k: v for k, v in sweep_sets.items() if k in ("max_failures", "pack")})
     if "resources" in sweep_sets:
         own = data.get("resources")
         data["resources"] = {**(own if isinstance(own, Mapping) else {}), **sweep_sets["resources"]}
@@ -142,6 +144,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         problems.append(f"max_failures: got {max_failures!r}; a non-negative integer (retries per trial)")
         max_failures = DEFAULT_MAX_FAILURES
+    pack = check_pack(data.get("pack"), problems)
     problems += set_problems
     experiments = _experiments(data, grid, problems)
     problems += [f"base.{key}: also a grid key; remove one of them" for key in base if key in grid]
@@ -157,7 +160,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     if problems:
         raise SweepError(problems)
     return SweepSpec(name=str(name), description=description, trials=tuple(trials), resources=resources,
-                     max_failures=max_failures, source=source)
+                     max_failures=max_failures, source=source, pack=pack)
 
 
 def _check_top(data: Mapping[str, Any], problems: list[str]) -> tuple[Any, str]:

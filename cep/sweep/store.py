@@ -26,7 +26,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import FolderState, read_folder, write_atomic
-from cep.sweep.plan import describe_change, fingerprint
+from cep.sweep.plan import Pack, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
 SWEEP_FILE = "sweep.json"
@@ -60,12 +60,13 @@ def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path
     return out
 
 
-def sweep_record(spec: SweepSpec, trials: Sequence[Trial]) -> dict[str, Any]:
+def sweep_record(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack] = ()) -> dict[str, Any]:
     """The content of sweep.json: what the experiment is, for the aggregator and for resume checks."""
     return {"name": spec.name, "description": spec.description, "fingerprint": fingerprint(trials),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cep_version": __version__,
             "sweep_file": str(Path(spec.source).absolute()) if spec.source else None,
             "resources": spec.resources, "max_failures": spec.max_failures,
+            "packs": pack_plan(packs) if packs else [[t.id] for t in trials],
             "trials": [t.record() for t in trials]}
 
 
@@ -114,15 +115,33 @@ def restart(exp_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None
         return
     for tid in trial_ids:
         shutil.rmtree(trial_dir(exp_dir, tid), ignore_errors=True)
-    shutil.rmtree(subset_tune_dir(exp_dir, trial_ids), ignore_errors=True)
+    # Ray Tune's files of partial runs: a restored one would count the discarded trials as done there
+    shutil.rmtree(Path(exp_dir) / SUBSETS_DIR, ignore_errors=True)
 
 
-def subset_tune_dir(exp_dir: str | Path, trial_ids: Sequence[str]) -> Path:
-    """Where Ray Tune keeps its files for an `--only` run of these trials (stable per selection)."""
+def subset_tune_dir(exp_dir: str | Path, keys: Sequence[str]) -> Path:
+    """Where Ray Tune keeps its files for a run of these trials or packs (stable per selection), when it is
+    not the experiment's own plan: an `--only` selection, or another packing."""
     import hashlib
 
-    digest = hashlib.sha256("\n".join(sorted(trial_ids)).encode()).hexdigest()[:10]
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:10]
     return Path(exp_dir) / SUBSETS_DIR / f"only-{digest}"
+
+
+def pack_plan(packs: Sequence[Pack]) -> list[list[str]]:
+    """The packs as sweep.json records them: each pack's trial ids."""
+    return [p.ids for p in packs]
+
+
+def tune_dir(exp_dir: Path, packs: Sequence[Pack], full: bool, record: dict[str, Any] | None) -> Path:
+    """Ray Tune's folder for running these packs: the experiment folder itself when they are the plan it
+    was started with (so Tune restores it), else a folder of their own (trials still resume exactly from
+    their checkpoints; only Tune's bookkeeping is new)."""
+    plan = pack_plan(packs)
+    recorded = (record or {}).get("packs", [[t["id"]] for t in (record or {}).get("trials", []) if isinstance(t, dict)])
+    if full and (record is None or recorded == plan):
+        return exp_dir
+    return subset_tune_dir(exp_dir, [p.id if len(p.ids) == 1 else f"{p.id}={','.join(p.ids)}" for p in packs])
 
 
 # ----------------------------------------------------------- completion check

@@ -1,16 +1,18 @@
-"""The Ray Tune trainable of a sweep: one trial through the runner, reported to Tune epoch by epoch.
+"""The Ray Tune trainable of a sweep: one pack of trials (cep.sweep.plan.Pack; often a trial alone) through
+the runner, reported to Tune round by round.
 
-A thin wrapper of `cep.runner.run`: every epoch the runner writes the trial's
-results folder (trials/<id>/, checkpoint.pt included) and this module reports
-the epoch's metrics to Tune with that state as the Tune checkpoint. A (re)started
-trial continues from the newest of its Tune checkpoint and its checkpoint.pt
-(Tune's experiment snapshot may lag behind the trial); a trial whose state has
-already ended reports its final metrics once and is not rerun. An error lands in
-trials/<id>/error.txt (and errors.log) before Tune sees it.
+A thin wrapper of `cep.runner.run_pack`: every epoch the runner writes each member's
+results folder (trials/<id>/, checkpoint.pt included) and after each round this
+module reports every member's metrics to Tune, with their states as the Tune
+checkpoint. A (re)started member continues from the newest of its Tune checkpoint
+and its checkpoint.pt (Tune's experiment snapshot may lag behind the trial); a
+member whose state has already ended is not rerun. An error lands in each
+unfinished member's error.txt (and errors.log) before Tune sees it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,7 +22,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,14 @@ import ray
 from ray import tune
 
 from cep.config import TrialConfig
-from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, write_atomic
-from cep.runner import run
+from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, write_atomic
+from cep.runner import Member, resume_pack, run, run_pack
 from cep.sweep.faults import Fault, FaultInjected, fault_due
 from cep.sweep.store import torch_threads, trial_device
+from cep.train import TrainState
 
-STATE_FILE = "state.pt"  # inside a Tune checkpoint folder
+STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
+MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
 STAGING_PREFIX = "cep-ckpt-"  # node-local temp folders holding a checkpoint while Tune copies it: <prefix><pid>-*
 RESTART_HINT = "rerun cep-sweep with --restart --only TRIAL to start it afresh"
 
@@ -44,16 +48,35 @@ class TrialContext:
 
     configs: dict[str, dict[str, Any]]  # trial id -> resolved TrialConfig dict (out_dir = trials/<id>)
     resources: dict[str, float]
+    packs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pack id -> member trial ids
     faults: tuple[Fault, ...] = ()
     epoch_sleep: float = 0.0
 
 
-def _tune_report(metrics: dict[str, Any], folder: Path, trial_id: str, epochs: int, replayed: bool = False) -> None:
-    """Report one epoch to Tune with checkpoint.pt as the trial's Tune checkpoint."""
-    result = {**metrics, "trial_id": trial_id, "epochs": epochs, "replayed": replayed}
+def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
+    """A member's line in a Tune report: its last epoch's metrics (or where it stands) and status."""
+    last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
+    return {**last, "id": trial_id, "epochs": state.config.epochs, "status": state.status}
+
+
+def _tune_report(pack_id: str, members: list[tuple[str, Path, TrainState]], replayed: bool = False) -> None:
+    """Report a round (every member's latest state) to Tune, with the members' checkpoint.pt files as the
+    Tune checkpoint. A trial alone also has its metrics at the top level, as Tune's own files show them."""
+    records = [_member_record(i, st) for i, _, st in members]
+    result: dict[str, Any] = {"trial_id": pack_id, "replayed": replayed, "members": records,
+                              "epoch": min(r["epoch"] for r in records), "epochs": max(r["epochs"] for r in records)}
+    if len(records) == 1:
+        result.update({k: v for k, v in records[0].items() if k != "id"})
     with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as d:
-        shutil.copyfile(folder / CHECKPOINT_FILE, Path(d) / STATE_FILE)
+        for k, (_, folder, _) in enumerate(members):
+            if (folder / CHECKPOINT_FILE).exists():
+                shutil.copyfile(folder / CHECKPOINT_FILE, Path(d) / _state_file(k, len(members)))
+        (Path(d) / MEMBERS_FILE).write_text(json.dumps([i for i, _, _ in members]))
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _state_file(k: int, n: int) -> str:
+    return STATE_FILE if n == 1 else f"state-{k}.pt"
 
 
 def remove_stale_staging(min_age_s: float = 3600.0) -> None:
@@ -93,65 +116,79 @@ def _write_node(folder: Path) -> None:
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """The Tune trainable: one trial, epoch by epoch, resumable exactly; errors land in trials/<id>/error.txt."""
+    """The Tune trainable: one pack of trials (often a trial alone), epoch by epoch, resumable exactly;
+    errors land in each unfinished member's trials/<id>/error.txt."""
     import torch
 
     for name in ("ray.train", "ray.tune"):  # no "Checkpoint successfully created" line per epoch in the console
         logging.getLogger(name).setLevel(logging.WARNING)
-    trial_id = config["trial_id"]
-    cfg = TrialConfig.from_dict(ctx.configs[trial_id])
-    folder = Path(cfg.out_dir or ".")
+    pack_id = config["trial_id"]
+    ids = ctx.packs.get(pack_id, (pack_id,))
     torch.set_num_threads(torch_threads(ctx.resources))
-    cfg = cfg.replace(device=trial_device(cfg, ctx.resources))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ERROR_FILE).unlink(missing_ok=True)  # a new attempt: error.txt means "the last attempt failed"
-    _write_node(folder)
+    cfgs = [TrialConfig.from_dict(ctx.configs[i]) for i in ids]
+    cfgs = [c.replace(device=trial_device(c, ctx.resources)) for c in cfgs]
+    folders = [Path(c.out_dir or ".") for c in cfgs]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).unlink(missing_ok=True)  # a new attempt: error.txt means "the last attempt failed"
+        _write_node(folder)
     remove_stale_staging()
     try:
-        _run(cfg, folder, trial_id, ctx)
+        _run(pack_id, list(ids), cfgs, folders, ctx)
     except Exception as e:
         text = "".join(traceback.format_exception(e))
-        write_atomic(folder / ERROR_FILE, text)
-        with open(folder / ERRORS_LOG, "a") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {socket.gethostname()}\n{text}")
-        append_log(folder, f"error {type(e).__name__}: {e}")
+        for folder in folders:
+            if read_folder(folder, "train" if cfgs[0].action == "train" else "gdu", cfgs[0].epochs).complete:
+                continue  # a member that had ended keeps its result
+            write_atomic(folder / ERROR_FILE, text)
+            with open(folder / ERRORS_LOG, "a") as f:
+                f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {socket.gethostname()}\n{text}")
+            append_log(folder, f"error {type(e).__name__}: {e}")
         raise
 
 
-def _run(cfg: TrialConfig, folder: Path, trial_id: str, ctx: TrialContext) -> None:
-    if cfg.action != "train":
-        outcome = run(cfg, folder)
-        tune.report({"epoch": 1, "epochs": 1, "status": outcome.status, "trial_id": trial_id,
-                     "replayed": outcome.replayed})
+def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Path], ctx: TrialContext) -> None:
+    if cfgs[0].action != "train":  # the gdu action: one analysis, one report
+        outcome = run(cfgs[0], folders[0])
+        tune.report({"epoch": 1, "epochs": 1, "status": outcome.status, "trial_id": pack_id,
+                     "replayed": outcome.replayed, "members": [{"id": ids[0], "epoch": 1, "epochs": 1,
+                                                                "status": outcome.status}]})
         return
-    from cep.runner import resume
+    members = [Member(c, f) for c, f in zip(cfgs, folders, strict=True)]
+    with _tune_saved_states(ids) as saved:
+        resume_pack(members, {str(f): saved.get(i, []) for i, f in zip(ids, folders, strict=True)}, RESTART_HINT)
+    id_of = {str(f): i for i, f in zip(ids, folders, strict=True)}
+    latest = {i: m.resumed.state for i, m in zip(ids, members, strict=True)}
 
-    with _tune_saved_state() as saved:
-        resumed = resume(cfg, folder, saved, RESTART_HINT)
-
-    def before_save(metrics: dict[str, Any], state: Any) -> None:
-        if metrics["status"] != "diverged" and fault_due(ctx.faults, trial_id, metrics["epoch"], folder):
+    def before_save(metrics: dict[str, Any], state: TrainState) -> None:
+        trial_id = id_of[str(state.config.out_dir)]
+        if metrics["status"] != "diverged" and fault_due(ctx.faults, trial_id, metrics["epoch"], state.config.out_dir):
             raise FaultInjected(f"fault injected by CEP_FAULT_INJECT in epoch {metrics['epoch']} of {trial_id}")
         if ctx.epoch_sleep:
             time.sleep(ctx.epoch_sleep)
 
-    def on_epoch(metrics: dict[str, Any], state: Any) -> None:
-        _tune_report(metrics, folder, trial_id, cfg.epochs)
+    def on_round(states: list[TrainState]) -> None:
+        latest.update({id_of[str(st.config.out_dir)]: st for st in states})
+        _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
 
-    outcome = run(cfg, folder, resumed=resumed, before_save=before_save, on_epoch=on_epoch, restart_hint=RESTART_HINT)
-    if outcome.replayed:  # Tune still needs one report of the trial's end
-        state = outcome.state
-        last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
-        _tune_report({**last, "status": state.status}, folder, trial_id, cfg.epochs, replayed=True)
+    outcomes = run_pack(members, before_save=before_save, on_round=on_round, restart_hint=RESTART_HINT)
+    if all(o.replayed for o in outcomes):  # Tune still needs one report of the trial's end
+        _tune_report(pack_id, [(i, f, o.state) for i, f, o in zip(ids, folders, outcomes, strict=True)],
+                     replayed=True)
 
 
 @contextmanager
-def _tune_saved_state() -> Iterator[list[tuple[str, Path]]]:
-    """Tune's checkpoint of this trial as a runner candidate (source, file), while it is readable."""
+def _tune_saved_states(ids: list[str]) -> Iterator[dict[str, list[tuple[str, Path]]]]:
+    """Tune's checkpoint of this pack, as runner candidates (source, file) per member, while it is readable."""
     ckpt = tune.get_checkpoint()
     if ckpt is None:
-        yield []
+        yield {}
         return
     with ckpt.as_directory() as d:
-        path = Path(d) / STATE_FILE
-        yield [("Tune checkpoint", path)] if path.exists() else []
+        listed = Path(d) / MEMBERS_FILE
+        try:
+            names = json.loads(listed.read_text()) if listed.exists() else ids[:1]  # before packs: one trial
+        except (OSError, ValueError):
+            names = []
+        files = {i: Path(d) / _state_file(k, len(names)) for k, i in enumerate(names) if isinstance(i, str)}
+        yield {i: [("Tune checkpoint", p)] for i, p in files.items() if i in ids and p.exists()}
