@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -56,8 +57,28 @@ def _acc(acc: Tensor, a: Tensor, b: Tensor, scale: Scalar = 1.0) -> None:
         acc.baddbmm_(a, b, alpha=scale)
 
 
-def _mm(a: Tensor, b: Tensor) -> Tensor:
-    return torch.mm(a, b) if a.dim() == 2 else torch.bmm(a, b)
+def _mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    return torch.mm(a, b, out=out) if a.dim() == 2 else torch.bmm(a, b, out=out)
+
+
+Op = Callable[[], object]
+
+
+def _addmm_op(bias: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Op:
+    """out = bias + a @ b, bound once: a step is a list of such ops, replayed without Python dispatch logic."""
+    return partial(torch.addmm if a.dim() == 2 else torch.baddbmm, bias, a, b, out=out)
+
+
+def _acc_op(acc: Tensor, a: Tensor, b: Tensor, scale: Scalar = 1.0) -> Op:
+    """acc += scale * a @ b, bound once."""
+    if isinstance(scale, Tensor):
+        return partial(_acc, acc, a, b, scale)
+    return partial(acc.addmm_ if a.dim() == 2 else acc.baddbmm_, a, b, alpha=scale)
+
+
+def _axpy_op(y: Tensor, x: Tensor, alpha: Scalar) -> Op:
+    """y += alpha x, bound once."""
+    return partial(y.addcmul_, x, alpha) if isinstance(alpha, Tensor) else partial(y.add_, x, alpha=alpha)
 
 
 def _axpy_(y: Tensor, x: Tensor, alpha: Scalar) -> None:
@@ -194,41 +215,55 @@ class _Nudge:
     beta_y: Tensor  # beta * y
 
 
-Correction = Callable[[int], "tuple[Tensor, Tensor] | None"]
+Correction = list["tuple[Tensor, Tensor] | None"]
 
 
-def _step(net: _Net, cur: _Slot, new: _Slot, nudge: _Nudge | None = None, M: Correction | None = None) -> None:
-    """One synchronous step from `cur` into `new` (spec 2-3); `M(j)`, a pair of factors whose product
-    is added to layer j's input, is the low-rank effect of the weights' changes since u(0)."""
-    cfg, L = net.cfg, len(cur.s)
+def _step_ops(net: _Net, cur: _Slot, new: _Slot, nudge: _Nudge | None = None,
+              corr: Correction | None = None) -> list[Op]:
+    """One synchronous step from `cur` into `new` (spec 2-3), as a list of bound ops on fixed buffers.
+
+    `corr[j]`, a pair of factors whose product is added to layer j's input, is the low-rank
+    effect of the weights' changes since u(0) (its buffers are refreshed by earlier ops).
+    """
+    L, ops = len(cur.s), []
     for j in range(L):
         h = new.h[j]
         if j < L - 1:
-            _addmm(net.bs[j], cur.syn[j + 1], net.Ws[j].mT, h)
+            ops.append(_addmm_op(net.bs[j], cur.syn[j + 1], net.Ws[j].mT, h))
             if j > 0:
-                _acc(h, cur.syn[j - 1], net.F[j - 1])
+                ops.append(_acc_op(h, cur.syn[j - 1], net.F[j - 1]))
         else:
-            _addmm(net.D, cur.syn[j - 1], net.F[j - 1], h) if j > 0 else h.copy_(net.D)
-        if M is not None:
-            m = M(j)
-            if m is not None:
-                _acc(h, *m)
+            ops.append(_addmm_op(net.D, cur.syn[j - 1], net.F[j - 1], h) if j > 0 else partial(h.copy_, net.D))
+        if corr is not None and corr[j] is not None:
+            ops.append(_acc_op(h, *corr[j]))
         if net.discrete:
-            net.core(h, out=new.u[j])
+            ops.append(partial(net.core, h, out=new.u[j]))
             if j == 0 and nudge is not None:
-                _axpy_(new.u[0], cur.s[0], nudge.neg_beta)
-                new.u[0].add_(nudge.beta_y)
-            continue
-        if cfg.rule == "ep" and j > 0:
-            h.mul_(rho_prime(cfg, cur.s[j]))
-        ds = h.sub_(cur.s[j])
-        if j == 0 and nudge is not None:
-            _axpy_(ds, cur.s[0], nudge.neg_beta)
-            ds.add_(nudge.beta_y)
-        torch.add(cur.s[j], ds, alpha=cfg.dt, out=new.s[j])
-        if not cfg.no_clamp:
-            new.s[j].clamp_(0, 1)
-        new._derive(net, j)
+                ops += [_axpy_op(new.u[0], cur.s[0], nudge.neg_beta), partial(new.u[0].add_, nudge.beta_y)]
+        else:
+            ops.append(partial(_continuous_update, net, cur, new, j, nudge))
+    return ops
+
+
+def _continuous_update(net: _Net, cur: _Slot, new: _Slot, j: int, nudge: _Nudge | None) -> None:
+    """ds = -s + (rho'(s) for ep hidden layers) * h (+ nudge), Euler step, clamp (spec 2.3-2.4)."""
+    cfg, h = net.cfg, new.h[j]
+    if cfg.rule == "ep" and j > 0:
+        h.mul_(rho_prime(cfg, cur.s[j]))
+    ds = h.sub_(cur.s[j])
+    if j == 0 and nudge is not None:
+        _axpy_(ds, cur.s[0], nudge.neg_beta)
+        ds.add_(nudge.beta_y)
+    torch.add(cur.s[j], ds, alpha=cfg.dt, out=new.s[j])
+    if not cfg.no_clamp:
+        new.s[j].clamp_(0, 1)
+    new._derive(net, j)
+
+
+def _replay(plans: list[list[Op]], steps: int) -> None:
+    for k in range(steps):
+        for op in plans[k % 2]:
+            op()
 
 
 # ------------------------------------------------------------------ phases
@@ -242,8 +277,7 @@ def free_phase(cfg: TrialConfig, p: Params, x: Tensor, steps: int, s: States | N
             slots[0].zero(net)
         else:
             slots[0].load(net, s)
-        for k in range(steps):
-            _step(net, slots[k % 2], slots[(k + 1) % 2])
+        _replay([_step_ops(net, slots[0], slots[1]), _step_ops(net, slots[1], slots[0])], steps)
         out = FreeStates(slots[steps % 2].states(net))
         out.net = net
         return out
@@ -302,47 +336,62 @@ class _Nudged:
         elif not self.ep:  # VF: frozen weights, summed per-step increments of the hidden pairs
             self.acc = [(torch.zeros_like(net.W[i]), torch.zeros_like(net.V[i])) for i in range(self.L - 1)]
 
-    def correction(self, cur: _Slot) -> Correction:
-        """Layer j's input change due to the weights' motion since u(0), as factors (M_j, operand).
+    def correction_ops(self, cur: _Slot) -> tuple[list[Op], Correction]:
+        """Ops refreshing, from `cur`'s states, each layer's input change due to the weights' motion since
+        u(0), and that change as factors (M_j, operand) for _step_ops.
 
         ep, pair i, into layer i: c u_{i+1}(k) (u_{i+1}(k)^T Δ_i + Δ_{i+1}^T u_i(0))
         = c (u_{i+1}(k) [u_{i+1}(k); Δ_{i+1}]^T) [Δ_i; u_i(0)], and symmetrically into layer i+1.
         """
-        cur.update_delta()
-        B = cur.u[0].shape[-2]
+        ops: list[Op] = [partial(torch.sub, u, o, out=d) for u, d, o in zip(cur.u, cur.delta, cur.origin)]
+        B, L = cur.u[0].shape[-2], self.L
         if not self.ep:
-            return lambda j: (self.K[j], cur.delta[j])
-        gram = [_mm(u, z[..., :2 * B, :].mT) for u, z in zip(cur.u, cur.z)]  # u_j(k) [u_j(k); Δ_j]^T
+            return ops, [(k, d) for k, d in zip(self.K, cur.delta)]
+        gram = [torch.empty_like(k) for k in self.K]  # u_j(k) [u_j(k); Δ_j]^T, [.., B, 2B]
+        ops += [partial(_mm, u, z[..., :2 * B, :].mT, g) for u, z, g in zip(cur.u, cur.z, gram)]
+        corr: Correction = []
+        for j in range(L):
+            terms = ([(gram[j + 1], self.coef[j])] if j < L - 1 else []) + \
+                    ([(gram[j - 1], self.coef[j - 1])] if j > 0 else [])
+            m = self.K[j] if not terms else torch.empty_like(self.K[j])
+            for t, (g, c) in enumerate(terms):
+                first = self.K[j] if t == 0 else m
+                ops.append(partial(torch.addcmul, first, g, c, out=m) if isinstance(c, Tensor)
+                           else partial(torch.add, first, g, alpha=c, out=m))
+            corr.append((m, cur.z[j][..., B:, :]))
+        return ops, corr
 
-        def M(j: int) -> tuple[Tensor, Tensor]:
-            m = self.K[j]
-            for g, c in ((gram[j + 1], self.coef[j]) if j < self.L - 1 else (None, None),
-                         (gram[j - 1], self.coef[j - 1]) if j > 0 else (None, None)):
-                if g is not None:
-                    m = torch.add(m, g, alpha=c) if not isinstance(c, Tensor) else torch.addcmul(m, g, c)
-            return m, cur.z[j][..., B:, :]
-        return M
-
-    def dense_update(self, cur: _Slot, new: _Slot) -> None:
+    def dense_ops(self, cur: _Slot, new: _Slot) -> list[Op]:
         """VF's hidden pairs (spec 4.3-4.4): W_i += c (s_i' - s_i)^T syn_{i+1},
         V_i += c (s_{i+1}' - s_{i+1})^T syn_i, into the live scaled weights (C-VF) or a sum (VF)."""
         net = self.net
-        d = [a - b for a, b in zip(new.s, cur.s)]
+        d = [torch.empty_like(t) for t in new.s]
+        ops: list[Op] = [partial(torch.sub, a, b, out=o) for a, b, o in zip(new.s, cur.s, d)]
         for i in range(self.L - 1):
             if self.moving:
                 targets, scale = (net.Ws[i], net.Vs[i]), self.cd[i] * net.scale
             else:
                 targets, scale = self.acc[i], self.c[i]
-            _acc(targets[0], d[i].mT, cur.syn[i + 1], scale)
-            _acc(targets[1], d[i + 1].mT, cur.syn[i], scale)
+            ops += [_acc_op(targets[0], d[i].mT, cur.syn[i + 1], scale),
+                    _acc_op(targets[1], d[i + 1].mT, cur.syn[i], scale)]
+        return ops
+
+    def plan(self, cur: _Slot, new: _Slot) -> list[Op]:
+        """One nudged step from `cur` into `new`, with the weights' motion, as bound ops."""
+        ops: list[Op] = []
+        corr = None
+        if self.moving:
+            pre, corr = self.correction_ops(cur)
+            ops += pre
+        ops += _step_ops(self.net, cur, new, self.nudge, corr)
+        if not self.ep:
+            ops += self.dense_ops(cur, new)
+        return ops
 
     def run(self) -> States:
         net = self.net
-        for k in range(net.cfg.Kmax):
-            cur, new = self.slots[k % 2], self.slots[(k + 1) % 2]
-            _step(net, cur, new, self.nudge, self.correction(cur) if self.moving else None)
-            if not self.ep:
-                self.dense_update(cur, new)
+        a, b = self.slots
+        _replay([self.plan(a, b), self.plan(b, a)], net.cfg.Kmax)
         end = self.slots[net.cfg.Kmax % 2]
         self.write(end)
         return end.states(net)
