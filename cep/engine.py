@@ -299,15 +299,15 @@ def nudged_learn(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tens
         if net.lead and any(t.shape[:-2] != net.lead for t in p.W):
             raise ValueError("learning needs weights with the trial dimensions of the states, "
                              f"{tuple(net.lead)}; got {[tuple(t.shape) for t in p.W]}")
-        return _Nudged(net, p, s_free, y, beta, lrs, dynamics_lrs).run()
+        return _Nudged(net, s_free, y, beta, lrs, dynamics_lrs).run()
 
 
 class _Nudged:
     """The nudged phase of one minibatch and its update (see nudged_learn)."""
 
-    def __init__(self, net: _Net, p: Params, s_free: States, y: Tensor, beta: Scalar, lrs: Sequence[Scalar],
+    def __init__(self, net: _Net, s_free: States, y: Tensor, beta: Scalar, lrs: Sequence[Scalar],
                  dynamics_lrs: Sequence[Scalar] | None):
-        cfg, self.net, self.p = net.cfg, net, p
+        cfg, self.net = net.cfg, net
         self.L = cfg.n_layers
         B = net.D.shape[-2]
         beta_t = net.trial(beta, 2)
