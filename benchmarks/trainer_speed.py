@@ -1,63 +1,177 @@
-"""Trained samples per second of the paper's configurations (random inputs; spec section 7 hyperparameters).
+"""Milliseconds per training minibatch of the paper's configurations, old step versus new (spec sections 7, 8).
 
-    python benchmarks/trainer_speed.py [--device cpu|cuda] [--batches 50] [--threads N]
+    python benchmarks/trainer_speed.py [--threads 1 2] [--batches 10] [--rounds 5] [--only C-EP-1h ...]
+                                       [--no-spec] [--device cpu|cuda]
 
-Each figure covers the whole training step of a minibatch: free phase (T steps),
-nudged phase (Kmax steps) and the weight update, as in `cep.train`.
+Each figure covers the whole training step of one minibatch of 20 random MNIST-shaped
+inputs: free phase (T steps), nudged phase (Kmax steps) and the weight update, as in
+`cep.train`. Variants, timed interleaved (A B C A B C ...) within one process so that a
+noisy shared machine moves them together; each cell is the median over the rounds:
+
+* spec:  tests/spec_reference.py, the spec written out literally (einsum, no cached drive);
+* today: benchmarks/baseline.py, the step as it was before the fast step (commit 44fb562);
+* new:   cep.model.relax + cep.rules.learn, the package's step.
+
+`speedup` is today/new (median of the per-round ratios). GFLOP/s counts the FLOPs of
+the direct algorithm with a cached input drive (`minibatch_mms`: dense products in every
+step, dense weight increments), whatever a variant actually computes; `mm` is what
+torch.mm alone reaches on exactly those shapes and counts, measured in the same run.
+Room for packed trials: add a variant to `variants()` (e.g. "P=9", "P=45" timing one
+trial-epoch's share of a packed program) and it gets its own columns.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from cep.config import paper_config
-from cep.model import init_params, relax
-from cep.rules import learn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import baseline  # noqa: E402
+import spec_reference  # noqa: E402
+
+from cep.config import TrialConfig, paper_config  # noqa: E402
+from cep.model import Params, init_params, relax  # noqa: E402
+from cep.rules import learn  # noqa: E402
 
 NAMES = ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h")
+Minibatch = Callable[[Params, torch.Tensor, torch.Tensor, float], None]
 
 
-def samples_per_second(name: str, device: str, batches: int) -> float:
+def minibatch_mms(cfg: TrialConfig, B: int) -> list[tuple[int, int, int, int]]:
+    """(m, k, n, count) of every matrix product of one minibatch in the direct algorithm (cached drive)."""
+    n, L, n_in = cfg.size_tab, cfg.n_layers, cfg.size_tab[-1]
+    steps = cfg.T + cfg.Kmax
+    mms = [(B, n_in, n[L - 1], 2)]  # the input drive, once per phase
+    for i in range(L - 1):  # forward and feedback product of every hidden pair, every step
+        mms += [(B, n[i + 1], n[i], steps), (B, n[i], n[i + 1], steps)]
+    inc_per_pair = [(n[i], 2 * B, n[i + 1], 1) for i in range(L - 1)]  # a^T a' - c^T c' (ep) or dW + dV (vf)
+    if cfg.continual:
+        mms += [(m, k, q, cfg.Kmax) for m, k, q, _ in inc_per_pair]
+        mms += [(B, n_in, B, 1), (B, B, n[L - 1], cfg.Kmax)]  # Gram matrix and drive updates
+    elif cfg.rule == "vf":
+        mms += [(m, k, q, cfg.Kmax) for m, k, q, _ in inc_per_pair]
+    else:
+        mms += inc_per_pair
+    mms.append((n[L - 1], B, n_in, 1))  # the input matrix's update
+    return mms
+
+
+def flops(mms: list[tuple[int, int, int, int]]) -> float:
+    return float(sum(2 * m * k * q * c for m, k, q, c in mms))
+
+
+def mm_seconds(mms: list[tuple[int, int, int, int]], device: str, dtype: torch.dtype) -> float:
+    """Seconds torch.mm alone needs for the products `mms` (each shape timed separately, best of 3)."""
+    total = 0.0
+    for m, k, q, count in mms:
+        a, b = torch.rand(m, k, device=device, dtype=dtype), torch.rand(k, q, device=device, dtype=dtype)
+        out = torch.empty(m, q, device=device, dtype=dtype)
+        reps = max(20, min(2000, int(2e8 / (2 * m * k * q))))
+        best = float("inf")
+        for _ in range(3):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b, out=out)
+            _sync(device)
+            best = min(best, (time.perf_counter() - start) / reps)
+        total += best * count
+    return total
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def variants(cfg: TrialConfig, spec: bool) -> dict[str, Minibatch]:
+    """name -> one training minibatch on `params`, in place."""
+    lrs = list(cfg.lr_tab)
+
+    def today(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
+        baseline.learn(cfg, p, baseline.relax(cfg, p, x, cfg.T), x, y, beta, lrs)
+
+    def new(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
+        learn(cfg, p, relax(cfg, p, x, cfg.T), x, y, beta, lrs)
+
+    def literal(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
+        kind = f"{cfg.rule}-{cfg.setting}"
+        W, b, V, _ = spec_reference.one_minibatch(kind, p.W, p.b, p.V, x, y, cfg.T, cfg.Kmax, beta, lrs,
+                                                  cfg.continual, cfg.activation, cfg.dt, not cfg.no_clamp)
+        p.copy_(Params(W, b, V))
+
+    out: dict[str, Minibatch] = {"spec": literal} if spec else {}
+    out.update(today=today, new=new)
+    return out
+
+
+def time_config(name: str, device: str, batches: int, rounds: int, spec: bool) -> dict[str, list[float]]:
+    """ms per minibatch of every variant, one entry per round, rounds interleaved across variants."""
     cfg = paper_config(name, device=device, seed=0)
     g = torch.Generator().manual_seed(0)
-    params = init_params(cfg, g, device)
     x = torch.rand(batches, cfg.batch_size, 784, generator=g).to(device)
     y = F.one_hot(torch.randint(0, 10, (batches, cfg.batch_size), generator=g), 10).float().to(device)
-
-    def run(n: int) -> None:
-        for k in range(n):
-            s = relax(cfg, params, x[k], cfg.T)
-            learn(cfg, params, s, x[k], y[k], cfg.beta, cfg.lr_tab)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
+    signs = [1.0 if u < (cfg.randbeta or 1.0) else -1.0 for u in torch.rand(batches, generator=g).tolist()]
+    runs = variants(cfg, spec)
+    params = {v: init_params(cfg, torch.Generator().manual_seed(0), device) for v in runs}
+    ms: dict[str, list[float]] = {v: [] for v in runs}
     with torch.no_grad():
-        run(min(5, batches))  # warm-up
-        start = time.perf_counter()
-        run(batches)
-        return batches * cfg.batch_size / (time.perf_counter() - start)
+        for v, run in runs.items():  # warm-up
+            run(params[v], x[0], y[0], signs[0] * cfg.beta)
+        for _ in range(rounds):
+            for v, run in runs.items():
+                _sync(device)
+                start = time.perf_counter()
+                for k in range(batches):
+                    run(params[v], x[k], y[k], signs[k] * cfg.beta)
+                _sync(device)
+                ms[v].append(1e3 * (time.perf_counter() - start) / batches)
+    return ms
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batches", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batches", type=int, default=10, help="minibatches per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--no-spec", action="store_true", help="skip the (slow) spec-literal reference")
     ap.add_argument("--only", nargs="*", default=None, help="configuration names (default: all)")
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    print(f"device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{a.batches} minibatches of 20")
-    print(f"{'config':<9} {'T':>4} {'Kmax':>5} {'samples/s':>10} {'epoch of 60k (s)':>17}")
-    for name in a.only or NAMES:
-        cfg = paper_config(name)
-        rate = samples_per_second(name, a.device, a.batches)
-        print(f"{name:<9} {cfg.T:>4} {cfg.Kmax:>5} {rate:>10,.0f} {60000 / rate:>17,.1f}")
+    print(f"device {a.device}, torch {torch.__version__}, load average {os.getloadavg()}, "
+          f"{a.rounds} interleaved rounds of {a.batches} minibatches of 20 (medians)")
+    for threads in a.threads:
+        torch.set_num_threads(threads)
+        print(f"\n{threads} thread(s)")
+        header = None
+        for name in a.only or NAMES:
+            cfg = paper_config(name)
+            mms = minibatch_mms(cfg, cfg.batch_size)
+            gflop = flops(mms) / 1e9
+            ms = time_config(name, a.device, a.batches, a.rounds, not a.no_spec)
+            mm_ms = 1e3 * mm_seconds(mms, a.device, torch.float32)
+            med = {v: statistics.median(t) for v, t in ms.items()}
+            speedup = statistics.median(t / n for t, n in zip(ms["today"], ms["new"]))
+            if header is None:
+                header = (f"{'config':<8} {'T':>4} {'Kmax':>4} {'GFLOP':>6} "
+                          + " ".join(f"{v + ' ms':>9}" for v in med) + f" {'speedup':>8} "
+                          + " ".join(f"{v + ' GF/s':>10}" for v in med) + f" {'mm GF/s':>8} {'mm ms':>7}")
+                print(header)
+            print(f"{name:<8} {cfg.T:>4} {cfg.Kmax:>4} {gflop:>6.3f} "
+                  + " ".join(f"{m:>9.2f}" for m in med.values()) + f" {speedup:>8.2f} "
+                  + " ".join(f"{gflop / m * 1e3:>10.1f}" for m in med.values())
+                  + f" {gflop / mm_ms * 1e3:>8.1f} {mm_ms:>7.2f}", flush=True)
+    print(f"\nload average at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -188,13 +188,14 @@ def step(cfg: TrialConfig, p: Params, s: States, drive: Tensor, beta: Scalar = 0
 
 
 def relax(cfg: TrialConfig, p: Params, x: Tensor, steps: int, s: States | None = None) -> States:
-    """Free phase: `steps` steps from zero (or from `s`) with beta = 0 and frozen weights."""
-    drive = input_drive(cfg, p, x)
-    if s is None:
-        s = zero_states(cfg, x.shape[:-1], x)
-    for _ in range(steps):
-        s, _ = step(cfg, p, s, drive)
-    return s
+    """Free phase: `steps` steps from zero (or from `s`) with beta = 0 and frozen weights.
+
+    Runs the fused step of cep.engine (the same dynamics as iterating `step`); the result
+    carries what it prepared (input drive, scaled weights) for a nudged phase on the same weights.
+    """
+    from cep.engine import free_phase  # cep.engine builds on this module
+
+    return free_phase(cfg, p, x, steps, s)
 
 
 # ---------------------------------------------------------------- increments

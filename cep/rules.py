@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from cep.config import TrialConfig
+from cep.engine import nudged_learn
 from cep.model import (
     Increment,
     Params,
@@ -71,20 +72,14 @@ def nudged_phase(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tens
 
 def learn(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor, beta: Scalar,
           lrs: Sequence[Scalar]) -> States:
-    """Second phase plus weight update of one minibatch, in place on `p`; returns the nudged end state."""
-    x_syn = synaptic(cfg, x)
+    """Second phase plus weight update of one minibatch, in place on `p`; returns the nudged end state.
+
+    Runs the fused step of cep.engine. debug-cep (spec 5) moves the weights at 1e-5 lr during
+    the phase and never writes those tiny updates (the engine writes ep updates once, at the end),
+    then applies the per-step increments' sum, ΔW(s(K), s(0)) for ep, with the full lr.
+    """
     if cfg.debug_cep:
-        saved = p.clone()
-        s, total = nudged_phase(cfg, p, s_free, x, y, beta, [lr * DEBUG_CEP_SCALE for lr in lrs],
-                                accumulate=True)
-        p.copy_(saved)  # undo the tiny continual updates exactly
-        apply_increment(p, total, lrs)
-    elif cfg.continual:
-        s, _ = nudged_phase(cfg, p, s_free, x, y, beta, lrs)
-    elif cfg.rule == "ep":
-        s, _ = nudged_phase(cfg, p, s_free, x, y, beta)
-        apply_increment(p, increment(cfg, s, s_free, x_syn, beta), lrs)
+        dynamics = [lr * DEBUG_CEP_SCALE for lr in lrs]
     else:
-        s, total = nudged_phase(cfg, p, s_free, x, y, beta, accumulate=True)
-        apply_increment(p, total, lrs)
-    return s
+        dynamics = list(lrs) if cfg.continual else None
+    return nudged_learn(cfg, p, s_free, x, y, beta, lrs, dynamics)

@@ -125,3 +125,24 @@ def one_minibatch(kind, W, b, V, x, y, T, Kmax, beta, lrs, continual, act_name="
             if i < len(V):
                 V[i] = V[i] + lr * total[2][i]
     return W, b, V, s_free
+
+
+def debug_cep_minibatch(W, b, V, x, y, T, Kmax, beta, lrs, scale=1e-5, act_name="sigm"):
+    """Spec 5, debug-cep (ep, discrete), literally: continual nudged phase at scale * lr, per-step increments
+    summed, the tiny updates undone, the sum applied with the full lr. Returns new (W, b, V)."""
+    kind = "ep-discrete"
+    s = zeros([w.shape[0] for w in W] + [x.shape[1]], x.shape[0], x)
+    for _ in range(T):
+        s, _ = step(kind, W, b, V, s, x, act_name)
+    Wm, bm = [w.clone() for w in W], [t.clone() for t in b]
+    total = None
+    for _ in range(Kmax):
+        new, _ = step(kind, Wm, bm, V, s, x, act_name, beta, y)
+        inc = delta(kind, new, s, x, beta, act_name)
+        for i, lr in enumerate(lrs):
+            Wm[i] = Wm[i] + scale * lr * inc[0][i]
+            bm[i] = bm[i] + scale * lr * inc[1][i]
+        total = inc if total is None else tuple([t + u for t, u in zip(tt, uu)] for tt, uu in zip(total, inc))
+        s = new
+    return ([w + lr * d for w, lr, d in zip(W, lrs, total[0])], [t + lr * d for t, lr, d in zip(b, lrs, total[1])],
+            [v.clone() for v in V])
