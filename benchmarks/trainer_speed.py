@@ -12,12 +12,12 @@ noisy shared machine moves them together; each cell is the median over the round
 * today: benchmarks/baseline.py, the step as it was before the fast step (commit 44fb562);
 * new:   cep.model.relax + cep.rules.learn, the package's step.
 
-`speedup` is today/new (median of the per-round ratios). GFLOP/s counts the FLOPs of
+Packed variants `P=9`, `P=45` (`--packs`): that many trials as one program (a sweep's pack); their ms are
+per trial-minibatch (the pack's time divided by P). `x new`, `x P=n` are today's time over theirs
+(median of the per-round ratios), per trial. GFLOP/s counts the FLOPs of
 the direct algorithm with a cached input drive (`minibatch_mms`: dense products in every
 step, dense weight increments), whatever a variant actually computes; `mm` is what
 torch.mm alone reaches on exactly those shapes and counts, measured in the same run.
-Room for packed trials: add a variant to `variants()` (e.g. "P=9", "P=45" timing one
-trial-epoch's share of a packed program) and it gets its own columns.
 """
 
 from __future__ import annotations
@@ -94,48 +94,69 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def variants(cfg: TrialConfig, spec: bool) -> dict[str, Minibatch]:
-    """name -> one training minibatch on `params`, in place."""
+def variants(cfg: TrialConfig, spec: bool, packs: list[int], device: str, x: torch.Tensor,
+             y: torch.Tensor) -> dict[str, tuple[int, Callable[[int, float], None]]]:
+    """name -> (trials it trains, one training minibatch k with a given signed beta), on its own parameters.
+
+    P=n: a pack of n trials (different seeds, as a sweep's pack) as one program (cep.train's leading
+    trial dimension); every member sees the same random minibatch here, which costs the same.
+    """
     lrs = list(cfg.lr_tab)
 
-    def today(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
-        baseline.learn(cfg, p, baseline.relax(cfg, p, x, cfg.T), x, y, beta, lrs)
+    def own_params(seed: int = 0) -> Params:
+        return init_params(cfg, torch.Generator().manual_seed(seed), device)
 
-    def new(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
-        learn(cfg, p, relax(cfg, p, x, cfg.T), x, y, beta, lrs)
+    def today(p: Params) -> Callable[[int, float], None]:
+        return lambda k, beta: baseline.learn(cfg, p, baseline.relax(cfg, p, x[k], cfg.T), x[k], y[k], beta, lrs)
 
-    def literal(p: Params, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
-        kind = f"{cfg.rule}-{cfg.setting}"
-        W, b, V, _ = spec_reference.one_minibatch(kind, p.W, p.b, p.V, x, y, cfg.T, cfg.Kmax, beta, lrs,
-                                                  cfg.continual, cfg.activation, cfg.dt, not cfg.no_clamp)
-        p.copy_(Params(W, b, V))
+    def new(p: Params) -> Callable[[int, float], None]:
+        return lambda k, beta: learn(cfg, p, relax(cfg, p, x[k], cfg.T), x[k], y[k], beta, lrs)
 
-    out: dict[str, Minibatch] = {"spec": literal} if spec else {}
-    out.update(today=today, new=new)
+    def literal(p: Params) -> Callable[[int, float], None]:
+        def run(k: int, beta: float) -> None:
+            W, b, V, _ = spec_reference.one_minibatch(f"{cfg.rule}-{cfg.setting}", p.W, p.b, p.V, x[k], y[k], cfg.T,
+                                                      cfg.Kmax, beta, lrs, cfg.continual, cfg.activation, cfg.dt,
+                                                      not cfg.no_clamp)
+            p.copy_(Params(W, b, V))
+        return run
+
+    def packed(n: int) -> Callable[[int, float], None]:
+        p = Params.stack([own_params(seed) for seed in range(n)])
+        xs, ys = x.unsqueeze(1).expand(-1, n, -1, -1).contiguous(), y.unsqueeze(1).expand(-1, n, -1, -1).contiguous()
+        per_trial = [torch.full((n,), lr, device=device) for lr in lrs]
+
+        def run(k: int, beta: float) -> None:
+            betas = torch.full((n,), beta, device=device)
+            learn(cfg, p, relax(cfg, p, xs[k], cfg.T), xs[k], ys[k], betas, per_trial)
+        return run
+
+    out: dict[str, tuple[int, Callable[[int, float], None]]] = {"spec": (1, literal(own_params()))} if spec else {}
+    out.update(today=(1, today(own_params())), new=(1, new(own_params())))
+    out.update({f"P={n}": (n, packed(n)) for n in packs})
     return out
 
 
-def time_config(name: str, device: str, batches: int, rounds: int, spec: bool) -> dict[str, list[float]]:
-    """ms per minibatch of every variant, one entry per round, rounds interleaved across variants."""
+def time_config(name: str, device: str, batches: int, rounds: int, spec: bool,
+                packs: list[int]) -> dict[str, list[float]]:
+    """ms per trial-minibatch of every variant, one entry per round, rounds interleaved across variants."""
     cfg = paper_config(name, device=device, seed=0)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batches, cfg.batch_size, 784, generator=g).to(device)
     y = F.one_hot(torch.randint(0, 10, (batches, cfg.batch_size), generator=g), 10).float().to(device)
     signs = [1.0 if u < (cfg.randbeta or 1.0) else -1.0 for u in torch.rand(batches, generator=g).tolist()]
-    runs = variants(cfg, spec)
-    params = {v: init_params(cfg, torch.Generator().manual_seed(0), device) for v in runs}
+    runs = variants(cfg, spec, packs, device, x, y)
     ms: dict[str, list[float]] = {v: [] for v in runs}
     with torch.no_grad():
-        for v, run in runs.items():  # warm-up
-            run(params[v], x[0], y[0], signs[0] * cfg.beta)
+        for _, run in runs.values():  # warm-up
+            run(0, signs[0] * cfg.beta)
         for _ in range(rounds):
-            for v, run in runs.items():
+            for v, (trials, run) in runs.items():
                 _sync(device)
                 start = time.perf_counter()
                 for k in range(batches):
-                    run(params[v], x[k], y[k], signs[k] * cfg.beta)
+                    run(k, signs[k] * cfg.beta)
                 _sync(device)
-                ms[v].append(1e3 * (time.perf_counter() - start) / batches)
+                ms[v].append(1e3 * (time.perf_counter() - start) / batches / trials)
     return ms
 
 
@@ -147,6 +168,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--no-spec", action="store_true", help="skip the (slow) spec-literal reference")
     ap.add_argument("--only", nargs="*", default=None, help="configuration names (default: all)")
+    ap.add_argument("--packs", type=int, nargs="*", default=[9, 45],
+                    help="pack sizes to time as one program (ms per trial-minibatch)")
     a = ap.parse_args()
     print(f"device {a.device}, torch {torch.__version__}, load average {os.getloadavg()}, "
           f"{a.rounds} interleaved rounds of {a.batches} minibatches of 20 (medians)")
@@ -158,17 +181,20 @@ def main() -> None:
             cfg = paper_config(name)
             mms = minibatch_mms(cfg, cfg.batch_size)
             gflop = flops(mms) / 1e9
-            ms = time_config(name, a.device, a.batches, a.rounds, not a.no_spec)
+            ms = time_config(name, a.device, a.batches, a.rounds, not a.no_spec, a.packs)
             mm_ms = 1e3 * mm_seconds(mms, a.device, torch.float32)
             med = {v: statistics.median(t) for v, t in ms.items()}
-            speedup = statistics.median(t / n for t, n in zip(ms["today"], ms["new"]))
+            ratios = {v: statistics.median(t / n for t, n in zip(ms["today"], ms[v]))
+                      for v in ms if v == "new" or v.startswith("P=")}
             if header is None:
                 header = (f"{'config':<8} {'T':>4} {'Kmax':>4} {'GFLOP':>6} "
-                          + " ".join(f"{v + ' ms':>9}" for v in med) + f" {'speedup':>8} "
+                          + " ".join(f"{v + ' ms':>9}" for v in med) + " "
+                          + " ".join(f"{'x ' + v:>8}" for v in ratios) + " "
                           + " ".join(f"{v + ' GF/s':>10}" for v in med) + f" {'mm GF/s':>8} {'mm ms':>7}")
                 print(header)
             print(f"{name:<8} {cfg.T:>4} {cfg.Kmax:>4} {gflop:>6.3f} "
-                  + " ".join(f"{m:>9.2f}" for m in med.values()) + f" {speedup:>8.2f} "
+                  + " ".join(f"{m:>9.2f}" for m in med.values()) + " "
+                  + " ".join(f"{r:>8.2f}" for r in ratios.values()) + " "
                   + " ".join(f"{gflop / m * 1e3:>10.1f}" for m in med.values())
                   + f" {gflop / mm_ms * 1e3:>8.1f} {mm_ms:>7.2f}", flush=True)
     print(f"\nload average at the end {os.getloadavg()}")
