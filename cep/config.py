@@ -69,6 +69,8 @@ class TrialConfig:
     out_dir: str | None = None  # results folder; None: do not write one
     checkpoint: bool = False  # save the complete trainer state after every epoch
     gdu_units: int = 5  # units per layer drawn in the gradient-analysis figures
+    # health
+    stop_on_collapse: bool = False  # end a run whose train error collapses to chance (status "collapsed")
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -181,8 +183,10 @@ class TrialConfig:
 
     # ---------------------------------------------------------- same result
     def result_dict(self) -> dict[str, typing.Any]:
-        """The fields that decide what the trial computes (plain values): RUN_FIELDS left out."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
+        """The fields that decide what the trial computes (plain values): RUN_FIELDS left out, and fields
+        added later (LATER_FIELDS) left out at their default, so that a sweep's identity stays what it was."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RUN_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def result_differences(self, other: TrialConfig | typing.Mapping[str, typing.Any]) -> list[str]:
         """Result fields whose values differ from `other` (a config or its plain dict); see result_differences."""
@@ -196,9 +200,14 @@ class TrialConfig:
 def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str, typing.Any]) -> list[str]:
     """The result fields (RESULT_FIELDS) whose plain values differ between two configs, in field order.
 
-    A seed of None on either side ("draw one") matches any seed: a run records the seed it drew.
+    A seed of None on either side ("draw one") matches any seed: a run records the seed it drew. A field
+    added later (LATER_FIELDS) missing from a config written before it has its default: that default
+    computes what the older code computed, so older sweeps and checkpoints stay the same trials.
     """
-    return [k for k in RESULT_FIELDS if a.get(k) != b.get(k)
+    def value(d: typing.Mapping[str, typing.Any], k: str) -> typing.Any:
+        return d.get(k, LATER_FIELDS[k]) if k in LATER_FIELDS else d.get(k)
+
+    return [k for k in RESULT_FIELDS if value(a, k) != value(b, k)
             and not (k == "seed" and (a.get(k) is None or b.get(k) is None))]
 
 
@@ -241,7 +250,11 @@ RESULT_FIELDS: tuple[str, ...] = tuple(f for f in FIELD_NAMES if f not in RUN_FI
 # The fields that may differ between the trials of a pack (cep.train.train_pack: several trials as one
 # program with a leading trial dimension): the per-trial numbers that the model takes as tensors, the
 # seed (weights, data order, nudge signs) and where each trial writes. Every other field is shared.
-PACK_FIELDS: frozenset[str] = frozenset({"seed", "angle", "lr_tab", "beta", "randbeta", "out_dir", "checkpoint"})
+PACK_FIELDS: frozenset[str] = frozenset({"seed", "angle", "lr_tab", "beta", "randbeta", "out_dir", "checkpoint",
+                                         "stop_on_collapse"})  # a collapsed member stops alone (as it diverges)
+# Result fields added after results existed, with the default that computes what the code computed
+# before them (see result_differences).
+LATER_FIELDS: dict[str, typing.Any] = {"stop_on_collapse": False}
 
 
 def _did_you_mean(name: str) -> str:
