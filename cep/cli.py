@@ -82,7 +82,9 @@ class ProgressLine:
 def print_epoch(metrics: dict[str, Any]) -> None:
     click.echo(f"epoch {metrics['epoch']:>3}  train error {metrics['train_error']:6.2f}%  "
                f"test error {metrics['test_error']:6.2f}%  train loss {metrics['train_loss']:.4f}  "
-               f"test loss {metrics['test_loss']:.4f}  ({metrics['epoch_seconds']:.1f} s)")
+               f"test loss {metrics['test_loss']:.4f}"
+               + "".join(f"  angle{k[6:]} {v:.1f}°" for k, v in metrics.items() if k.startswith("angle_"))
+               + f"  ({metrics['epoch_seconds']:.1f} s)")
 
 
 def execute(cfg: TrialConfig, quiet: bool = False) -> int:
@@ -115,6 +117,11 @@ def execute(cfg: TrialConfig, quiet: bool = False) -> int:
     if final.status == "diverged":
         click.echo(f"diverged at epoch {final.info['diverged_at_epoch']}: states or weights became non-finite; "
                    "metrics above are the last finite ones", err=True)
+    if "collapsed" in final.info:
+        from cep.results import collapse_line
+
+        stopped = "; stopped there (stop_on_collapse)" if final.status == "collapsed" else ""
+        click.echo(collapse_line(final.info["collapsed"]) + stopped, err=True)
     if final.history:
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
                    f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
@@ -155,6 +162,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
     "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
     "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
+    "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
+                                                 "end the run when its train error collapses back to chance"),
 }
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 

@@ -26,14 +26,36 @@ def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = No
         plt.close(fig)
 
 
-def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+def angle_columns(history: list[dict[str, Any]]) -> list[str]:
+    """The angle_<i> columns of a history (vf runs; empty for ep and for histories from before them)."""
+    return list(dict.fromkeys(k for h in history for k in h if k.startswith("angle_") and k[6:].isdigit()))
+
+
+def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str = "",
+                   collapsed_epoch: int | None = None) -> None:
+    """Train and test error per epoch; for vf a second panel with the angle between each V_i and W_i^T
+    (how feedback alignment moves it is the question after Fig. 4); a collapse is marked on both."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    angles = angle_columns(history)
+    fig, axes = plt.subplots(2 if angles else 1, 1, figsize=(5.5, 6.4 if angles else 3.8), sharex=True,
+                             squeeze=False, layout="constrained")
+    ax = axes[0, 0]
     ax.plot(epochs, [h["train_error"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["test_error"] for h in history], "s--", label="test")
-    ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_title(title or "learning curve")
-    ax.grid(alpha=0.3)
+    if angles:
+        ang = axes[1, 0]
+        for k in angles:
+            ang.plot(epochs, [h.get(k, float("nan")) for h in history], "o-", ms=3,
+                     label=f"V{k[6:]} and W{k[6:]}ᵀ")
+        ang.set_ylabel("angle (°)")
+        ang.legend(fontsize=8)
+    for a in axes[:, 0]:
+        a.grid(alpha=0.3)
+        if collapsed_epoch is not None:
+            a.axvline(collapsed_epoch, color="tab:red", lw=1, ls=":", label=f"collapse (epoch {collapsed_epoch})"
+                      if a is ax else None)
     ax.legend()
+    axes[-1, 0].set_xlabel("epoch")
     save_figure(fig, path)

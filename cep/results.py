@@ -36,13 +36,23 @@ ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
 
 # Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
-# table, the sweep's summary and the aggregator. "interrupted": started and not ended (from the files
-# alone it may still be running); "pending": never started.
-STATUSES = ("finished", "diverged", "interrupted", "errored", "pending")
-COMPLETE = ("finished", "diverged")
+# table, the sweep's summary and the aggregator. "collapsed": ended early at a collapse because the trial
+# asked for it (stop_on_collapse; a run that trains on through a collapse stays "finished", with summary.json's
+# `collapsed` record); "interrupted": started and not ended (from the files alone it may still be running);
+# "pending": never started.
+STATUSES = ("finished", "diverged", "collapsed", "interrupted", "errored", "pending")
+COMPLETE = ("finished", "diverged", "collapsed")
 
 METRIC_COLUMNS = ("epoch", "train_error", "test_error", "train_loss", "test_loss", "epoch_seconds",
                   "elapsed_seconds")
+# Health columns follow, in the order the trainer adds them (their number depends on the depth and rule):
+# angle_<i> (degrees between V_i and W_i^T, vf), norm_W<i>, norm_V<i> (Frobenius) and output_saturation
+# (fraction of output units within SATURATION_MARGIN of 0 or 1 on the test set).
+SATURATION_MARGIN = 1e-3
+
+# A collapse: the train error of a whole epoch back at chance level after it had been low.
+COLLAPSE_LOW = 20.0  # % train error the run must have reached first
+COLLAPSE_HIGH = 80.0  # % train error of the epoch that collapses (chance is 90% for 10 classes)
 
 
 @contextmanager
@@ -87,25 +97,62 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def metric_columns(history: list[dict[str, Any]]) -> list[str]:
+    """metrics.csv's columns: METRIC_COLUMNS first (older readers find them where they were), then the health
+    columns of the history in their order (rows from before they existed leave them empty)."""
+    extra = dict.fromkeys(k for row in history for k in row if k not in METRIC_COLUMNS and k != "status")
+    return [*METRIC_COLUMNS, *extra]
+
+
 def metrics_csv(history: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=metric_columns(history), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue()
+
+
+def find_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first epoch whose train error is back at chance level (>= COLLAPSE_HIGH) after an epoch at or
+    below COLLAPSE_LOW, with the errors of that good epoch (the last one before it) and of the collapse;
+    None when the run never collapsed. A function of the history alone, so a resumed run finds what the
+    uninterrupted one found, and the aggregator can find it in an older metrics.csv."""
+    good: dict[str, Any] | None = None
+    for row in history:
+        train = row.get("train_error", math.nan)
+        if good is not None and train >= COLLAPSE_HIGH:
+            return {"epoch": int(row["epoch"]), "train_error_before": good["train_error"],
+                    "train_error_after": train, "test_error_before": good.get("test_error"),
+                    "test_error_after": row.get("test_error"), "epoch_before": int(good["epoch"])}
+        if train <= COLLAPSE_LOW:
+            good = row
+    return None
+
+
+def collapse_line(collapse: dict[str, Any]) -> str:
+    """A collapse record in words, for logs and terminals."""
+    return (f"collapsed at epoch {collapse['epoch']}: train error {collapse['train_error_before']:.2f}% "
+            f"(epoch {collapse['epoch_before']}) -> {collapse['train_error_after']:.2f}%")
+
+
+def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[str, Any] | None:
+    """The row with the lowest finite `key` (the first of equal ones); None when there is none."""
+    rows = [h for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
+    return min(rows, key=lambda h: h[key]) if rows else None
 
 
 def summarize(state: Any) -> dict[str, Any]:
     """The run's summary.json content, from a TrainState."""
     cfg, hist = state.config, state.history
     last = hist[-1] if hist else {}
-    tests = [h["test_error"] for h in hist if math.isfinite(h["test_error"])]
+    best = best_epoch(hist)
     return json_safe({
         "status": state.status,
         "epochs_done": state.epoch,
         "epochs": cfg.epochs,
         "final": {k: last.get(k) for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        "best_test_error": min(tests) if tests else None,
+        "best_test_error": best["test_error"] if best else None,
+        "best_test_epoch": int(best["epoch"]) if best else None,
         "seed": cfg.seed,
         **state.info,
         "wall_seconds": state.elapsed,
@@ -176,6 +223,8 @@ class FolderState:
         """Why the trial is not finished, in a few words ("" when it is)."""
         if self.status == "diverged":
             return f"diverged at epoch {(self.summary or {}).get('diverged_at_epoch', self.epochs_done + 1)}"
+        if self.status == "collapsed":
+            return f"collapsed at epoch {self.epochs_done}; stopped there (stop_on_collapse)"
         if self.status == "errored":
             return f"{self.error} (see {Path(folder) / ERROR_FILE})"
         if self.status == "interrupted":

@@ -28,7 +28,7 @@ import torch
 
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
-from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, run_title, write_results
+from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, collapse_line, run_title, write_results
 from cep.train import Progress, TrainState, load_state, new_state, resolve_device, save_state, train_pack
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
@@ -73,7 +73,7 @@ class Resumed:
 class Outcome:
     """How a run ended: the trainer's final state (None for the gdu action) and whether it only replayed."""
 
-    status: str  # finished | diverged
+    status: str  # finished | diverged | collapsed
     state: TrainState | None = None
     replayed: bool = False
 
@@ -210,6 +210,10 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
                     save_state(st, m.folder / CHECKPOINT_FILE)
                 if metrics["status"] != "diverged":
                     m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
+                collapse = st.info.get("collapsed")
+                if collapse is not None and collapse["epoch"] == metrics["epoch"]:
+                    m.log(collapse_line(collapse) + ("; stopped (stop_on_collapse)" if st.status == "collapsed"
+                                                     else ""))
             if on_epoch is not None:
                 on_epoch(metrics, st)
         pending.clear()
@@ -233,7 +237,8 @@ def _finish(folder: str | Path, state: TrainState) -> None:
     if state.history:
         from cep.figures import learning_curve
 
-        learning_curve(state.history, Path(folder) / CURVE_FILE, title=run_title(state.config))
+        learning_curve(state.history, Path(folder) / CURVE_FILE, title=run_title(state.config),
+                       collapsed_epoch=state.info.get("collapsed", {}).get("epoch"))
 
 
 def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart | None,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.model import Params, init_params, relax, weight_angles
-from cep.results import atomic_path
+from cep.results import SATURATION_MARGIN, atomic_path, find_collapse
 from cep.rules import learn
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
@@ -38,8 +38,8 @@ class TrainState:
     generator: torch.Generator  # CPU; draws the data order and the randbeta signs
     epoch: int = 0  # epochs completed
     history: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "running"  # running | finished | diverged
-    info: dict[str, Any] = field(default_factory=dict)  # seed, measured angles, angle_grad, ...
+    status: str = "running"  # running | finished | diverged | collapsed (stop_on_collapse)
+    info: dict[str, Any] = field(default_factory=dict)  # seed, measured angles, angle_grad, collapsed, ...
     elapsed: float = 0.0  # training seconds so far, across restores
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,15 +97,25 @@ def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[fl
 
 def evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Test error (%) and loss (½‖s_0 − y‖² per sample) from the free phase only."""
-    errors, loss = _evaluate(cfg, params, x, y, None)
-    return errors[0], loss[0]
+    ev = _evaluate(cfg, params, x, y, None)
+    return ev.errors[0], ev.losses[0]
 
 
-def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor,
-              pack: int | None) -> tuple[list[float], list[float]]:
-    """Test errors (%) and losses per trial; `pack`: the number of trials stacked in `params` (None: one,
-    unstacked)."""
-    errors, loss = _zeros(pack, torch.long, x.device), _zeros(pack, torch.float64, x.device)
+@dataclass
+class _Evaluation:
+    """Per trial of a pack: test error (%), loss per sample, and the output layer's saturation (the fraction
+    of output units within SATURATION_MARGIN of 0 or 1: a net stuck at the clamps no longer learns)."""
+
+    errors: list[float]
+    losses: list[float]
+    saturation: list[float]
+
+
+def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor, pack: int | None) -> _Evaluation:
+    """The test-set free phase of every trial; `pack`: the number of trials stacked in `params` (None: one,
+    unstacked). Saturation comes from the same relaxation: health costs no extra phase."""
+    errors, saturated = _zeros(pack, torch.long, x.device), _zeros(pack, torch.long, x.device)
+    loss = _zeros(pack, torch.float64, x.device)
     for start in range(0, len(y), cfg.test_batch_size):
         xb, yb = x[start:start + cfg.test_batch_size], y[start:start + cfg.test_batch_size]
         if pack is not None:
@@ -113,7 +123,19 @@ def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor
         s0 = relax(cfg, params, xb, cfg.T)[0]
         errors += _per_trial_sum(s0.argmax(-1) != yb, pack)
         loss += (0.5 * _per_trial_sum((s0 - F.one_hot(yb, s0.shape[-1]).to(s0.dtype)) ** 2, pack)).double()
-    return [100.0 * e / len(y) for e in errors.tolist()], [v / len(y) for v in loss.tolist()]
+        saturated += _per_trial_sum((s0 <= SATURATION_MARGIN) | (s0 >= 1 - SATURATION_MARGIN), pack)
+    units = len(y) * cfg.size_tab[0]
+    return _Evaluation([100.0 * e / len(y) for e in errors.tolist()], [v / len(y) for v in loss.tolist()],
+                       [v / units for v in saturated.tolist()])
+
+
+def weight_health(params: Params) -> dict[str, float]:
+    """The per-epoch weight measures of metrics.csv: the angle between each V_i and W_i^T (vf: how far
+    feedback alignment has moved them, Fig. 4's subject) and the Frobenius norm of each W_i and V_i."""
+    out = {f"angle_{i}": a for i, a in enumerate(weight_angles(params))}
+    out.update({f"norm_W{i}": float(w.norm()) for i, w in enumerate(params.W)})
+    out.update({f"norm_V{i}": float(v.norm()) for i, v in enumerate(params.V)})
+    return out
 
 
 def _zeros(pack: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -208,7 +230,9 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
     bit as the uninterrupted run would (same device and library versions).
     A run whose states or weights stop being finite ends with status "diverged",
     keeps the metrics of its last finite epoch, and reports them once more with
-    that status (so that every report but the last says "running").
+    that status (so that every report but the last says "running"). A run whose train error collapses
+    to chance level (cep.results.find_collapse) is flagged in `info["collapsed"]` and trains on, or ends
+    there with status "collapsed" when its config says stop_on_collapse.
     """
     if state is None:
         state = new_state(cfg, resolve_device(cfg.device))
@@ -253,15 +277,17 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
             tests = _evaluate_alive(pack, alive, data)
             seconds = time.monotonic() - start
             for j, i in enumerate(alive):
-                _epoch_done(active[i], train_errors[i], train_losses[i], tests[0][j], tests[1][j], seconds, report)
+                health = {**weight_health(active[i].params), "output_saturation": tests.saturation[j]}
+                _epoch_done(active[i], train_errors[i], train_losses[i], tests.errors[j], tests.losses[j], health,
+                            seconds, report)
             if on_round is not None:
                 on_round(active)
 
 
-def _evaluate_alive(pack: _Pack, alive: list[int], data: Data) -> tuple[list[float], list[float]]:
-    """Test errors and losses of the members that did not diverge (stacked again only when some did)."""
+def _evaluate_alive(pack: _Pack, alive: list[int], data: Data) -> _Evaluation:
+    """The evaluation of the members that did not diverge (stacked again only when some did)."""
     if not alive:
-        return [], []
+        return _Evaluation([], [], [])
     if pack.size is None or len(alive) == pack.size:
         return _evaluate(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
     params = Params.stack([pack.members[i].params for i in alive])
@@ -277,13 +303,23 @@ def _diverge(state: TrainState, report: Report | None) -> None:
 
 
 def _epoch_done(state: TrainState, train_error: float, train_loss: float, test_error: float, test_loss: float,
-                seconds: float, report: Report | None) -> None:
+                health: dict[str, float], seconds: float, report: Report | None) -> None:
+    """Record an epoch: its metrics (health columns after the original ones), the collapse flag the first
+    time the history shows one, and the status (a collapse ends the run only with stop_on_collapse)."""
     state.elapsed += seconds
     state.epoch += 1
-    if state.epoch == state.config.epochs:
-        state.status = "finished"
-    metrics = dict(epoch=state.epoch, train_error=train_error, test_error=test_error, train_loss=train_loss,
-                   test_loss=test_loss, epoch_seconds=seconds, elapsed_seconds=state.elapsed, status=state.status)
+    metrics: dict[str, Any] = dict(epoch=state.epoch, train_error=train_error, test_error=test_error,
+                                   train_loss=train_loss, test_loss=test_loss, epoch_seconds=seconds,
+                                   elapsed_seconds=state.elapsed, **health)
     state.history.append(metrics)
+    if "collapsed" not in state.info:
+        collapse = find_collapse(state.history)
+        if collapse is not None:
+            state.info["collapsed"] = collapse
+    if state.config.stop_on_collapse and state.info.get("collapsed", {}).get("epoch") == state.epoch:
+        state.status = "collapsed"
+    elif state.epoch == state.config.epochs:
+        state.status = "finished"
+    metrics["status"] = state.status
     if report is not None:
         report(metrics, state)
