@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from cep.aggregate.figdata import METRICS
 from cep.aggregate.page import PAGE_FILE
 from cep.aggregate.read import NotAnExperiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
@@ -19,7 +20,9 @@ from cep.aggregate.summary import aggregate_experiment, terminal_report
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--no-plots", is_flag=True, help="tables only (trials.csv, groups.csv, table.md), no figures")
 @click.option("--quiet", is_flag=True, help="print only the trial counts and where the summary is")
-def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool) -> int:
+@click.option("--metric", type=click.Choice(METRICS), default="final", show_default=True,
+              help="the error of each trial in the Fig. 4 curve: final (the paper's measure) or best over the epochs")
+def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool, metric: str) -> int:
     """Summarise an experiment directory (<storage>/<sweep name>/) into RESULTS_DIR/summary/.
 
     Writes index.html (everything on one page for a browser), trials.csv,
@@ -29,7 +32,7 @@ def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool) -> int:
     sweep runs or after it stopped; partial results are marked PARTIAL.
     """
     try:
-        agg = aggregate_experiment(results_dir, plots=not no_plots)
+        agg = aggregate_experiment(results_dir, plots=not no_plots, metric=metric)
     except NotAnExperiment as e:
         raise click.ClickException(str(e)) from None
     if quiet:

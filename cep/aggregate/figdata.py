@@ -8,7 +8,7 @@ from typing import Any
 
 from cep.aggregate.files import csv_text
 from cep.aggregate.published import load_published
-from cep.aggregate.read import Experiment, Trial
+from cep.aggregate.read import COUNTED, Experiment, Trial
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value, hidden_layers
 from cep.config import rule_label
 
@@ -31,10 +31,21 @@ class AngleLine:
     points: list[AnglePoint]
 
 
-def angle_lines(exp: Experiment) -> list[AngleLine]:
+METRICS = ("final", "best")  # which error of each trial a Fig. 4 point shows: at the last epoch (the paper's) or
+# the lowest over the epochs (what the rule can reach, before a collapse or late swings)
+
+
+def trial_errors(t: Trial, metric: str) -> tuple[float, float]:
+    """(test, train) error of a trial for a Fig. 4 point: final, or the best of each over the epochs."""
+    if metric == "best":
+        return t.best("test_error"), t.best("train_error")
+    return t.final("test_error"), t.final("train_error")
+
+
+def angle_lines(exp: Experiment, metric: str = "final") -> list[AngleLine]:
     """Fig. 4 curves: one line per experiment (and per other grid value), one point per requested angle
     that has finished trials. Only lines whose trials span two or more angles: a sweep without an
-    angle dimension gets none."""
+    angle dimension gets none. `metric`: final or best errors (METRICS)."""
     lines: dict[tuple[str, Any], dict[float, list[Trial]]] = {}
     for t in exp.train_trials:
         key = (t.experiment, tuple((k, v) for k, v in t.variant if k != "angle"))
@@ -45,21 +56,22 @@ def angle_lines(exp: Experiment) -> list[AngleLine]:
             continue
         points = []
         for angle in sorted(by_angle):
-            done = [t for t in by_angle[angle] if t.status == "finished" and finite(t.final("test_error"))]
+            done = [t for t in by_angle[angle] if t.status in COUNTED and finite(t.final("test_error"))]
             if done:
+                errors = [trial_errors(t, metric) for t in done]
                 points.append(AnglePoint(angle, Stat.of(t.angle for t in done), any(t.measured_angle for t in done),
-                                         Stat.of(t.final("test_error") for t in done),
-                                         Stat.of(t.final("train_error") for t in done)))
+                                         Stat.of(e[0] for e in errors), Stat.of(e[1] for e in errors)))
         label = " ".join([experiment] + [f"{k}={fmt_value(v)}" for k, v in rest])
         out.append(AngleLine(label, points))
     return out if any(line.points for line in out) else []
 
 
-def angle_curve_csv(lines: list[AngleLine]) -> str:
+def angle_curve_csv(lines: list[AngleLine], metric: str = "final") -> str:
+    """The Fig. 4 points; the `metric` column says whether the errors are final or best ones."""
     return csv_text(["line", "angle", "x_angle_mean", "x_is_measured", "test_error_mean", "test_error_std",
-                 "train_error_mean", "train_error_std", "n"],
+                 "train_error_mean", "train_error_std", "n", "metric"],
                 [[ln.label, p.angle, p.x.mean, p.measured, p.test.mean, p.test.std, p.train.mean, p.train.std,
-                  p.test.n] for ln in lines for p in ln.points])
+                  p.test.n, metric] for ln in lines for p in ln.points])
 
 
 @dataclass

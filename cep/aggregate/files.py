@@ -38,20 +38,22 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-TRIAL_COLUMNS = ("id", "experiment", "status", "epochs_done", "final_test_error", "final_train_error",
-                 "best_test_error", "best_train_error", "final_test_loss", "final_train_loss", "angle_grad_deg",
-                 "measured_angle_deg", "wall_seconds", "host", "note")
+TRIAL_COLUMNS = ("id", "experiment", "status", "epochs_done", "collapsed_epoch", "final_test_error",
+                 "final_train_error", "best_test_error", "best_test_epoch", "best_train_error", "final_test_loss",
+                 "final_train_loss", "angle_grad_deg", "measured_angle_deg", "wall_seconds", "host", "note")
 
 
 def trials_csv(exp: Experiment) -> str:
-    """One row per trial: status, final and best errors (%), angles (degrees), then every trial field."""
+    """One row per trial: status, the epoch of its collapse (empty: none), final and best errors (%) with the
+    best one's epoch, angles (degrees), then every trial field."""
     extra = sorted({k for t in exp.trials for k in t.config} - set(FIELD_NAMES))
     fields = [*FIELD_NAMES, *extra]
     rows = []
     for t in exp.trials:
         note = [f"error: {t.error}"] if t.error else []
         rows.append([t.id, t.experiment, t.status, t.epochs_done if t.status != "pending" else None,
-                     t.final("test_error"), t.final("train_error"), t.best("test_error"), t.best("train_error"),
+                     t.collapsed_epoch, t.final("test_error"), t.final("train_error"), t.best("test_error"),
+                     t.best_test_epoch, t.best("train_error"),
                      t.final("test_loss"), t.final("train_loss"), t.angle_grad, t.measured_angle or None,
                      t.wall_seconds, t.summary.get("host") if t.summary else None, "; ".join(note + t.notes),
                      *[t.config.get(k) for k in fields]])
@@ -60,7 +62,7 @@ def trials_csv(exp: Experiment) -> str:
 
 def groups_csv(table: Table) -> str:
     """The table's numbers at full precision, for other tools."""
-    header = ["row", "experiment", "variant", "rule", "hidden_layers", "trials", *STATUSES]
+    header = ["row", "experiment", "variant", "rule", "hidden_layers", "trials", *STATUSES, "collapsed_trials"]
     for name in ("test_error", "train_error", "best_test_error", "angle_grad_deg"):
         header += [f"{name}_mean", f"{name}_std", f"{name}_n"]
     header += ["paper_row", "paper_test_error", "paper_angle_grad_low", "paper_angle_grad_high", "paper_note"]
@@ -70,7 +72,7 @@ def groups_csv(table: Table) -> str:
         c = count_statuses(g.trials)
         angle = r.paper_angle.value or (None, None)
         rows.append([g.label, g.experiment, " ".join(f"{k}={fmt_value(v)}" for k, v in g.variant),
-                     g.rule, hidden_layers(g.config), len(g.trials), *[c[s] for s in STATUSES],
+                     g.rule, hidden_layers(g.config), len(g.trials), *[c[s] for s in STATUSES], len(g.collapsed),
                      *[x for s in (r.test, r.train, r.best_test, r.angle_grad) for x in (s.mean, s.std, s.n)],
                      r.paper_test.name, r.paper_test.value, angle[0], angle[1], r.paper_test.why])
     return csv_text(header, rows)

@@ -52,9 +52,10 @@ def _scale(ax: Any, values: Sequence[float]) -> None:
 
 
 # --------------------------------------------------------------- Fig. 4
-def angle_curve(lines: list[AngleLine], stem: Path, name: str) -> list[Path]:
+def angle_curve(lines: list[AngleLine], stem: Path, name: str, metric: str = "final") -> list[Path]:
     """Test (left) and train (right) error versus the initial angle between V and W^T, mean ± std band;
-    each point labelled with its number of seeds when that number varies (partial sweeps)."""
+    each point labelled with its number of seeds when that number varies (partial sweeps). `metric` (final
+    or best) says which error of each trial the lines show, and the axes say it too."""
     measured = any(p.measured for ln in lines for p in ln.points)
     ns = [p.test.n for ln in lines for p in ln.points]
     label_n = len(set(ns)) > 1
@@ -62,7 +63,8 @@ def angle_curve(lines: list[AngleLine], stem: Path, name: str) -> list[Path]:
     def make() -> Any:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
         handles = []
-        for ax, attr, what in ((axes[0], "test", "final test error (%)"), (axes[1], "train", "final train error (%)")):
+        for ax, attr, what in ((axes[0], "test", f"{metric} test error (%)"),
+                               (axes[1], "train", f"{metric} train error (%)")):
             values: list[float] = []
             for i, ln in enumerate(lines):
                 if not ln.points:
@@ -92,7 +94,8 @@ def angle_curve(lines: list[AngleLine], stem: Path, name: str) -> list[Path]:
             ax.set_title(what.split(" (")[0].capitalize())
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8,
                    title="mean over seeds, band ± std", title_fontsize=8)
-        fig.suptitle(f"{name}: error versus initial weight angle (Fig. 4), {seeds_text(ns)}")
+        which = "final error (the paper's measure)" if metric == "final" else "best error over the epochs"
+        fig.suptitle(f"{name}: {which} versus initial weight angle (Fig. 4), {seeds_text(ns)}")
         return fig
 
     return _save(make, stem)

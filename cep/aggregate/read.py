@@ -17,12 +17,15 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
-from cep.results import STATUSES, FolderState, read_folder
+from cep.results import STATUSES, FolderState, best_epoch, find_collapse, read_folder
 from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
-STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "errored": "errored",
-                "interrupted": "running or interrupted", "pending": "pending"}
+STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "collapsed": "stopped at its collapse",
+                "errored": "errored", "interrupted": "running or interrupted", "pending": "pending"}
+# The statuses whose numbers count in the means: trials that ran to their end, and trials that ended at their
+# collapse (stop_on_collapse; leaving them out would hide the collapses in the means).
+COUNTED = ("finished", "collapsed")
 
 
 class NotAnExperiment(ValueError):
@@ -82,6 +85,28 @@ class Trial:
         vals = [row.get(key, math.nan) for row in self.metrics]
         vals = [v for v in vals if finite(v)]
         return min(vals) if vals else math.nan
+
+    @property
+    def best_test_epoch(self) -> int | None:
+        """The epoch of the best test error: summary.json's, else found in metrics.csv."""
+        if self.summary is not None and finite(self.summary.get("best_test_epoch")):
+            return int(self.summary["best_test_epoch"])
+        best = best_epoch(self.metrics)
+        return int(best["epoch"]) if best and finite(best.get("epoch")) else None
+
+    @property
+    def collapsed(self) -> dict[str, Any] | None:
+        """summary.json's collapse record; a summary from before collapse detection has none, and then the
+        same rule finds it in metrics.csv (cep.results.find_collapse)."""
+        if self.summary is not None and "collapsed" in self.summary:
+            c = self.summary["collapsed"]
+            return c if isinstance(c, dict) else None
+        return find_collapse(self.metrics) if self.action == "train" else None
+
+    @property
+    def collapsed_epoch(self) -> int | None:
+        epoch = (self.collapsed or {}).get("epoch")
+        return int(epoch) if finite(epoch) else None
 
     @property
     def epochs_done(self) -> int:
@@ -168,8 +193,20 @@ class Group:
 
     @property
     def done(self) -> list[Trial]:
-        """The trials whose numbers count: finished ones with a finite final test error."""
-        return [t for t in self.trials if t.status == "finished" and finite(t.final("test_error"))]
+        """The trials whose numbers count: finished ones (and ones stopped at their collapse) with a finite
+        final test error."""
+        return [t for t in self.trials if t.status in COUNTED and finite(t.final("test_error"))]
+
+    @property
+    def collapsed(self) -> list[Trial]:
+        """The trials that collapsed, whether they trained on (finished) or stopped there."""
+        return [t for t in self.trials if t.collapsed_epoch is not None]
+
+    def collapsed_text(self) -> str:
+        """'2 of 5 (epochs 41, 63)': the Collapsed column."""
+        epochs = sorted(t.collapsed_epoch for t in self.collapsed if t.collapsed_epoch is not None)
+        at = f" (epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))})" if epochs else ""
+        return f"{len(epochs)} of {len(self.trials)}{at}"
 
     def stat(self, key: str, best: bool = False) -> Stat:
         return Stat.of(t.best(key) if best else t.final(key) for t in self.done)
@@ -182,8 +219,9 @@ class Group:
         """'3/5 finished, 1 running (epoch 12 of 100), 1 errored': the Trials column."""
         c = count_statuses(self.trials)
         parts = [f"{c['finished']}/{len(self.trials)} finished"]
-        if c["finished"] > len(self.done):
-            parts.append(f"{c['finished'] - len(self.done)} of them without a finite final error")
+        counted = c["finished"] + c["collapsed"]
+        if counted > len(self.done):
+            parts.append(f"{counted - len(self.done)} of them without a finite final error")
         for s in STATUSES[1:]:
             if not c[s]:
                 continue
@@ -240,7 +278,8 @@ class Experiment:
         rest = [f"{c[s]} {STATUS_WORDS[s]}" for s in STATUSES[1:] if c[s]]
         if self.partial:
             return (f"PARTIAL: {c['finished']} of {total} trials finished"
-                    + (f" ({', '.join(rest)})" if rest else "") + "; numbers use finished trials only")
+                    + (f" ({', '.join(rest)})" if rest else "") + "; numbers use finished trials only"
+                    + (" (and those stopped at their collapse)" if c["collapsed"] else ""))
         return f"COMPLETE: {c['finished']} of {total} trials finished" + (f" ({', '.join(rest)})" if rest else "")
 
 

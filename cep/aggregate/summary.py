@@ -6,13 +6,14 @@ or after it died (partial results are marked PARTIAL).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.aggregate.figdata import angle_curve_csv, angle_lines, fig5a_points, learning_panels, paper_fig5a
+from cep.aggregate.figdata import METRICS, angle_curve_csv, angle_lines, fig5a_points, learning_panels, paper_fig5a
 from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, trials_csv
 from cep.aggregate.page import PAGE_FILE, Figure, fig4_caption, fig5a_caption, learning_caption, render_page
 from cep.aggregate.published import load_published
@@ -55,6 +56,11 @@ def attention(exp: Experiment) -> list[str]:
             bits.append(f"diverged{f' at epoch {at}' if at else ''}; left out of the means")
         elif t.action == "train" and not finite(t.final("test_error")):
             bits.append("finished without a finite final test error; left out of the means")
+        collapse = t.collapsed if t.action == "train" else None
+        if collapse is not None:
+            stopped = "; stopped there (stop_on_collapse)" if t.status == "collapsed" else ""
+            bits.append(f"{_collapse_words(collapse)}; best test error {t.best('test_error'):.2f}% at epoch "
+                        f"{t.best_test_epoch}{stopped}")
         bits += t.notes
         if bits:
             lines.append(f"{t.id}: " + "; ".join(bits))
@@ -65,7 +71,17 @@ def attention(exp: Experiment) -> list[str]:
     return lines
 
 
-def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[dict[str, Any]]) -> str:
+def _collapse_words(c: dict[str, Any]) -> str:
+    """A collapse record of summary.json in words (tolerant of missing numbers: written by other versions)."""
+    def pct(key: str) -> str:
+        return f"{c[key]:.2f}%" if finite(c.get(key)) else "?"
+
+    return (f"collapsed at epoch {c.get('epoch', '?')} (train error {pct('train_error_before')} at epoch "
+            f"{c.get('epoch_before', '?')} -> {pct('train_error_after')}, test error {pct('test_error_after')})")
+
+
+def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[dict[str, Any]],
+             metric: str = "final") -> str:
     """table.md: the banner, the Fig. 4 table with the paper's numbers, what needs attention, the figures,
     the other files (`written`: what this aggregation wrote before it)."""
     figures = [p for p in written if p.suffix in (".png", ".pdf")]
@@ -77,7 +93,10 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
         out += ["## Error rates (the table of Fig. 4)", "", md_table(table.header(), [table.cells(r) for r in
                                                                                    table.rows]), ""]
         out += ["Final MNIST error rates in %, mean ± sample standard deviation (n − 1) over the finished "
-                "seeds of each row (Seeds counts them). Paper: the published numbers "
+                "seeds of each row (Seeds counts them; a seed stopped at its collapse counts with its errors "
+                "there). Best test: each seed's lowest test error over the epochs, Best epoch where the seeds "
+                "reached it. Collapsed: seeds whose train error went back to chance level (≥ 80%) after "
+                "having been ≤ 20%. Paper: the published numbers "
                 f"({load_published()['paper']}), shown only where the row's configuration matches the "
                 "published one field by field, dataset included.", ""]
         if table.with_angle_grad:
@@ -113,6 +132,8 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
     if figures:
         out += ["## Figures", ""]
         for stem, what in FIGURE_TITLES.items():
+            if stem == "fig4_angle_curve" and metric != "final":
+                what = what.replace("Final error", f"{metric.capitalize()} error")
             paths = [p for p in figures if p.stem == stem]
             if paths:
                 links = " ".join(f"[{p.suffix[1:].upper()}]({p.name})" for p in paths)
@@ -142,8 +163,10 @@ class Aggregate:
         return self.experiment.partial
 
 
-def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: bool = False) -> Aggregate:
+def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: bool = False,
+                         metric: str = "final") -> Aggregate:
     """Read an experiment directory and (re)write `summary/` in it; `echo` prints the terminal report.
+    `metric` (final or best) is the error of each trial that the Fig. 4 curve shows.
 
     Safe while the sweep runs or after it died (partial results are marked) and
     on damaged trial folders; raises NotAnExperiment only when the directory
@@ -168,16 +191,18 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     if gdu:
         write("gdu_agreement.csv", csv_text(["id", "name", "kind", "cosine", "rel_rmse"],
                                         [[r["id"], r["name"], r["kind"], r["cosine"], r["rel_rmse"]] for r in gdu]))
-    lines = angle_lines(exp)
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
+    lines = angle_lines(exp, metric)
     if lines:
-        write("angle_curve.csv", angle_curve_csv(lines))
+        write("angle_curve.csv", angle_curve_csv(lines, metric))
     panels, points = learning_panels(exp), fig5a_points(exp)
     figures: list[Path] = []
     shown: list[Figure] = []  # the page's figures, with what each shows
     if plots:
         from cep.aggregate import plots as ap
 
-        drawings = [(ap.angle_curve, lines, "fig4_angle_curve", fig4_caption),
+        drawings = [(functools.partial(ap.angle_curve, metric=metric), lines, "fig4_angle_curve", fig4_caption),
                     (ap.learning_curves, panels, "learning_curves", learning_caption),
                     (lambda d, s, n: ap.fig5a(d, s, n, paper_fig5a(d)), points, "fig5a_angle_grad", fig5a_caption)]
         for draw, data, name, caption in drawings:
@@ -194,7 +219,7 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
                 shown.append(Figure(png[0], [p for p in drawn if p.suffix != ".png"], FIGURE_TITLES[name],
                                     caption(data)))
     files += figures
-    write("table.md", table_md(exp, table, files, gdu)
+    write("table.md", table_md(exp, table, files, gdu, metric)
           + "".join(f"\nWarning: {w}\n" for w in warnings))
     gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
     files.append(out / PAGE_FILE)  # listed on the page itself

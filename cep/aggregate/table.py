@@ -17,6 +17,7 @@ class TableRow:
     test: Stat
     train: Stat
     best_test: Stat
+    best_epochs: list[int]  # the epoch of each seed's best test error, over the same seeds
     angle_grad: Stat
     paper_test: Match
     paper_angle: Match
@@ -32,10 +33,11 @@ class Table:
     with_angle_grad: bool
 
     def header(self) -> list[str]:
-        h = ["Experiment", "Rule", "Hidden", "Seeds", "Test error (%)", "Paper test (%)", "Train error (%)"]
+        h = ["Experiment", "Rule", "Hidden", "Seeds", "Test error (%)", "Paper test (%)", "Train error (%)",
+             "Best test (%)", "Best epoch"]
         if self.with_angle_grad:
             h += ["Angle-grad (°)", "Paper angle-grad (°)"]
-        return h + ["Trials"]
+        return h + ["Collapsed", "Trials"]
 
     def cells(self, row: TableRow) -> list[str]:
         g = row.group
@@ -43,10 +45,17 @@ class Table:
         if row.note is not None:
             paper += f" [{row.note}]"
         c = [g.label, g.rule, fmt_value(hidden_layers(g.config)), str(row.test.n),
-             row.test.fmt(), paper, row.train.fmt()]
+             row.test.fmt(), paper, row.train.fmt(), row.best_test.fmt(), epoch_range(row.best_epochs)]
         if self.with_angle_grad:
             c += [row.angle_grad.fmt(1), fmt_published_angle(row.paper_angle.value)]
-        return c + [g.status_text()]
+        return c + [g.collapsed_text(), g.status_text()]
+
+
+def epoch_range(epochs: list[int]) -> str:
+    """'53', '41–53' or '—': where the seeds of a row reached their best."""
+    if not epochs:
+        return "—"
+    return str(epochs[0]) if epochs[0] == epochs[-1] else f"{epochs[0]}–{epochs[-1]}"
 
 
 def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Table:
@@ -57,7 +66,8 @@ def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Tab
     for g in exp.groups:
         shown = [k for k, _ in g.variant]
         row = TableRow(g, g.stat("test_error"), g.stat("train_error"), g.stat("test_error", best=True),
-                       g.angle_grad, match_published(g.config, "test_error", pub, shown),
+                       sorted(e for t in g.done if (e := t.best_test_epoch) is not None), g.angle_grad,
+                       match_published(g.config, "test_error", pub, shown),
                        match_published(g.config, "angle_grad", pub, shown))
         if row.paper_test.value is None:
             reasons.setdefault(row.paper_test.why, []).append(g.label)
