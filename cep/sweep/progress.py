@@ -36,6 +36,7 @@ class _Row:
     test_error: float | None = None
     status: str = "pending"  # a status of cep.results.STATUSES, or "running" while Tune runs the trial
     failures: int = 0
+    collapsed_epoch: int | None = None  # where its train error went back to chance (it may train on)
 
 
 class ProgressTable(tune.Callback):
@@ -100,6 +101,12 @@ class ProgressTable(tune.Callback):
             row.epoch, row.epochs = int(rec.get("epoch", 0)), int(rec.get("epochs", row.epochs))
             row.train_error, row.test_error = rec.get("train_error"), rec.get("test_error")
             row.status = str(rec.get("status"))
+            collapsed = rec.get("collapsed_epoch")
+            if collapsed is not None and row.collapsed_epoch is None:
+                row.collapsed_epoch = int(collapsed)
+                then = "stopped there" if row.status == "collapsed" else "training on"
+                self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} (train error "
+                            f"{_percent(row.train_error)}); {then} [{self._elapsed()}]")
             if result.get("replayed"):
                 self._print(f"= {rec.get('id')}: already {row.status} earlier (epoch {row.epoch}); not rerun")
         self.changed = True
@@ -111,6 +118,8 @@ class ProgressTable(tune.Callback):
             if row.status == "running":  # Tune ended it before its last epoch (a stop)
                 row.status = "interrupted"
             err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
+            if row.collapsed_epoch is not None:
+                err += f", collapsed at epoch {row.collapsed_epoch}"
             self._print(f"+ {i}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
         self.changed = True
 
@@ -140,11 +149,15 @@ class ProgressTable(tune.Callback):
         for r in self.rows.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         head = f"[{self._elapsed()}] " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        flagged = sum(r.collapsed_epoch is not None for r in self.rows.values())
+        if flagged:
+            head += f"; {flagged} collapsed so far"
         active = [(i, r) for i, r in self.rows.items() if r.status == "running"]
         if not active:
             return head
         rows = [[i, f"{r.epoch}/{r.epochs}", _percent(r.train_error), _percent(r.test_error),
-                 r.status + (f" (retry {r.failures})" if r.failures else "")]
+                 r.status + (f" (retry {r.failures})" if r.failures else "")
+                 + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")]
                 for i, r in active]
         return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "status"], rows, indent="  ",
                                          right=(1, 2, 3))

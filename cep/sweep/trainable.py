@@ -54,9 +54,11 @@ class TrialContext:
 
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
-    """A member's line in a Tune report: its last epoch's metrics (or where it stands) and status."""
+    """A member's line in a Tune report: its last epoch's metrics (or where it stands), status, and the epoch
+    of its collapse (None: none so far)."""
     last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
-    return {**last, "id": trial_id, "epochs": state.config.epochs, "status": state.status}
+    return {**last, "id": trial_id, "epochs": state.config.epochs, "status": state.status,
+            "collapsed_epoch": state.info.get("collapsed", {}).get("epoch")}
 
 
 def _tune_report(pack_id: str, members: list[tuple[str, Path, TrainState]], replayed: bool = False) -> None:
