@@ -24,7 +24,7 @@ from cep.aggregate.published import load_published
 from cep.aggregate.read import load_experiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
 from cep.config import PAPER_EXPERIMENTS, paper_config
-from cep.results import metrics_csv
+from cep.results import find_collapse, metrics_csv
 
 # ------------------------------------------------------------------ builder
 
@@ -668,3 +668,70 @@ def test_page_renders_in_a_real_browser(mixed: Path, tmp_path: Path) -> None:
         dark = sum(gray.histogram()[:200])  # text, table rules, figures
         colors = len(im.convert("RGB").getcolors(1 << 20) or [])
     assert dark > 0.01 * 1400 * 3000 and colors > 50, (dark, colors)
+
+
+# ------------------------------------------------------------- collapses
+def test_a_collapsed_seed_is_counted_and_best_and_final_are_side_by_side(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Three seeds at two angles; seed 1 at angle 0 collapses at epoch 3 and trains on (finished), seed 2 at
+    angle 90 collapses at epoch 2 and stops there (stop_on_collapse); its record is found in metrics.csv when
+    summary.json predates collapse detection."""
+    b = ExperimentBuilder(tmp_path)
+    cfg = small_config(epochs=4)
+
+    def hist(train: list[float], test: list[float]) -> list[dict[str, float]]:
+        return [dict(epoch=e, train_error=tr, test_error=te, train_loss=0.1, test_loss=0.2, epoch_seconds=1.0,
+                     elapsed_seconds=float(e)) for e, (tr, te) in enumerate(zip(train, test, strict=True), 1)]
+
+    curves = {(0.0, 0): ([30, 15, 12, 10], [28, 14, 11, 9]),
+              (0.0, 1): ([30, 15, 85, 90], [28, 12, 86, 90]),  # collapses at 3, best test 12 at epoch 2
+              (0.0, 2): ([30, 18, 16, 14], [29, 17, 15, 13]),
+              (90.0, 0): ([40, 20, 19, 18], [38, 21, 20, 19]),
+              (90.0, 1): ([40, 25, 22, 21], [39, 24, 22, 20]),
+              (90.0, 2): ([20, 88], [19, 89])}  # collapses at 2, stopped there
+    for (angle, seed), (train, test) in curves.items():
+        h = hist(train, test)
+        info = {"collapsed": find_collapse(h)} if (angle, seed) == (0.0, 1) else {}
+        status = "collapsed" if (angle, seed) == (90.0, 2) else "finished"
+        b.add("C-VF-1h", {"angle": angle, "seed": seed}, cfg, status=status, hist=h, info=info)
+    root = b.write()
+    aggregate_experiment(root, plots=False)
+    out = root / "summary"
+    trials = {r["id"]: r for r in read_csv(out / "trials.csv")}
+    assert trials["C-VF-1h/angle=0/seed=1"]["collapsed_epoch"] == "3"
+    assert trials["C-VF-1h/angle=90/seed=2"]["collapsed_epoch"] == "2"  # found in metrics.csv
+    assert trials["C-VF-1h/angle=90/seed=2"]["status"] == "collapsed"
+    assert trials["C-VF-1h/angle=0/seed=0"]["collapsed_epoch"] == ""
+    assert float(trials["C-VF-1h/angle=0/seed=1"]["best_test_error"]) == 12.0
+    assert trials["C-VF-1h/angle=0/seed=1"]["best_test_epoch"] == "2"
+    md = (out / "table.md").read_text()
+    header = md.split("| Experiment")[1].splitlines()[0]
+    cols = ["Experiment"] + [c.strip() for c in header.strip(" |").split(" | ")]
+    rows = {label: dict(zip(cols, cells, strict=True)) for label, cells in table_rows(md).items()}
+    zero, ninety = rows["C-VF-1h angle=0"], rows["C-VF-1h angle=90"]
+    assert zero["Collapsed"] == "1 of 3 (epoch 3)" and ninety["Collapsed"] == "1 of 3 (epoch 2)"
+    assert zero["Test error (%)"] == fmt([9, 90, 13]) and zero["Best test (%)"] == fmt([9, 12, 13])
+    assert zero["Best epoch"] == "2–4"
+    # the seed stopped at its collapse counts, with its errors there
+    assert ninety["Test error (%)"] == fmt([19, 20, 89]) and ninety["Best test (%)"] == fmt([19, 20, 19])
+    assert ninety["Seeds"] == "3" and ninety["Trials"] == "2/3 finished, 1 stopped at its collapse"
+    assert "C-VF-1h/angle=0/seed=1: collapsed at epoch 3 (train error 15.00% at epoch 2 -> 85.00%" in md
+    assert "COMPLETE" in md
+    groups = {r["row"]: r for r in read_csv(out / "groups.csv")}
+    assert groups["C-VF-1h angle=0"]["collapsed_trials"] == "1" and groups["C-VF-1h angle=90"]["collapsed"] == "1"
+    # Fig. 4 from final or best errors, labelled
+    final = read_csv(out / "angle_curve.csv")
+    assert [r["metric"] for r in final] == ["final", "final"]
+    assert float(final[0]["test_error_mean"]) == pytest.approx(np.mean([9, 90, 13]))
+    agg = aggregate_experiment(root, metric="best")
+    best = read_csv(out / "angle_curve.csv")
+    assert [r["metric"] for r in best] == ["best", "best"]
+    assert float(best[0]["test_error_mean"]) == pytest.approx(np.mean([9, 12, 13]))
+    assert float(best[1]["train_error_mean"]) == pytest.approx(np.mean([18, 21, 20]))
+    assert "fig4_angle_curve.png" in {p.name for p in agg.files}
+    assert "Best error versus initial angle" in (out / "table.md").read_text()
+    with pytest.raises(ValueError, match="metric"):
+        aggregate_experiment(root, metric="last")
+    code, text, err = run_command([str(root), "--no-plots", "--metric", "final"], capsys)
+    assert code == 0 and "1 of 3 (epoch 3)" in text, err
+    assert read_csv(out / "angle_curve.csv")[0]["metric"] == "final"
