@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cep.results import atomic_path  # noqa: E402
 
@@ -32,9 +33,10 @@ def angle_columns(history: list[dict[str, Any]]) -> list[str]:
 
 
 def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str = "",
-                   collapsed_epoch: int | None = None) -> None:
+                   collapsed_epoch: int | None = None, initial_angles: list[float] | None = None) -> None:
     """Train and test error per epoch; for vf a second panel with the angle between each V_i and W_i^T
-    (how feedback alignment moves it is the question after Fig. 4); a collapse is marked on both."""
+    (how feedback alignment moves it is the question after Fig. 4), from `initial_angles` at epoch 0 when
+    given; a collapse is marked on both."""
     epochs = [h["epoch"] for h in history]
     angles = angle_columns(history)
     fig, axes = plt.subplots(2 if angles else 1, 1, figsize=(5.5, 6.4 if angles else 3.8), sharex=True,
@@ -47,8 +49,10 @@ def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str =
     if angles:
         ang = axes[1, 0]
         for k in angles:
-            ang.plot(epochs, [h.get(k, float("nan")) for h in history], "o-", ms=3,
-                     label=f"V{k[6:]} and W{k[6:]}ᵀ")
+            i = int(k[6:])
+            start = [0] if initial_angles and i < len(initial_angles) else []
+            ang.plot(start + epochs, [initial_angles[i]] * len(start) + [h.get(k, float("nan")) for h in history],
+                     "o-", ms=3, label=f"V{i} and W{i}ᵀ")
         ang.set_ylabel("angle (°)")
         ang.legend(fontsize=8)
     for a in axes[:, 0]:
@@ -58,4 +62,5 @@ def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str =
                       if a is ax else None)
     ax.legend()
     axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     save_figure(fig, path)

@@ -238,7 +238,8 @@ def _finish(folder: str | Path, state: TrainState) -> None:
         from cep.figures import learning_curve
 
         learning_curve(state.history, Path(folder) / CURVE_FILE, title=run_title(state.config),
-                       collapsed_epoch=state.info.get("collapsed", {}).get("epoch"))
+                       collapsed_epoch=state.info.get("collapsed", {}).get("epoch"),
+                       initial_angles=state.info.get("measured_angle"))
 
 
 def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart | None,
