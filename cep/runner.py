@@ -27,7 +27,7 @@ import torch
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
 from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, run_title, write_results
-from cep.train import Progress, TrainState, load_state, resolve_device, save_state, train
+from cep.train import CheckpointError, Progress, TrainState, load_state, resolve_device, save_state, train
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]
@@ -74,9 +74,9 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
     for source, path in candidates:  # one damaged copy must not cost the other
         try:
             found.append(Resumed(load_state(path, device), source))
-        except Exception as e:
-            unreadable.append(f"{source} ({type(e).__name__}: {e})")
-            _TrialLog(folder)( f"warning: cannot read {source} {path}: {type(e).__name__}: {e}")
+        except CheckpointError as e:
+            unreadable.append(str(e))
+            _TrialLog(folder)(f"warning: cannot read {source}: {e}")
     if not found and unreadable:
         raise ResumeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; {restart_hint}")
     if not found:

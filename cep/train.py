@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from cep.config import TrialConfig
 from cep.data import Data, load_data
+from cep.errors import UsageProblem
 from cep.model import Params, init_params, relax, weight_angles
 from cep.results import atomic_path
 from cep.rules import learn
@@ -43,16 +44,35 @@ class TrainState:
     elapsed: float = 0.0  # training seconds so far, across restores
 
     def to_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so that a checkpoint loads with torch.load(weights_only=True)."""
         return {"config": self.config.to_dict(), "params": self.params.to_dict(),
-                "generator": self.generator.get_state(), "epoch": self.epoch, "history": self.history,
-                "status": self.status, "info": self.info, "elapsed": self.elapsed}
+                "generator": self.generator.get_state(), "epoch": self.epoch, "history": _plain(self.history),
+                "status": self.status, "info": _plain(self.info), "elapsed": float(self.elapsed)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], device: torch.device | str = "cpu") -> TrainState:
         g = torch.Generator()
         g.set_state(d["generator"])
-        return cls(TrialConfig.from_dict(d["config"]), Params.from_dict(d["params"], device), g,
-                   d["epoch"], list(d["history"]), d["status"], dict(d["info"]), d["elapsed"])
+        state = cls(TrialConfig.from_dict(d["config"]), Params.from_dict(d["params"], device), g,
+                    int(d["epoch"]), list(d["history"]), str(d["status"]), dict(d["info"]), float(d["elapsed"]))
+        if state.status not in ("running", "finished", "diverged") or state.epoch < 0:
+            raise ValueError(f"inconsistent state (status {state.status!r}, epoch {state.epoch})")
+        return state
+
+
+class CheckpointError(UsageProblem):
+    """A file that is not a readable checkpoint of this program (one line naming it)."""
+
+
+def _plain(value: Any) -> Any:
+    """Python scalars, lists and dicts (numpy scalars and tuples would need pickle's arbitrary objects)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):  # numpy scalars
+        return value.item()
+    return value
 
 
 def save_state(state: TrainState, path: str | Path) -> None:
@@ -62,7 +82,19 @@ def save_state(state: TrainState, path: str | Path) -> None:
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainState:
-    return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=False), device)
+    """Read a checkpoint with weights_only=True: a crafted file cannot run code; any damage is a CheckpointError.
+
+    (A pickle with arbitrary objects would execute them on load: checkpoints live on shared storage.)
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict):
+            raise ValueError(f"holds {type(data).__name__}, not a trainer state")
+        return TrainState.from_dict(data, device)
+    except Exception as e:  # truncated, empty, garbage, foreign objects, missing keys, a bad config
+        why = " ".join(str(e).split())
+        why = why if len(why) <= 160 else why[:157] + "..."
+        raise CheckpointError(f"{path}: not a valid checkpoint ({type(e).__name__}: {why})") from None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -94,3 +94,57 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         run(TrialConfig(**SMALL, out_dir=str(folder)), folder, before_save=fail)
     assert not folder.exists()
+
+
+class _RunsCode:
+    """Pickles into a call of os.system: what a crafted checkpoint.pt would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["crafted", "empty", "truncated", "garbage", "a list", "foreign keys"])
+def test_a_checkpoint_that_is_not_a_valid_state_is_refused_and_never_runs_code(content, tmp_path):
+    """Checkpoints are loaded with weights_only=True: a crafted file cannot run code, and every damaged
+    file is one ResumeError naming it (exit 2 in `cep`)."""
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    ckpt = folder / CHECKPOINT_FILE
+    marker = tmp_path / "code-ran"
+    good = new_state(cfg, torch.device("cpu"))
+    if content == "crafted":
+        torch.save({**good.to_dict(), "info": {"x": _RunsCode(marker)}}, ckpt)
+    elif content == "empty":
+        ckpt.write_bytes(b"")
+    elif content == "truncated":
+        save_state(good, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:300])
+    elif content == "garbage":
+        ckpt.write_bytes(bytes(range(256)) * 10)
+    elif content == "a list":
+        torch.save([1, 2, 3], ckpt)
+    else:
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    with pytest.raises(ResumeError) as e:
+        resume(cfg, folder)
+    assert not marker.exists()
+    assert str(ckpt) in str(e.value) and "not a valid checkpoint" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_saved_state_holds_only_tensors_and_plain_values(tmp_path):
+    import numpy as np
+
+    cfg = TrialConfig(**SMALL, checkpoint=True)
+    state = new_state(cfg, torch.device("cpu"))
+    state.info["numpy"] = np.float64(1.5)  # e.g. a measured value computed with numpy
+    state.info["pair"] = (1, 2)
+    save_state(state, tmp_path / "s.pt")
+    torch.load(tmp_path / "s.pt", weights_only=True)
+    assert load_state(tmp_path / "s.pt").info["numpy"] == 1.5
