@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from cep.config import (
     ACTIVATIONS,
@@ -31,6 +30,7 @@ from cep.config import (
 )
 from cep.errors import DataError, UsageProblem
 from cep.results import default_out_dir
+from cep.yaml_file import YAMLFileError, read_yaml
 
 EXIT_USAGE = 2
 
@@ -193,7 +193,10 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, **op
     if preset:
         fields.update(setting="discrete", activation="sigm", **PAPER_EXPERIMENTS[preset])
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        try:
+            loaded = read_yaml(config_file, "--config file") or {}
+        except YAMLFileError as e:
+            raise UsageProblem("; ".join(e.problems)) from None
         if not isinstance(loaded, dict):
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
