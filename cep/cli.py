@@ -253,7 +253,9 @@ LEGACY_FIELD_NAMES = {"batch_size": "--batch-size", "test_batch_size": "--test-b
                       "size_tab": "--size_tab", "activation": "--activation-function", "rule": "--learning-rule",
                       "debug_cep": "--debug-cep", "out_dir": "--out", "train_samples": "--train-samples",
                       "test_samples": "--test-samples", "data_dir": "--data-dir", "no_clamp": "--no-clamp",
-                      "device": "--device-label", "continual": "--cep", "setting": "--discrete"}
+                      "device": "--device-label", "continual": "--cep", "setting": "--discrete",
+                      **{f: f"--{f}" for f in ("T", "Kmax", "beta", "dt", "epochs", "randbeta", "angle", "seed",
+                                               "dataset", "dtype")}}
 
 
 def legacy_config(argv: Sequence[str]) -> TrialConfig:
