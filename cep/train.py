@@ -98,11 +98,17 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainSta
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's `device`; one that this machine lacks is a UsageProblem (one line)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r}: CUDA is not available here; use device cpu or auto")
-    return torch.device(name)
+        raise UsageProblem(f"device {name}: CUDA is not available here (no GPU, or a CPU-only torch); "
+                           "use device cpu or auto")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageProblem(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
+                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, or auto")
+    return device
 
 
 def resolve_seed(cfg: TrialConfig) -> TrialConfig:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cep.cli import TRAIN_FIELD_NAMES, cli, run_main
+from cep.cli import LEGACY_FIELD_NAMES, TRAIN_FIELD_NAMES, cli, run_main
 from cep.sweep.cli import main as sweep_main
 
 QUICK = ["--train-samples", "40", "--test-samples", "20", "--device", "cpu", "--sizes", "10,8,784", "--seed", "0",
@@ -55,3 +55,41 @@ def test_a_hostile_yaml_file_is_refused_in_seconds(text, needle, where, tmp_path
     assert needle in line and str(path) in line
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no blow-up
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.yaml"]  # nothing written
+
+
+NAN_CASES = [(["train", "--dt", "nan"], "--dt: got nan"), (["train", "--beta", "inf"], "--beta: got inf"),
+             (["train", "--lrs", "0.1,nan"], "--lrs: got [0.1, nan]"),
+             (["train", "--randbeta", "-inf"], "--randbeta: got -inf"),
+             (["train", "--rule", "vf", "--angle", "nan"], "--angle: got nan")]
+
+
+@pytest.mark.parametrize("args,needle", NAN_CASES + [
+    (["train", "--sizes", "10,,784"], "--sizes: got '10,,784': an empty item"),
+    (["train", "--sizes", ",10,784"], "an empty item"),
+    (["train", "--seed", str(2**64)], "--seed: got 18446744073709551616; an integer from 0 to 2**64-1"),
+    (["train", "--device", "cuda"], "device cuda: CUDA is not available here"),
+    (["train", "--device", "cuda:1"], "device cuda:1: CUDA is not available here"),
+    (["gdu", "--device", "cuda"], "device cuda: CUDA is not available here"),
+    (["run", "--size_tab", "10", "16", "784", "--lr_tab", "0.1", "0.1", "--device", "cuda", "--dataset", "mnist5k"],
+     "device cuda: CUDA is not available here"),
+    (["run", "--size_tab", "10", "16", "784", "--lr_tab", "0.1", "nan"], "--lr_tab: got [0.1, nan]"),
+    (["run", "--size_tab", "10", "16", "784", "--lr_tab", "0.1", "0.1", "--seed", str(2**70)], "--seed: got"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_nonsense_values_and_missing_devices_are_refused_up_front(args, needle, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    names = LEGACY_FIELD_NAMES if args[0] == "run" else TRAIN_FIELD_NAMES
+    assert needle in one_line_exit_2(args + ["--out", str(tmp_path / "o")], capsys, names=names)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("field", ["dt", "beta", "randbeta", "angle", "lr_tab"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_inf_in_a_sweep_file_are_refused(field, value, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    shown = f"[0.1, {value}]" if field == "lr_tab" else value
+    path.write_text(f"name: s\nbase: {{rule: vf, {field}: {shown}}}\n")
+    assert f"base.{field}: got" in one_line_exit_2([str(path), "--dry-run"], capsys, sweep=True)
+    assert one_line_exit_2([str(path), "--dry-run", "--set", f"{field}=nan"], capsys, sweep=True)
