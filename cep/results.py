@@ -34,6 +34,10 @@ LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
+GDU_DIR = "gdu"  # the gradient analysis's figures and data
+# everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
+RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_FILE, LOG_FILE, ERROR_FILE,
+                ERRORS_LOG, NODE_FILE, GDU_DIR)
 
 # Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
 # table, the sweep's summary and the aggregator. "interrupted": started and not ended (from the files
@@ -112,6 +116,45 @@ def summarize(state: Any) -> dict[str, Any]:
         "host": socket.gethostname(),
         "config": cfg.to_dict(),
     })
+
+
+def earlier_results(folder: str | Path) -> list[str]:
+    """The files of an earlier run in `folder` (RESULT_FILES that exist), by name."""
+    return [name for name in RESULT_FILES if (Path(folder) / name).exists()]
+
+
+def discard_results(folder: str | Path) -> None:
+    """Remove an earlier run's files (RESULT_FILES) from `folder`, leaving anything else there."""
+    import shutil
+
+    for name in earlier_results(folder):
+        path = Path(folder) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def unwritable(folder: str | Path) -> str:
+    """Why a results folder cannot be written ("" when it can), found before anything runs.
+
+    Creates the missing folders and a probe file, then removes what it made: a refused run leaves nothing.
+    """
+    folder = Path(folder).expanduser().absolute()
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if folder.exists() and not folder.is_dir():
+            return "a file, not a folder, is there"
+        return f"cannot write there ({e.strerror or type(e).__name__})"
+    finally:
+        for p in missing:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+    return ""
 
 
 def default_out_dir(label: str) -> str:

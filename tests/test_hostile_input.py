@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,46 @@ def test_nan_and_inf_in_a_sweep_file_are_refused(field, value, tmp_path, capsys)
     path.write_text(f"name: s\nbase: {{rule: vf, {field}: {shown}}}\n")
     assert f"base.{field}: got" in one_line_exit_2([str(path), "--dry-run"], capsys, sweep=True)
     assert one_line_exit_2([str(path), "--dry-run", "--set", f"{field}=nan"], capsys, sweep=True)
+
+
+def test_an_earlier_result_is_never_overwritten_silently(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        run_main(cli, TRAIN_FIELD_NAMES, ["train", "--out", str(out), "--epochs", "1", *QUICK])
+    assert e.value.code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for extra in ([], ["--checkpoint"]):  # without a saved state --checkpoint cannot resume it either
+        line = one_line_exit_2(["train", "--out", str(out), "--epochs", "2", *QUICK, *extra], capsys)
+        assert "holds an earlier run" in line and "another --out" in line and "--checkpoint" in line \
+            and "--overwrite" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a checkpointed run of another configuration in the folder: replaced only on request, checkpoint included
+    with pytest.raises(SystemExit) as e:
+        run_main(cli, TRAIN_FIELD_NAMES, ["train", "--out", str(out), "--epochs", "1", "--checkpoint", "--overwrite",
+                                          *QUICK])
+    assert e.value.code == 0 and (out / "checkpoint.pt").exists()
+    with pytest.raises(SystemExit) as e:
+        run_main(cli, TRAIN_FIELD_NAMES, ["train", "--out", str(out), "--epochs", "1", "--overwrite", *QUICK,
+                                          "--beta", "0.3"])
+    assert e.value.code == 0 and not (out / "checkpoint.pt").exists()
+    assert "beta: 0.3" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("kind", ["a file", "below a file", "unwritable"])
+def test_an_unusable_out_folder_is_refused_before_any_work(kind, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    out = {"a file": tmp_path / "f", "below a file": tmp_path / "f" / "run", "unwritable": Path("/proc/cep-out")}[kind]
+    start = time.monotonic()
+    line = one_line_exit_2(["train", "--out", str(out), "--epochs", "1", *QUICK], capsys)
+    assert line.startswith(f"error: --out {out}: ") and time.monotonic() - start < 5  # no epoch trained first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("storage", ["f", "f/results", "/proc/cep-results"])
+def test_unusable_storage_is_refused_before_ray_starts(storage, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "s.yaml").write_text("name: s\nbase: {epochs: 1}\n")
+    line = one_line_exit_2(["s.yaml", "--storage", storage], capsys, sweep=True)
+    assert line.startswith(f"error: --storage {storage}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "s.yaml"]

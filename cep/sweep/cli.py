@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cep.cli import EXIT_USAGE, run_main
-from cep.results import STATUSES, FolderState
+from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.plan import dry_run_table, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep
@@ -111,7 +111,9 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         click.echo(dry_run_table(spec, chosen))
         click.echo(_experiment_state(exp_dir, all_trials, selected))
         return 0
-    problems = _address_problems(address)  # before --restart discards anything
+    why = unwritable(exp_dir)  # before Ray starts: a trial would fail on its first write
+    problems = [f"--storage {storage}: {exp_dir}: {why}; choose writable storage"] if why else []
+    problems += _address_problems(address)  # before --restart discards anything
     if problems:
         return _fail(problems)
     try:
