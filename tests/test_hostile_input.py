@@ -137,3 +137,118 @@ def test_unusable_storage_is_refused_before_ray_starts(storage, tmp_path, capsys
     line = one_line_exit_2(["s.yaml", "--storage", storage], capsys, sweep=True)
     assert line.startswith(f"error: --storage {storage}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "s.yaml"]
+
+
+SWEEP = "name: s\nbase: {epochs: 1, size_tab: [10, 8, 784], lr_tab: [0.1, 0.1], train_samples: 40, test_samples: 20}\n"
+
+
+@pytest.mark.parametrize("content", ['{"name": "s", "trials": [{"id"', "", "[1, 2]", "\xff\xfe"])
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_damaged_sweep_json_is_one_line(content, dry, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    (tmp_path / "results" / "s" / "sweep.json").write_bytes(content.encode("latin-1"))
+    if dry:  # the dry run says what running would do, and runs nothing
+        with pytest.raises(SystemExit) as e:
+            sweep_main(["s.yaml", "--dry-run"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and "sweep.json: damaged" in out and "--restart" in out
+    else:
+        line = one_line_exit_2(["s.yaml"], capsys, sweep=True)
+        assert "sweep.json: damaged" in line and "--restart" in line
+
+
+@pytest.mark.parametrize("how", ["file", "--name"])
+@pytest.mark.parametrize("name,needle", [("x" * 300, "300 characters; at most 100"),
+                                          ("r\u00e9sum\u00e9", "use letters, digits"),
+                                          ("a\nb", "use letters, digits"), ("..", "use letters, digits"),
+                                          ("-rf", "use letters, digits")], ids=["long", "unicode", "newline",
+                                                                               "dotdot", "dash"])
+def test_one_rule_for_sweep_names_in_the_file_and_name(how, name, needle, tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    if how == "file":
+        (tmp_path / "s.yaml").write_text(SWEEP.replace("name: s", f"name: {json.dumps(name)}"))
+        args = ["s.yaml"]
+    else:
+        (tmp_path / "s.yaml").write_text(SWEEP)
+        args = ["s.yaml", "--name", name]
+    line = one_line_exit_2(args, capsys, sweep=True)
+    assert needle in line and ("name: " if how == "file" else "--name ") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_a_very_long_grid_value_is_refused_as_a_folder_name(tmp_path, capsys):
+    (tmp_path / "t.yaml").write_text(SWEEP + "grid: {data_dir: [a, " + "b" * 300 + "]}\n")
+    line = one_line_exit_2([str(tmp_path / "t.yaml"), "--dry-run"], capsys, sweep=True)
+    assert "too long for a folder name" in line
+
+
+def test_aggregate_on_a_read_only_experiment_prints_the_table_and_says_why_no_files(tmp_path, capsys, monkeypatch):
+    import json
+
+    import cep.aggregate.summary as summary
+    from cep.aggregate.cli import main as aggregate_main
+
+    exp = tmp_path / "exp"
+    (exp / "trials" / "t").mkdir(parents=True)
+    (exp / "sweep.json").write_text(json.dumps({"name": "exp", "trials": [
+        {"id": "t", "experiment": None, "grid": {}, "config": {"epochs": 1, "size_tab": [10, 8, 784]}}]}))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(summary, "write_atomic", read_only)  # as root, chmod cannot make it read-only
+    monkeypatch.setattr("sys.argv", ["x", str(exp), "--no-plots"])
+    with pytest.raises(SystemExit) as e:
+        aggregate_main()
+    out = capsys.readouterr()
+    assert e.value.code == 2 and "exp:" in out.out and "Traceback" not in out.err
+    assert out.err.strip().splitlines() == [f"error: cannot write the summary into {exp / 'summary'} (Permission "
+                                            "denied); the table above is complete (copy the experiment somewhere "
+                                            "writable for the files)"]
+
+
+def test_a_truncated_mnist_download_is_named_not_an_interruption(tmp_path, capsys, monkeypatch):
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(range(256)) * 400)[:300])
+    line = one_line_exit_2(["train", "--dataset", "mnist", "--data-dir", "data", "--epochs", "1", "--out", "o",
+                            *QUICK], capsys)
+    assert "train-images-idx3-ubyte.gz is damaged" in line and "delete it to download MNIST again" in line
+
+
+def test_an_end_of_file_is_not_reported_as_ctrl_c(capsys):
+    import click
+
+    @click.command()
+    def reads_a_truncated_file() -> None:
+        raise EOFError("Ran out of input")
+
+    with pytest.raises(SystemExit) as e:
+        run_main(reads_a_truncated_file, {}, [])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "interrupted" not in err and "ended unexpectedly (Ran out of input)" in err
+
+
+def test_a_trial_that_cannot_resume_gets_one_consistent_hint(tmp_path, capsys):
+    from cep.results import FolderState
+    from cep.sweep.cli import _summary
+    from cep.sweep.spec import parse_sweep
+
+    spec = parse_sweep({"name": "s", "grid": {"seed": [0, 1]}})
+    stuck = FolderState("errored", 1, 3, error="cep.runner.ResumeError: cannot read any saved state of trial "
+                        "x; rerun cep-sweep with --restart --only 'seed=0' to start this trial afresh")
+    code = _summary(spec, tmp_path, {"seed=0": stuck}, {}, 1.0, None)
+    err = capsys.readouterr().err
+    assert code == 1 and "--restart --only 'seed=0'" in err.splitlines()[-1]
+    assert "rerun the same command" not in err
+    retry = FolderState("errored", 1, 3, error="RuntimeError: CUDA out of memory")
+    _summary(spec, tmp_path, {"seed=0": stuck, "seed=1": retry}, {}, 1.0, None)
+    err = capsys.readouterr().err
+    assert "1 trial(s) incomplete: rerun the same command" in err and "1 trial(s) cannot continue" in err

@@ -307,7 +307,7 @@ def test_every_kind_of_problem_is_one_line_with_its_path():
     expected = [
         "descripton: unknown key; did you mean description?",
         "epochs: unknown key; trial fields go under base: (or an experiment)",
-        "name: got 'bad name'; use letters, digits and . _ + - (it names the results folder)",
+        "name: got 'bad name'; use letters, digits and . _ + - (it becomes a folder name)",
         "base.epoch: unknown trial field 'epoch'; did you mean epochs?",
         "base.beta: got 'high'; expected a number",
         "base.size_tab: got 5; give a non-empty list of integers",  # wording of cep.config

@@ -70,10 +70,19 @@ def sweep_record(spec: SweepSpec, trials: Sequence[Trial]) -> dict[str, Any]:
 
 
 def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
+    """sweep.json's content (None when absent); a damaged one is a SweepError naming it and the ways out."""
     path = Path(exp_dir) / SWEEP_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
+            raise ValueError("not a sweep record: no list of trials")
+    except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
+        why = " ".join(str(e).split())[:160]
+        raise SweepError([f"{path}: damaged ({type(e).__name__}: {why}); restore it from a copy, or rerun with "
+                          "--restart to discard the experiment (or --name NEW to keep it)"]) from None
+    return record
 
 
 def write_sweep_record(exp_dir: str | Path, record: dict[str, Any]) -> None:
@@ -93,8 +102,7 @@ def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, 
             raise SweepError([f"{exp_dir}: exists and is not a cep-sweep experiment (no {SWEEP_FILE}); "
                               "choose another --name or --storage"])
         return None
-    old = record.get("trials")
-    change = describe_change(old if isinstance(old, list) else [], trials)
+    change = describe_change(record["trials"], trials)
     if change:
         raise SweepError([f"{exp_dir}: this experiment was started from a different trial list ({change}); "
                           "rerun with --name NEW to keep it and start another, or --restart to discard it"])
