@@ -22,7 +22,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.plan import dry_run_table, select
-from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep
+from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
     experiment_dir,
@@ -166,8 +166,8 @@ def _storage_problems(storage: str, address: str | None, name: str | None) -> li
     if address is not None and not Path(storage).expanduser().is_absolute():
         return [f"--storage {storage}: with --address every node must see the results, so give shared "
                 "storage as an absolute path (e.g. --storage /shared/results)"]
-    if name is not None and ("/" in name or name in (".", "..", "")):
-        return [f"--name {name}: a folder name, without /"]
+    if name is not None and name_problem(name):
+        return [f"--name {name!r}: {name_problem(name)}"]
     return []
 
 
@@ -251,9 +251,17 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
     if stop_signal is not None:
         click.echo("stopped before the end: rerun the same command to resume", err=True)
         return 128 + stop_signal
+    # a trial none of whose saved states can be used fails the same way on a plain rerun: its own line says
+    # what to do (--restart --only ID), and the closing advice must not contradict it
+    stuck = [i for i, o in bad.items() if o.status == "errored" and "ResumeError" in (o.error or "")]
+    if len(stuck) < len(bad):
+        click.echo(f"{len(bad) - len(stuck)} trial(s) incomplete: rerun the same command to retry them (errored "
+                   "trials restart from their last checkpoint)", err=True)
+    if stuck:
+        click.echo(f"{len(stuck)} trial(s) cannot continue from their saved state: rerun with --restart --only "
+                   f"'{stuck[0]}'" + (" (and likewise for the others above)" if len(stuck) > 1 else "")
+                   + " to start them afresh", err=True)
     if bad:
-        click.echo(f"{len(bad)} trial(s) incomplete: rerun the same command to retry them (errored trials restart "
-                   "from their last checkpoint)", err=True)
         return EXIT_INCOMPLETE
     return 0
 
@@ -265,7 +273,10 @@ def _aggregate(exp_dir: Path, skip: bool) -> None:
     from cep.aggregate.summary import aggregate_experiment, terminal_report
 
     try:
-        click.echo("\n" + terminal_report(aggregate_experiment(exp_dir)))
+        agg = aggregate_experiment(exp_dir)
+        click.echo("\n" + terminal_report(agg))
+        if agg.unwritable:
+            click.echo(f"warning: {agg.unwritable}", err=True)
     except Exception as e:  # the sweep's results stand; say why the summary is missing
         click.echo(f"warning: aggregating {exp_dir} failed ({type(e).__name__}: {e}); the trials' results are "
                    f"complete: retry with cep-sweep aggregate {exp_dir}", err=True)

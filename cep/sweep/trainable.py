@@ -35,7 +35,12 @@ from cep.sweep.store import torch_threads, trial_device
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder
 STAGING_PREFIX = "cep-ckpt-"  # node-local temp folders holding a checkpoint while Tune copies it: <prefix><pid>-*
-RESTART_HINT = "rerun cep-sweep with --restart --only TRIAL to start it afresh"
+
+
+def restart_hint(trial_id: str) -> str:
+    """What to do when none of a trial's saved states can be used (a rerun alone would fail the same way)."""
+    return f"rerun cep-sweep with --restart --only '{trial_id}' to start this trial afresh"
+
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def _run(cfg: TrialConfig, folder: Path, trial_id: str, ctx: TrialContext) -> No
     from cep.runner import resume
 
     with _tune_saved_state() as saved:
-        resumed = resume(cfg, folder, saved, RESTART_HINT)
+        resumed = resume(cfg, folder, saved, restart_hint(trial_id))
 
     def before_save(metrics: dict[str, Any], state: Any) -> None:
         if metrics["status"] != "diverged" and fault_due(ctx.faults, trial_id, metrics["epoch"], folder):
@@ -138,7 +143,8 @@ def _run(cfg: TrialConfig, folder: Path, trial_id: str, ctx: TrialContext) -> No
     def on_epoch(metrics: dict[str, Any], state: Any) -> None:
         _tune_report(metrics, folder, trial_id, cfg.epochs)
 
-    outcome = run(cfg, folder, resumed=resumed, before_save=before_save, on_epoch=on_epoch, restart_hint=RESTART_HINT)
+    outcome = run(cfg, folder, resumed=resumed, before_save=before_save, on_epoch=on_epoch,
+                  restart_hint=restart_hint(trial_id))
     if outcome.replayed:  # Tune still needs one report of the trial's end
         state = outcome.state
         last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
