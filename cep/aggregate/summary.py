@@ -132,6 +132,7 @@ class Aggregate:
     summary_dir: Path
     files: list[Path]
     warnings: list[str]
+    unwritable: str = ""  # why summary/ could not be written ("" when it was)
 
     @property
     def partial(self) -> bool:
@@ -148,14 +149,22 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     """
     exp = load_experiment(experiment_dir)
     out = exp.path / SUMMARY_DIR
-    out.mkdir(exist_ok=True)
     table = build_table(exp)
     gdu = gdu_rows(exp)
     files: list[Path] = []
     warnings: list[str] = []
+    unwritable = ""
 
     def write(name: str, text: str) -> None:
-        write_atomic(out / name, text)
+        nonlocal unwritable
+        if unwritable:
+            return
+        try:
+            out.mkdir(exist_ok=True)
+            write_atomic(out / name, text)
+        except OSError as e:  # a read-only experiment (another user's, a snapshot): the report still prints
+            unwritable = f"cannot write the summary into {out} ({e.strerror or type(e).__name__})"
+            return
         files.append(out / name)
 
     write("trials.csv", trials_csv(exp))
@@ -168,7 +177,7 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     if lines:
         write("angle_curve.csv", angle_curve_csv(lines))
     figures: list[Path] = []
-    if plots:
+    if plots and not unwritable:
         from cep.aggregate import plots as ap
 
         drawings = [(ap.angle_curve, lines, "fig4_angle_curve"),
@@ -184,11 +193,11 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     files += figures
     write("table.md", table_md(exp, table, files, gdu)
           + "".join(f"\nWarning: {w}\n" for w in warnings))
-    for name in OUTPUT_FILES:  # an output that applied before but not now (e.g. after --restart)
+    for name in OUTPUT_FILES if not unwritable else ():  # an output that applied before but not now
         drawn = Path(name).suffix in (".png", ".pdf")
         if out / name not in files and (out / name).exists() and (plots or not drawn):
             (out / name).unlink()
-    agg = Aggregate(exp, table, out, files, warnings)
+    agg = Aggregate(exp, table, out, files, warnings, unwritable)
     if echo:
         print(terminal_report(agg))
     return agg
@@ -215,6 +224,7 @@ def terminal_report(agg: Aggregate) -> str:
         if len(lines) > 10:
             out.append(f"  ... and {len(lines) - 10} more (see table.md)")
     out += [f"warning: {w}" for w in agg.warnings]
-    out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)})"]
+    if not agg.unwritable:
+        out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)})"]
     return "\n".join(out)
 
