@@ -42,8 +42,12 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
     names = field_names or {}
     try:
         rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, EOFError):  # click reports EOFError as an abort: it is a damaged file
+            click.echo(f"error: a file ended unexpectedly ({e.__cause__ or 'EOFError'}); a truncated download "
+                       "or checkpoint? delete or replace it", err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo("interrupted", err=True)  # Ctrl-C, and only Ctrl-C, is exit code 130
         sys.exit(130)
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
