@@ -252,3 +252,61 @@ def test_a_trial_that_cannot_resume_gets_one_consistent_hint(tmp_path, capsys):
     _summary(spec, tmp_path, {"seed=0": stuck, "seed=1": retry}, {}, 1.0, None)
     err = capsys.readouterr().err
     assert "1 trial(s) incomplete: rerun the same command" in err and "1 trial(s) cannot continue" in err
+
+
+class _QuietHandler:
+    """An HTTP/1 handler that logs nothing (the test reads stderr)."""
+
+    @staticmethod
+    def make():
+        import http.server
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.mark.parametrize("server", ["http", "silent", "closes"])
+def test_an_address_that_answers_but_is_not_ray_fails_in_seconds(server, tmp_path, capsys, monkeypatch):
+    """ray.init retried for over 5 minutes against a web server or a silent port; the pre-check speaks HTTP/2.
+
+    Servers bind 127.0.0.1 and stop with the test."""
+    import http.server
+    import socket
+    import threading
+
+    import cep.sweep.cli as sweep_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep_cli, "ANSWER_TIMEOUT_S", 1.0)
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    if server == "http":
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler.make())
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        port, stop = httpd.server_address[1], httpd.shutdown
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # the kernel completes the connection; "silent" never reads or writes
+        port, stop = listener.getsockname()[1], listener.close
+
+        def close_each() -> None:
+            try:
+                while True:
+                    listener.accept()[0].close()
+            except OSError:  # the listener was closed
+                return
+
+        if server == "closes":
+            threading.Thread(target=close_each, daemon=True).start()
+    try:
+        line = one_line_exit_2(["s.yaml", "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "r")],
+                               capsys, sweep=True, budget_s=4)
+    finally:
+        stop()
+    assert f"--address 127.0.0.1:{port}: " in line and "`ray start --head`" in line
+    assert {"http": "a web server", "silent": "does not answer like a Ray head",
+            "closes": "closed the connection"}[server] in line
+    assert not (tmp_path / "r").exists()
