@@ -6,7 +6,8 @@ they do with each epoch's report (a terminal line, a Tune report). Here:
 
 * the newest valid saved state is found (checkpoint.pt, plus copies the caller
   knows of, e.g. Ray Tune's); a damaged copy is skipped with a warning, a state
-  of another configuration (TrialConfig.result_differences) is refused;
+  of another configuration (TrialConfig.result_differences) is refused; a larger `epochs` continues
+  a finished run (exactly as a run started with that many epochs), one below the epochs done is refused;
 * a trial whose saved state has ended is not rerun ("replayed": its files are
   rewritten, nothing is trained);
 * every epoch, the diverging one included, is written to the folder (config,
@@ -82,11 +83,19 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
     if not found:
         return Resumed(None)
     best = max(found, key=lambda r: (r.state.epoch, r.state.status != "running"))
-    differ = cfg.result_differences(best.state.config)
+    state = best.state
+    # epochs only says where to stop: the first N epochs are the same whatever the total (the generator in
+    # the state continues the data order), so a run may be continued to more epochs, or stopped earlier
+    differ = [k for k in cfg.result_differences(state.config) if k != "epochs"]
     if differ:
         raise ResumeError(f"{best.source} of trial {folder} belongs to a different configuration "
                           f"({', '.join(differ)} differ); {restart_hint}")
-    best.state.config = best.state.config.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS})
+    if state.epoch > cfg.epochs:
+        raise ResumeError(f"{best.source} of trial {folder} has {state.epoch} epochs done, more than the "
+                          f"{cfg.epochs} asked; ask for at least {state.epoch} epochs, or {restart_hint}")
+    state.config = state.config.replace(epochs=cfg.epochs, **{k: getattr(cfg, k) for k in RUN_FIELDS})
+    if state.status != "diverged":  # finished with fewer epochs than now asked: it continues
+        state.status = "finished" if state.epoch == cfg.epochs else "running"
     return best
 
 

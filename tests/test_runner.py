@@ -20,7 +20,7 @@ SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_sampl
 def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path):
     """Tune's checkpoint and checkpoint.pt are two copies: resume from whichever can be read, else say so."""
     folder = tmp_path / "trial"
-    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    cfg = TrialConfig(**SMALL, epochs=5, checkpoint=True, out_dir=str(folder))
     folder.mkdir()
     good = new_state(cfg, torch.device("cpu"))
     good.epoch = 2
@@ -37,7 +37,7 @@ def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path):
 
 def test_the_newest_state_wins_and_only_run_fields_may_differ(tmp_path):
     folder = tmp_path / "trial"
-    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    cfg = TrialConfig(**SMALL, epochs=5, checkpoint=True, out_dir=str(folder))
     older = new_state(cfg, torch.device("cpu"))
     older.epoch = 1
     newer = new_state(cfg, torch.device("cpu"))
@@ -148,3 +148,21 @@ def test_a_saved_state_holds_only_tensors_and_plain_values(tmp_path):
     save_state(state, tmp_path / "s.pt")
     torch.load(tmp_path / "s.pt", weights_only=True)
     assert load_state(tmp_path / "s.pt").info["numpy"] == 1.5
+
+
+def test_more_epochs_continue_a_finished_run_exactly(tmp_path):
+    """`cep train --checkpoint --epochs 5` after a 3-epoch run: epochs 4-5 equal those of a 5-epoch run."""
+    folder, whole = tmp_path / "grown", tmp_path / "whole"
+    cfg = TrialConfig(**SMALL, rule="vf", continual=True, randbeta=0.5, angle=30, checkpoint=True)
+    run(cfg.replace(epochs=3, out_dir=str(folder)), folder)
+    grown = run(cfg.replace(epochs=5, out_dir=str(folder)), folder)
+    assert not grown.replayed and grown.status == "finished" and grown.state.epoch == 5
+    run(cfg.replace(epochs=5, out_dir=str(whole)), whole)
+    assert metrics(folder) == metrics(whole)
+    assert read_folder(folder, "train", 5).status == "finished"
+    assert json.loads((folder / "summary.json").read_text())["epochs"] == 5
+    assert run(cfg.replace(epochs=5, out_dir=str(folder)), folder).replayed
+    with pytest.raises(ResumeError, match="has 5 epochs done, more than the 4 asked"):
+        resume(cfg.replace(epochs=4), folder)
+    with pytest.raises(ResumeError, match=r"different configuration \(beta differ\)"):
+        resume(cfg.replace(epochs=6, beta=0.3), folder)
