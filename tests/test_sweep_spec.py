@@ -19,6 +19,7 @@ from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, par
 from cep.sweep.store import (
     SWEEP_FILE,
     check_experiment,
+    grown_record,
     outcomes,
     resolve_trials,
     restart,
@@ -221,11 +222,21 @@ def test_experiment_folder_refuses_a_changed_sweep(tmp_path):
     assert record["fingerprint"] == fingerprint(trials) and record["trials"][2]["id"] == "B/angle=0/seed=0"
     assert record["trials"][2]["grid"] == {"angle": 0.0, "seed": 0} and record["trials"][2]["config"]["rule"] == "vf"
     assert check_experiment(exp, trials)["name"] == "demo"
-    changed = resolve_trials(parse(GOOD, ["epochs=5"]).trials, exp)
+    changed = resolve_trials(parse(GOOD, ["epochs=1", "beta=0.3"]).trials, exp)  # fewer epochs: not a growth
     with pytest.raises(SweepError) as e:
         check_experiment(exp, changed)
-    assert "different trial list (6 trial(s) changed (e.g. A/seed=0: epochs 2 -> 5))" in e.value.problems[0]
+    assert "different trial list (6 trial(s) changed (e.g. A/seed=0: beta 0.1 -> 0.3, epochs 2 -> 1))" \
+        in e.value.problems[0]
     assert "--restart" in e.value.problems[0] and "--name" in e.value.problems[0]
+    grown = resolve_trials(parse(GOOD, ["epochs=5"]).trials, exp)
+    write_sweep_record(exp, sweep_record(spec, trials[:4]))  # two trials fewer, fewer epochs: it grows
+    record = check_experiment(exp, grown)
+    new = grown_record(record, spec, grown)
+    assert new is not None and new["created"] == record["created"] and new["separate_tune"]
+    assert new["grown"][-1]["what"] == "2 trial(s) added (e.g. B/angle=22.5/seed=0); 4 trial(s) with more epochs " \
+        "(e.g. A/seed=0)"
+    assert [t["id"] for t in new["trials"]] == [t.id for t in grown]
+    assert grown_record(new, spec, grown) is None
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("")
     with pytest.raises(SweepError, match="not a cep-sweep experiment"):

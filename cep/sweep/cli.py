@@ -21,11 +21,12 @@ import click
 from cep.cli import EXIT_USAGE, run_main
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.plan import dry_run_table, select
+from cep.sweep.plan import compare, dry_run_table, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
     experiment_dir,
+    grown_record,
     is_uri,
     outcomes,
     resolve_trials,
@@ -128,16 +129,30 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         return _fail(e.problems)
     from cep.sweep.driver import SweepRun  # Ray is imported only from here on
 
-    run = SweepRun(spec, selected, exp_dir, subset_tune_dir(exp_dir, [t.id for t in selected]) if subset else exp_dir,
+    # Ray Tune cannot add trials to an experiment it restores: once an experiment grew (more trials or
+    # epochs), each run gives its unfinished trials a Tune folder of their own (as --only does); the trial
+    # folders decide what is complete, so finished trials are kept and not rerun
+    grown = grown_record(record, spec, all_trials) if record is not None else None
+    separate = subset or grown is not None or bool(record and record.get("separate_tune"))
+    to_run = selected
+    if separate and not subset:
+        done = outcomes(exp_dir, selected)
+        to_run = [t for t in selected if not done[t.id].complete] or selected
+    if grown is not None:
+        click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
+    run = SweepRun(spec, to_run, exp_dir, subset_tune_dir(exp_dir, [t.id for t in to_run]) if separate else exp_dir,
                    address=address, faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
-    return _run_sweep(run, all_trials, record is None, no_aggregate, t_start)
+    new_record = sweep_record(spec, all_trials) if record is None else grown
+    return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 
 
-def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: bool, t_start: float) -> int:
-    """Run the selected trials that are not complete yet, then summarise; returns the exit code."""
+def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], new_record: dict | None, new: bool,
+               no_aggregate: bool, t_start: float) -> int:
+    """Run the selected trials that are not complete yet (run.trials), then summarise all selected ones;
+    returns the exit code. `new_record`: sweep.json to write once Ray is up (a new or grown experiment)."""
     from cep.sweep.driver import execute_sweep
 
-    spec, exp_dir, selected = run.spec, run.exp_dir, run.trials
+    spec, exp_dir = run.spec, run.exp_dir
     click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)"
                + (f" of {len(all_trials)}" if len(selected) != len(all_trials) else "") + f"; results in {exp_dir}")
     before = {} if new else outcomes(exp_dir, selected)
@@ -146,13 +161,14 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: 
         code = _summary(spec, exp_dir, before, before, time.monotonic() - t_start, None)
         _aggregate(exp_dir, no_aggregate)
         return code
-    _prefetch_data(selected)
-    if new:  # once Ray is up and the trials fit its resources: record the experiment, then start
-        run.prepare = lambda: write_sweep_record(exp_dir, sweep_record(spec, all_trials))
+    _prefetch_data(run.trials)
+    if new_record is not None:  # once Ray is up and the trials fit its resources: record the experiment, then start
+        run.prepare = lambda: write_sweep_record(exp_dir, new_record)
     try:
-        results = execute_sweep(run)
+        execute_sweep(run)
     except SweepError as e:
         return _fail(e.problems)
+    results = outcomes(exp_dir, selected)
     code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal)
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
@@ -231,7 +247,10 @@ def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Tri
     if record is None:
         return f"experiment: {exp_dir} (new)"
     done = sum(o.complete for o in outcomes(exp_dir, selected).values())
-    return f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete; running resumes the rest)"
+    growth = compare(record["trials"], all_trials).growth
+    growth = f"; it grows: {growth}" if growth else ""
+    return (f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete{growth}; running resumes "
+            "the rest)")
 
 
 def restart_experiment(exp_dir: Path, trial_ids: list[str] | None) -> None:
