@@ -11,10 +11,12 @@ same files as an uninterrupted one. Readers need neither Ray nor torch.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import os
+import platform
 import socket
 import time
 from collections.abc import Iterator
@@ -99,6 +101,45 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
+def _software() -> dict[str, str | None]:
+    """Versions that decide a run's numbers (asked once per process; no torch or ray import needed)."""
+    from importlib import metadata
+
+    from cep import __version__
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"cep": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+            "torch": version("torch"), "ray": version("ray")}
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout cep runs from (None when installed from a wheel or without git)."""
+    import subprocess
+
+    source = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.split()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(out) != 2 or Path(out[0]).resolve() != source:  # not our own checkout (e.g. site-packages in a repo)
+        return None
+    return out[1] + ("-dirty" if dirty else "")
+
+
+def provenance(device: str, dtype: str) -> dict[str, Any]:
+    """Where and with what a trial ran: software versions, git commit, host, device, dtype (summary.json)."""
+    return {**_software(), "host": socket.gethostname(), "device": device, "dtype": dtype}
+
+
 def summarize(state: Any) -> dict[str, Any]:
     """The run's summary.json content, from a TrainState."""
     cfg, hist = state.config, state.history
@@ -114,6 +155,7 @@ def summarize(state: Any) -> dict[str, Any]:
         **state.info,
         "wall_seconds": state.elapsed,
         "host": socket.gethostname(),
+        "provenance": provenance(str(state.params.W[0].device), cfg.dtype),
         "config": cfg.to_dict(),
     })
 

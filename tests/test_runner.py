@@ -166,3 +166,14 @@ def test_more_epochs_continue_a_finished_run_exactly(tmp_path):
         resume(cfg.replace(epochs=4), folder)
     with pytest.raises(ResumeError, match=r"different configuration \(beta differ\)"):
         resume(cfg.replace(epochs=6, beta=0.3), folder)
+
+
+def test_summary_records_the_provenance_of_the_run(tmp_path):
+    import platform
+
+    folder = tmp_path / "trial"
+    run(TrialConfig(**SMALL, out_dir=str(folder)), folder)
+    prov = json.loads((folder / "summary.json").read_text())["provenance"]
+    assert set(prov) == {"cep", "git_commit", "python", "torch", "ray", "host", "device", "dtype"}
+    assert prov["torch"] == torch.__version__.split("+")[0] and prov["python"] == platform.python_version()
+    assert prov["device"] == "cpu" and prov["dtype"] == "float32" and prov["host"]
