@@ -91,6 +91,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
       cep-sweep sweeps/quickstart.yaml --trial EP-1h/seed=0 --local   # debug one trial
       cep-sweep sweeps/fig4_angles.yaml --address HEAD:6379 --storage /shared/results
       cep-sweep aggregate results/quickstart                   # tables and figures, any time
+      cep-sweep status results/quickstart                      # each trial's state, without Ray
     """
     t_start = time.monotonic()
     try:
@@ -336,11 +337,15 @@ def _aggregate(exp_dir: Path, skip: bool) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point: `cep-sweep SWEEP.yaml [options]`, or `cep-sweep aggregate RESULTS_DIR`."""
+    """Console entry point: `cep-sweep SWEEP.yaml [options]`, `cep-sweep aggregate|status RESULTS_DIR`."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["aggregate"]:
         from cep.aggregate.cli import aggregate_command
 
         run_main(aggregate_command, {}, argv[1:], prog_name="cep-sweep aggregate")
+    if argv[:1] == ["status"]:
+        from cep.sweep.status import status_command
+
+        run_main(status_command, {}, argv[1:], prog_name="cep-sweep status")
     run_main(sweep_command, {}, argv)
 
