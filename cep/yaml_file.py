@@ -54,9 +54,10 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
     except UnicodeDecodeError as e:
         raise YAMLFileError([f"{path}: not a text file (byte {e.start} is not UTF-8); give the YAML {what}"]
                             ) from None
-    loader = _Loader(text)
-    loader.problems = []
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # its reader already refuses control characters
+        loader.problems = []
         node = loader.get_single_node()
         problem = _expansion_problem(node)
         if problem:
@@ -65,10 +66,13 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise YAMLFileError([f"{path}: {where}invalid YAML ({getattr(e, 'problem', None) or e}); "
-                          "fix the syntax"]) from None
+        why = " ".join(str(getattr(e, "problem", None) or getattr(e, "reason", None) or e).split())  # one line
+        if getattr(e, "character", None) is not None:  # a reader error: the character is the news
+            why = f"character {e.character:#x} at position {e.position} ({why})"
+        raise YAMLFileError([f"{path}: {where}invalid YAML ({why}); fix the syntax"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if loader.problems:
         raise YAMLFileError([f"{path}: {p}" for p in loader.problems])
     return data
