@@ -8,8 +8,10 @@ metrics so far, the random generator that draws data order and nudge signs).
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +89,21 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainSta
     (A pickle with arbitrary objects would execute them on load: checkpoints live on shared storage.)
     """
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says more
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(data, dict):
             raise ValueError(f"holds {type(data).__name__}, not a trainer state")
         return TrainState.from_dict(data, device)
     except Exception as e:  # truncated, empty, garbage, foreign objects, missing keys, a bad config
         why = " ".join(str(e).split())
+        if why.startswith("Weights only load failed"):  # torch opens with advice to load it unsafely: skip it
+            detail = why.split("Check the documentation")[0]
+            detail = (detail.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in detail
+                      else detail.split("trusted source.", 1)[-1]).strip()
+            foreign = re.search(r"GLOBAL (\S+)", detail)
+            what = f"a Python object {foreign.group(1)}" if foreign else detail
+            why = f"refused by the safe loader: {what}; a checkpoint holds only tensors and plain values"
         why = why if len(why) <= 160 else why[:157] + "..."
         raise CheckpointError(f"{path}: not a valid checkpoint ({type(e).__name__}: {why})") from None
 
