@@ -213,6 +213,10 @@ def _address_problems(address: str | None) -> list[str]:
             return [f"--address {address}: no Ray head answers there (no connection in {ADDRESS_TIMEOUT_S:g} s); {fix}"]
         return [f"--address {address}: something accepts connections there but does not answer like a Ray head "
                 f"(silent for {ANSWER_TIMEOUT_S:g} s); {fix}"]
+    except (ConnectionResetError, BrokenPipeError):
+        if "conn" in locals():  # connected, then dropped at once: a server, but not a Ray head
+            return [f"--address {address}: not a Ray head (it closed the connection); {fix}"]
+        return [f"--address {address}: no Ray head answers there (connection reset); {fix}"]
     except OSError as e:
         return [f"--address {address}: no Ray head answers there ({e.strerror or type(e).__name__}); {fix}"]
     if len(reply) == 9 and reply[3] == HTTP2_SETTINGS:
