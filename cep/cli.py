@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from cep.config import (
     ACTIVATIONS,
@@ -31,6 +30,7 @@ from cep.config import (
 )
 from cep.errors import DataError, UsageProblem
 from cep.results import default_out_dir
+from cep.yaml_file import YAMLFileError, read_yaml
 
 EXIT_USAGE = 2
 
@@ -42,8 +42,12 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
     names = field_names or {}
     try:
         rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, EOFError):  # click reports EOFError as an abort: it is a damaged file
+            click.echo(f"error: a file ended unexpectedly ({e.__cause__ or 'EOFError'}); a truncated download "
+                       "or checkpoint? delete or replace it", err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo("interrupted", err=True)  # Ctrl-C, and only Ctrl-C, is exit code 130
         sys.exit(130)
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
@@ -87,10 +91,37 @@ def print_epoch(metrics: dict[str, Any]) -> None:
                + f"  ({metrics['epoch_seconds']:.1f} s)")
 
 
-def execute(cfg: TrialConfig, quiet: bool = False) -> int:
+def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
+    """Before anything runs: the results folder can be written, and no earlier result in it is lost.
+
+    A folder holding an earlier run is resumed only with --checkpoint and a saved state (the runner
+    checks that it is this configuration); --overwrite discards the earlier files; otherwise refused.
+    """
+    from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
+
+    if cfg.out_dir is None:
+        return
+    why = unwritable(cfg.out_dir)
+    if why:
+        raise UsageProblem(f"--out {cfg.out_dir}: {why}; choose another results folder")
+    found = earlier_results(cfg.out_dir)
+    resumable = CHECKPOINT_FILE if cfg.action == "train" else SUMMARY_FILE
+    if not found or (cfg.checkpoint and resumable in found and not overwrite):
+        return
+    if overwrite:
+        discard_results(cfg.out_dir)
+        return
+    raise UsageProblem(f"--out {cfg.out_dir} holds an earlier run ({', '.join(found[:3])}"
+                       f"{', ...' if len(found) > 3 else ''}); choose another --out folder, add --checkpoint to "
+                       "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
+
+
+def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code."""
     from cep.results import CHECKPOINT_FILE
     from cep.runner import Resumed, run
+
+    check_out_dir(cfg, overwrite)
 
     def started(resumed: Resumed) -> None:
         if resumed.state is not None:
@@ -192,8 +223,9 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from a YAML file of trial fields")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
+@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
 @field_options(TRAIN_OPTIONS)
-def train_command(preset: str | None, config_file: str | None, quiet: bool, **options: Any) -> int:
+def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, **options: Any) -> int:
     """Train one trial. Options override --config, which overrides --preset.
 
     Example: cep train --preset EP-1h --epochs 1
@@ -202,7 +234,10 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, **op
     if preset:
         fields.update(setting="discrete", activation="sigm", **PAPER_EXPERIMENTS[preset])
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        try:
+            loaded = read_yaml(config_file, "--config file") or {}
+        except YAMLFileError as e:
+            raise UsageProblem("; ".join(e.problems)) from None
         if not isinstance(loaded, dict):
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
@@ -210,7 +245,7 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, **op
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
         cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
-    return execute(cfg, quiet)
+    return execute(cfg, quiet, overwrite)
 
 
 # ------------------------------------------------------------------ cep run
@@ -251,6 +286,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument("--test-samples", type=int, default=None)
     p.add_argument("--checkpoint", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides --device-label)")
     return p
 
@@ -259,7 +295,9 @@ LEGACY_FIELD_NAMES = {"batch_size": "--batch-size", "test_batch_size": "--test-b
                       "size_tab": "--size_tab", "activation": "--activation-function", "rule": "--learning-rule",
                       "debug_cep": "--debug-cep", "out_dir": "--out", "train_samples": "--train-samples",
                       "test_samples": "--test-samples", "data_dir": "--data-dir", "no_clamp": "--no-clamp",
-                      "device": "--device-label", "continual": "--cep", "setting": "--discrete"}
+                      "device": "--device-label", "continual": "--cep", "setting": "--discrete",
+                      **{f: f"--{f}" for f in ("T", "Kmax", "beta", "dt", "epochs", "randbeta", "angle", "seed",
+                                               "dataset", "dtype")}}
 
 
 def legacy_config(argv: Sequence[str]) -> TrialConfig:
@@ -294,14 +332,14 @@ def run_command(ctx: click.Context) -> int:
     """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
 
     Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
-    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint, --device.
+    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint, --overwrite, --device.
     """
     if any(arg in ("-h", "--help") for arg in ctx.args):
         click.echo(ctx.get_help())
         click.echo("\nFlags (as main.py): " + shlex.join(
             sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
         return 0
-    return execute(legacy_config(ctx.args))
+    return execute(legacy_config(ctx.args), overwrite="--overwrite" in ctx.args)
 
 
 # ------------------------------------------------------------------ cep gdu
@@ -336,8 +374,9 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
 @cli.command("gdu")
 @click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
               help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
+@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
 @field_options(GDU_OPTIONS)
-def gdu_command(preset: str, **options: Any) -> int:
+def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
     """EP updates versus BPTT gradients on the first minibatch (spec section 6; the paper's Figs. 5b, 8-15).
 
     Options override --preset. Defaults: float64, mnist5k. Writes figures, trajectories.npz,
@@ -346,7 +385,7 @@ def gdu_command(preset: str, **options: Any) -> int:
     Example: cep gdu --preset c-ep-continuous --seed 0
     """
     try:
-        return execute(gdu_config(preset, options))
+        return execute(gdu_config(preset, options), overwrite=overwrite)
     except ConfigError as e:
         raise ConfigError([(GDU_FIELD_NAMES.get(f, f), m) for f, m in e.problems]) from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass
 
@@ -100,6 +101,9 @@ class TrialConfig:
     def problems(self) -> list[tuple[str, str]]:
         """Every inconsistency, as (field, 'what is wrong; how to fix it')."""
         p: list[tuple[str, str]] = []
+        # nan and inf pass every comparison below silently (nan <= 0 is false): refuse them first, once
+        nonfinite = [name for name in FLOAT_FIELDS if not all(math.isfinite(v) for v in _floats(getattr(self, name)))]
+        p += [(name, f"got {_show(getattr(self, name))}; give a finite number (not nan or inf)") for name in nonfinite]
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
             value = getattr(self, name)
@@ -147,9 +151,10 @@ class TrialConfig:
                 p.append((name, f"got {value}; a positive number of images, or null for all"))
         if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
             p.append(("device", f"got {self.device!r}; use auto, cpu, cuda or cuda:N"))
-        if self.seed is not None and self.seed < 0:
-            p.append(("seed", f"got {self.seed}; a non-negative integer, or null to draw one"))
-        return p
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            p.append(("seed", f"got {self.seed}; an integer from 0 to 2**64-1 (what torch's generator takes), "
+                      "or null to draw one"))
+        return p[:len(nonfinite)] + [(f, m) for f, m in p[len(nonfinite):] if f not in nonfinite]
 
     # ------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, typing.Any]:
@@ -234,6 +239,17 @@ def rule_label(rule: object, continual: object) -> str:
     return ("C-" if continual else "") + str(rule).upper()
 
 
+MAX_SEED = 2**64 - 1
+
+
+def _floats(value: typing.Any) -> tuple[float, ...]:
+    return tuple(value) if isinstance(value, tuple) else (value,)
+
+
+def _show(value: typing.Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
 def _is_cuda_index(device: str) -> bool:
     head, _, index = device.partition(":")
     return head == "cuda" and index.isdigit()
@@ -255,6 +271,7 @@ PACK_FIELDS: frozenset[str] = frozenset({"seed", "angle", "lr_tab", "beta", "ran
 # Result fields added after results existed, with the default that computes what the code computed
 # before them (see result_differences).
 LATER_FIELDS: dict[str, typing.Any] = {"stop_on_collapse": False}
+FLOAT_FIELDS: tuple[str, ...] = tuple(f for f, tp in FIELD_TYPES.items() if tp is float or tp == tuple[float, ...])
 
 
 def _did_you_mean(name: str) -> str:
@@ -286,7 +303,11 @@ def coerce(name: str, value: typing.Any) -> typing.Any:
     if typing.get_origin(tp) is tuple:
         item = args[0]
         if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
+            items = [v.strip() for v in value.split(",")] if "," in value else value.split()
+            if "" in items:
+                raise ConfigError([(name, f"got {value!r}: an empty item; separate {_plural(item)} by single "
+                                    "commas, e.g. 10,512,784")])
+            value = items
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError([(name, f"got {value!r}; give a non-empty list of {_plural(item)}")])
         return tuple(_scalar(name, v, item) for v in value)

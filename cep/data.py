@@ -10,6 +10,7 @@ import functools
 import gzip
 import importlib.util
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,13 @@ def _gunzip_placed_files(raw: Path) -> None:
         packed, target = raw / f"{name}.gz", raw / name
         if packed.exists() and not target.exists():
             tmp = raw / f".{name}.tmp"
-            with gzip.open(packed, "rb") as f:
-                tmp.write_bytes(f.read())
+            try:
+                with gzip.open(packed, "rb") as f:
+                    tmp.write_bytes(f.read())
+            except (OSError, EOFError, zlib.error) as e:  # truncated download, not gzip at all
+                tmp.unlink(missing_ok=True)
+                raise DataError(f"{packed} is damaged ({type(e).__name__}: {e}); delete it to download MNIST "
+                                "again, or replace it with a good copy") from None
             tmp.replace(target)
 
 

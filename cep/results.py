@@ -11,10 +11,12 @@ same files as an uninterrupted one. Readers need neither Ray nor torch.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import os
+import platform
 import socket
 import time
 from collections.abc import Iterator
@@ -34,6 +36,10 @@ LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
+GDU_DIR = "gdu"  # the gradient analysis's figures and data
+# everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
+RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_FILE, LOG_FILE, ERROR_FILE,
+                ERRORS_LOG, NODE_FILE, GDU_DIR)
 
 # Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
 # table, the sweep's summary and the aggregator. "collapsed": ended early at a collapse because the trial
@@ -139,6 +145,43 @@ def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[s
     """The row with the lowest finite `key` (the first of equal ones); None when there is none."""
     rows = [h for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
     return min(rows, key=lambda h: h[key]) if rows else None
+@functools.lru_cache(maxsize=1)
+def _software() -> dict[str, str | None]:
+    """Versions that decide a run's numbers (asked once per process; no torch or ray import needed)."""
+    from importlib import metadata
+
+    from cep import __version__
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"cep": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+            "torch": version("torch"), "ray": version("ray")}
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout cep runs from (None when installed from a wheel or without git)."""
+    import subprocess
+
+    source = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.split()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(out) != 2 or Path(out[0]).resolve() != source:  # not our own checkout (e.g. site-packages in a repo)
+        return None
+    return out[1] + ("-dirty" if dirty else "")
+
+
+def provenance(device: str, dtype: str) -> dict[str, Any]:
+    """Where and with what a trial ran: software versions, git commit, host, device, dtype (summary.json)."""
+    return {**_software(), "host": socket.gethostname(), "device": device, "dtype": dtype}
 
 
 def summarize(state: Any) -> dict[str, Any]:
@@ -157,8 +200,48 @@ def summarize(state: Any) -> dict[str, Any]:
         **state.info,
         "wall_seconds": state.elapsed,
         "host": socket.gethostname(),
+        "provenance": provenance(str(state.params.W[0].device), cfg.dtype),
         "config": cfg.to_dict(),
     })
+
+
+def earlier_results(folder: str | Path) -> list[str]:
+    """The files of an earlier run in `folder` (RESULT_FILES that exist), by name."""
+    return [name for name in RESULT_FILES if (Path(folder) / name).exists()]
+
+
+def discard_results(folder: str | Path) -> None:
+    """Remove an earlier run's files (RESULT_FILES) from `folder`, leaving anything else there."""
+    import shutil
+
+    for name in earlier_results(folder):
+        path = Path(folder) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def unwritable(folder: str | Path) -> str:
+    """Why a results folder cannot be written ("" when it can), found before anything runs.
+
+    Creates the missing folders and a probe file, then removes what it made: a refused run leaves nothing.
+    """
+    folder = Path(folder).expanduser().absolute()
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if folder.exists() and not folder.is_dir():
+            return "a file, not a folder, is there"
+        return f"cannot write there ({e.strerror or type(e).__name__})"
+    finally:
+        for p in missing:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+    return ""
 
 
 def default_out_dir(label: str) -> str:

@@ -7,7 +7,8 @@ line, a Tune report). Here, for every trial (every member of a pack):
 
 * the newest valid saved state is found (checkpoint.pt, plus copies the caller
   knows of, e.g. Ray Tune's); a damaged copy is skipped with a warning, a state
-  of another configuration (TrialConfig.result_differences) is refused;
+  of another configuration (TrialConfig.result_differences) is refused; a larger `epochs` continues
+  a finished run (exactly as a run started with that many epochs), one below the epochs done is refused;
 * a trial whose saved state has ended is not rerun ("replayed": its files are
   rewritten, nothing is trained);
 * every epoch, the diverging one included, is written to the folder (config,
@@ -29,7 +30,16 @@ import torch
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
 from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, collapse_line, run_title, write_results
-from cep.train import Progress, TrainState, load_state, new_state, resolve_device, save_state, train_pack
+from cep.train import (
+    CheckpointError,
+    Progress,
+    TrainState,
+    load_state,
+    new_state,
+    resolve_device,
+    save_state,
+    train_pack,
+)
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]
@@ -91,27 +101,41 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
         return Resumed(None)
     at = [r for r in found if r.state.epoch == at_epoch]
     best = at[0] if at else max(found, key=lambda r: (r.state.epoch, r.state.status != "running"))
-    differ = cfg.result_differences(best.state.config)
+    state = best.state
+    # epochs only says where to stop: the first N epochs are the same whatever the total (the generator in
+    # the state continues the data order), so a run may be continued to more epochs, or stopped earlier
+    differ = [k for k in cfg.result_differences(state.config) if k != "epochs"]
     if differ:
         raise ResumeError(f"{best.source} of trial {folder} belongs to a different configuration "
                           f"({', '.join(differ)} differ); {restart_hint}")
-    best.state.config = best.state.config.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS})
+    if state.epoch > cfg.epochs:
+        raise ResumeError(f"{best.source} of trial {folder} has {state.epoch} epochs done, more than the "
+                          f"{cfg.epochs} asked; ask for at least {state.epoch} epochs, or {restart_hint}")
+    state.config = state.config.replace(epochs=cfg.epochs, **{k: getattr(cfg, k) for k in RUN_FIELDS})
+    if state.status not in ("diverged", "collapsed"):  # finished with fewer epochs than now asked: it continues
+        state.status = "finished" if state.epoch == cfg.epochs else "running"
     return best
 
 
 def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, Path]]],
-                restart_hint: str = "delete it to start afresh") -> None:
+                hints: dict[str, str] | None = None) -> None:
     """Where each member of a pack continues from, preferring states of one same epoch: a pack saves its
     members one after the other, so a kill while it saves can leave some a round ahead; their copy from
-    the round before (Ray Tune's checkpoint of the pack) makes the pack continue in step, as uninterrupted."""
+    the round before (Ray Tune's checkpoint of the pack) makes the pack continue in step, as uninterrupted.
+    `saved` and `hints` (what to do when no state can be used) are keyed by the member's folder."""
+    def resume_member(m: Member, at_epoch: int | None = None) -> Resumed:
+        key = str(m.folder)
+        return resume(m.cfg, m.folder, saved.get(key, ()), (hints or {}).get(key, "delete it to start afresh"),
+                      at_epoch)
+
     for m in members:
-        m.resumed = resume(m.cfg, m.folder, saved.get(str(m.folder), ()), restart_hint)
+        m.resumed = resume_member(m)
     epochs = {m.resumed.epoch for m in members}
     if len(epochs) > 1:
         behind = min(epochs)
         for m in members:
             if m.resumed.epoch > behind:
-                m.resumed = resume(m.cfg, m.folder, saved.get(str(m.folder), ()), restart_hint, at_epoch=behind)
+                m.resumed = resume_member(m, behind)
 
 
 def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]],
@@ -124,9 +148,9 @@ def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequenc
     for source, path in candidates:  # one damaged copy must not cost the other
         try:
             found.append(Resumed(load_state(path, device), source))
-        except Exception as e:
-            unreadable.append(f"{source} ({type(e).__name__}: {e})")
-            _TrialLog(folder)(f"warning: cannot read {source} {path}: {type(e).__name__}: {e}")
+        except CheckpointError as e:
+            unreadable.append(str(e))
+            _TrialLog(folder)(f"warning: cannot read {source}: {e}")
     if not found and unreadable:
         raise ResumeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; {restart_hint}")
     return found

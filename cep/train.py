@@ -8,8 +8,10 @@ metrics so far, the random generator that draws data order and nudge signs).
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
+from cep.errors import UsageProblem
 from cep.model import Params, init_params, relax, weight_angles
 from cep.results import SATURATION_MARGIN, atomic_path, find_collapse
 from cep.rules import learn
@@ -27,6 +30,9 @@ from cep.rules import learn
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
 Progress = Callable[[int, int, int, float], None]
+
+
+STATE_STATUSES = ("running", "finished", "diverged", "collapsed")  # where the trainer stands; all but running end it
 
 
 @dataclass
@@ -43,16 +49,35 @@ class TrainState:
     elapsed: float = 0.0  # training seconds so far, across restores
 
     def to_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so that a checkpoint loads with torch.load(weights_only=True)."""
         return {"config": self.config.to_dict(), "params": self.params.to_dict(),
-                "generator": self.generator.get_state(), "epoch": self.epoch, "history": self.history,
-                "status": self.status, "info": self.info, "elapsed": self.elapsed}
+                "generator": self.generator.get_state(), "epoch": self.epoch, "history": _plain(self.history),
+                "status": self.status, "info": _plain(self.info), "elapsed": float(self.elapsed)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], device: torch.device | str = "cpu") -> TrainState:
         g = torch.Generator()
         g.set_state(d["generator"])
-        return cls(TrialConfig.from_dict(d["config"]), Params.from_dict(d["params"], device), g,
-                   d["epoch"], list(d["history"]), d["status"], dict(d["info"]), d["elapsed"])
+        state = cls(TrialConfig.from_dict(d["config"]), Params.from_dict(d["params"], device), g,
+                    int(d["epoch"]), list(d["history"]), str(d["status"]), dict(d["info"]), float(d["elapsed"]))
+        if state.status not in STATE_STATUSES or state.epoch < 0:
+            raise ValueError(f"inconsistent state (status {state.status!r}, epoch {state.epoch})")
+        return state
+
+
+class CheckpointError(UsageProblem):
+    """A file that is not a readable checkpoint of this program (one line naming it)."""
+
+
+def _plain(value: Any) -> Any:
+    """Python scalars, lists and dicts (numpy scalars and tuples would need pickle's arbitrary objects)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):  # numpy scalars
+        return value.item()
+    return value
 
 
 def save_state(state: TrainState, path: str | Path) -> None:
@@ -62,15 +87,42 @@ def save_state(state: TrainState, path: str | Path) -> None:
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainState:
-    return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=False), device)
+    """Read a checkpoint with weights_only=True: a crafted file cannot run code; any damage is a CheckpointError.
+
+    (A pickle with arbitrary objects would execute them on load: checkpoints live on shared storage.)
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says more
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict):
+            raise ValueError(f"holds {type(data).__name__}, not a trainer state")
+        return TrainState.from_dict(data, device)
+    except Exception as e:  # truncated, empty, garbage, foreign objects, missing keys, a bad config
+        why = " ".join(str(e).split())
+        if why.startswith("Weights only load failed"):  # torch opens with advice to load it unsafely: skip it
+            detail = why.split("Check the documentation")[0]
+            detail = (detail.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in detail
+                      else detail.split("trusted source.", 1)[-1]).strip()
+            foreign = re.search(r"GLOBAL (\S+)", detail)
+            what = f"a Python object {foreign.group(1)}" if foreign else detail
+            why = f"refused by the safe loader: {what}; a checkpoint holds only tensors and plain values"
+        why = why if len(why) <= 160 else why[:157] + "..."
+        raise CheckpointError(f"{path}: not a valid checkpoint ({type(e).__name__}: {why})") from None
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's `device`; one that this machine lacks is a UsageProblem (one line)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r}: CUDA is not available here; use device cpu or auto")
-    return torch.device(name)
+        raise UsageProblem(f"device {name}: CUDA is not available here (no GPU, or a CPU-only torch); "
+                           "use device cpu or auto")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageProblem(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
+                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, or auto")
+    return device
 
 
 def resolve_seed(cfg: TrialConfig) -> TrialConfig:

@@ -1,4 +1,9 @@
-"""Reading a YAML file that a user gives us: the safe loader, a repeated key refused, one-line errors."""
+"""Reading a YAML file that a user gives us: the safe loader, a repeated key refused, one-line errors.
+
+Also bounded: a file is at most MAX_BYTES, UTF-8 text, and its aliases may not expand it past
+MAX_NODES values ("billion laughs": a few KB of nested aliases otherwise take gigabytes once
+something walks the data) nor refer to themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+MAX_BYTES = 1_000_000  # a sweep file or trial config is a few KB
+MAX_NODES = 100_000  # scalars, lists and mappings once every alias is expanded
 
 
 class YAMLFileError(ValueError):
@@ -37,22 +45,74 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
     """The file's content; an unreadable file and YAML syntax errors become a YAMLFileError."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.stat().st_size > MAX_BYTES:
+            raise YAMLFileError([f"{path}: {p.stat().st_size:,} bytes is too large for a {what} "
+                                 f"(at most {MAX_BYTES:,}); is it the right file?"])
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
         raise YAMLFileError([f"{path}: cannot read the {what} ({e.strerror or e})"]) from None
-    loader = _Loader(text)
-    loader.problems = []
+    except UnicodeDecodeError as e:
+        raise YAMLFileError([f"{path}: not a text file (byte {e.start} is not UTF-8); give the YAML {what}"]
+                            ) from None
+    loader: _Loader | None = None
     try:
-        data = loader.get_single_data()
+        loader = _Loader(text)  # its reader already refuses control characters
+        loader.problems = []
+        node = loader.get_single_node()
+        problem = _expansion_problem(node)
+        if problem:
+            raise YAMLFileError([f"{path}: {problem}; write the values out instead"])
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise YAMLFileError([f"{path}: {where}invalid YAML ({getattr(e, 'problem', None) or e}); "
-                          "fix the syntax"]) from None
+        why = " ".join(str(getattr(e, "problem", None) or getattr(e, "reason", None) or e).split())  # one line
+        if getattr(e, "character", None) is not None:  # a reader error: the character is the news
+            why = f"character {e.character:#x} at position {e.position} ({why})"
+        raise YAMLFileError([f"{path}: {where}invalid YAML ({why}); fix the syntax"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if loader.problems:
         raise YAMLFileError([f"{path}: {p}" for p in loader.problems])
     return data
 
 
+
+
+def _expansion_problem(root: yaml.Node | None) -> str:
+    """Why the document's aliases make it too big or circular ("" when fine), without expanding it."""
+    if root is None:
+        return ""
+    sizes: dict[int, int] = {}  # id(node) -> values below it, aliases expanded
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _Circular
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(n) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        sizes[key] = min(total, MAX_NODES + 1)  # saturate: a huge count needs no exact value
+        return sizes[key]
+
+    try:
+        n = size(root)
+    except _Circular:
+        return "an alias refers to the value that contains it (a circular structure)"
+    except RecursionError:
+        return "nested too deeply"
+    if n > MAX_NODES:
+        return f"its aliases (*name) expand it to more than {MAX_NODES:,} values"
+    return ""
+
+
+class _Circular(Exception):
+    """An alias inside the value it names."""

@@ -21,7 +21,7 @@ SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_sampl
 def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path):
     """Tune's checkpoint and checkpoint.pt are two copies: resume from whichever can be read, else say so."""
     folder = tmp_path / "trial"
-    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    cfg = TrialConfig(**SMALL, epochs=5, checkpoint=True, out_dir=str(folder))
     folder.mkdir()
     good = new_state(cfg, torch.device("cpu"))
     good.epoch = 2
@@ -38,7 +38,7 @@ def test_a_damaged_saved_state_falls_back_to_the_other_copy(tmp_path):
 
 def test_the_newest_state_wins_and_only_run_fields_may_differ(tmp_path):
     folder = tmp_path / "trial"
-    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    cfg = TrialConfig(**SMALL, epochs=5, checkpoint=True, out_dir=str(folder))
     older = new_state(cfg, torch.device("cpu"))
     older.epoch = 1
     newer = new_state(cfg, torch.device("cpu"))
@@ -100,7 +100,8 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
 def test_a_pack_resumes_in_step_from_the_copy_of_the_same_round(tmp_path):
     """A kill while a pack saves its members can leave one a round ahead: it continues from its copy of the
     round the others stand at (the pack's Tune checkpoint), so the pack runs as it would have."""
-    cfgs = [TrialConfig(**{**SMALL, "seed": s}, checkpoint=True, out_dir=str(tmp_path / f"m{s}")) for s in (1, 2)]
+    cfgs = [TrialConfig(**{**SMALL, "seed": s}, epochs=5, checkpoint=True, out_dir=str(tmp_path / f"m{s}"))
+            for s in (1, 2)]
     members = [Member(c, Path(c.out_dir)) for c in cfgs]
     states = [new_state(c, torch.device("cpu")) for c in cfgs]
     for st, m in zip(states, members, strict=True):
@@ -116,3 +117,89 @@ def test_a_pack_resumes_in_step_from_the_copy_of_the_same_round(tmp_path):
     assert members[0].resumed.source == "Tune checkpoint"
     resume_pack(members, {})  # without the older copy: each continues from its newest state
     assert [m.resumed.epoch for m in members] == [3, 2]
+
+
+class _RunsCode:
+    """Pickles into a call of os.system: what a crafted checkpoint.pt would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["crafted", "empty", "truncated", "garbage", "a list", "foreign keys"])
+def test_a_checkpoint_that_is_not_a_valid_state_is_refused_and_never_runs_code(content, tmp_path):
+    """Checkpoints are loaded with weights_only=True: a crafted file cannot run code, and every damaged
+    file is one ResumeError naming it (exit 2 in `cep`)."""
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    cfg = TrialConfig(**SMALL, checkpoint=True, out_dir=str(folder))
+    ckpt = folder / CHECKPOINT_FILE
+    marker = tmp_path / "code-ran"
+    good = new_state(cfg, torch.device("cpu"))
+    if content == "crafted":
+        torch.save({**good.to_dict(), "info": {"x": _RunsCode(marker)}}, ckpt)
+    elif content == "empty":
+        ckpt.write_bytes(b"")
+    elif content == "truncated":
+        save_state(good, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:300])
+    elif content == "garbage":
+        ckpt.write_bytes(bytes(range(256)) * 10)
+    elif content == "a list":
+        torch.save([1, 2, 3], ckpt)
+    else:
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    with pytest.raises(ResumeError) as e:
+        resume(cfg, folder)
+    assert not marker.exists()
+    assert str(ckpt) in str(e.value) and "not a valid checkpoint" in str(e.value)
+    assert "\n" not in str(e.value)
+    if content == "crafted":  # the refused object, not torch's advice to load the file unsafely
+        assert "refused by the safe loader: a Python object posix.system" in str(e.value)
+        assert "weights_only" not in str(e.value)
+
+
+def test_a_saved_state_holds_only_tensors_and_plain_values(tmp_path):
+    import numpy as np
+
+    cfg = TrialConfig(**SMALL, checkpoint=True)
+    state = new_state(cfg, torch.device("cpu"))
+    state.info["numpy"] = np.float64(1.5)  # e.g. a measured value computed with numpy
+    state.info["pair"] = (1, 2)
+    save_state(state, tmp_path / "s.pt")
+    torch.load(tmp_path / "s.pt", weights_only=True)
+    assert load_state(tmp_path / "s.pt").info["numpy"] == 1.5
+
+
+def test_more_epochs_continue_a_finished_run_exactly(tmp_path):
+    """`cep train --checkpoint --epochs 5` after a 3-epoch run: epochs 4-5 equal those of a 5-epoch run."""
+    folder, whole = tmp_path / "grown", tmp_path / "whole"
+    cfg = TrialConfig(**SMALL, rule="vf", continual=True, randbeta=0.5, angle=30, checkpoint=True)
+    run(cfg.replace(epochs=3, out_dir=str(folder)), folder)
+    grown = run(cfg.replace(epochs=5, out_dir=str(folder)), folder)
+    assert not grown.replayed and grown.status == "finished" and grown.state.epoch == 5
+    run(cfg.replace(epochs=5, out_dir=str(whole)), whole)
+    assert metrics(folder) == metrics(whole)
+    assert read_folder(folder, "train", 5).status == "finished"
+    assert json.loads((folder / "summary.json").read_text())["epochs"] == 5
+    assert run(cfg.replace(epochs=5, out_dir=str(folder)), folder).replayed
+    with pytest.raises(ResumeError, match="has 5 epochs done, more than the 4 asked"):
+        resume(cfg.replace(epochs=4), folder)
+    with pytest.raises(ResumeError, match=r"different configuration \(beta differ\)"):
+        resume(cfg.replace(epochs=6, beta=0.3), folder)
+
+
+def test_summary_records_the_provenance_of_the_run(tmp_path):
+    import platform
+
+    folder = tmp_path / "trial"
+    run(TrialConfig(**SMALL, out_dir=str(folder)), folder)
+    prov = json.loads((folder / "summary.json").read_text())["provenance"]
+    assert set(prov) == {"cep", "git_commit", "python", "torch", "ray", "host", "device", "dtype"}
+    assert prov["torch"] == torch.__version__.split("+")[0] and prov["python"] == platform.python_version()
+    assert prov["device"] == "cpu" and prov["dtype"] == "float32" and prov["host"]

@@ -207,6 +207,31 @@ def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_f
     assert summary(exp / "trials/C-VF/angle=0/seed=0")["status"] == "finished"  # untouched
 
 
+def test_a_sweep_that_only_adds_trials_or_epochs_grows_the_experiment(reference, sweep_file, tmp_path, capsys):
+    """Ray Tune cannot add trials to an experiment: the grown one runs its unfinished trials in a Tune folder
+    of their own; finished trials are kept, extended ones continue exactly, the summary covers all."""
+    _, ref = reference
+    exp = tmp_path / "small"
+    first = tmp_path / "first.yaml"
+    first.write_text(SWEEP.replace("epochs: 4", "epochs: 2").replace("  C-VF:", "  # C-VF:"))
+    code, out, err = run_cli([str(first), "--storage", str(tmp_path), "--no-aggregate"], capsys)
+    assert code == 0 and "1 trial(s): 1 finished" in out
+    created = json.loads((exp / "sweep.json").read_text())["created"]
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "growing the experiment" in out and "2 trial(s) added (e.g. C-VF/angle=0/seed=0)" in out
+    assert "1 trial(s) with more epochs (e.g. EP/seed=0)" in out and "3 trial(s): 3 finished" in out
+    record = json.loads((exp / "sweep.json").read_text())
+    assert [t["id"] for t in record["trials"]] == IDS and record["created"] == created and record["separate_tune"]
+    for tid in IDS:  # EP/seed=0 ran 2 epochs, then 2 more: the same numbers as 4 from the start
+        assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
+    assert "EP" in (exp / "summary" / "table.md").read_text() and "C-VF" in (exp / "summary" / "table.md").read_text()
+    code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
+    assert code == 0 and "nothing to run" in out
+    code, out, err = run_cli([str(first), "--storage", str(tmp_path), "--no-aggregate"], capsys)  # removes two
+    assert code == 2 and "2 trial(s) removed (e.g. C-VF/angle=0/seed=0)" in err
+
+
 GDU_SWEEP = """\
 name: gdu
 base: {action: gdu, size_tab: [10, 32, 784], lr_tab: [0.00002, 0.00002], batch_size: 1, T: 20, Kmax: 5,

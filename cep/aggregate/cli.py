@@ -36,10 +36,14 @@ def aggregate_command(results_dir: Path, no_plots: bool, quiet: bool, metric: st
     except NotAnExperiment as e:
         raise click.ClickException(str(e)) from None
     if quiet:
-        click.echo(f"{agg.experiment.name}: {agg.experiment.banner}\nsummary in {agg.summary_dir}/; "
-                   f"open {agg.summary_dir / PAGE_FILE} in a browser")
+        click.echo(f"{agg.experiment.name}: {agg.experiment.banner}"
+                   + ("" if agg.unwritable else f"\nsummary in {agg.summary_dir}/; "
+                                                f"open {agg.summary_dir / PAGE_FILE} in a browser"))
     else:
         click.echo(terminal_report(agg))
+    if agg.unwritable:
+        raise click.ClickException(f"{agg.unwritable}; the table above is complete (copy the experiment "
+                                   "somewhere writable for the files)")
     return 0
 
 

@@ -157,6 +157,7 @@ class Aggregate:
     summary_dir: Path
     files: list[Path]
     warnings: list[str]
+    unwritable: str = ""  # why summary/ could not be written ("" when it was)
 
     @property
     def partial(self) -> bool:
@@ -175,14 +176,22 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     """
     exp = load_experiment(experiment_dir)
     out = exp.path / SUMMARY_DIR
-    out.mkdir(exist_ok=True)
     table = build_table(exp)
     gdu = gdu_rows(exp)
     files: list[Path] = []
     warnings: list[str] = []
+    unwritable = ""
 
     def write(name: str, text: str) -> None:
-        write_atomic(out / name, text)
+        nonlocal unwritable
+        if unwritable:
+            return
+        try:
+            out.mkdir(exist_ok=True)
+            write_atomic(out / name, text)
+        except OSError as e:  # a read-only experiment (another user's, a snapshot): the report still prints
+            unwritable = f"cannot write the summary into {out} ({e.strerror or type(e).__name__})"
+            return
         files.append(out / name)
 
     write("trials.csv", trials_csv(exp))
@@ -199,7 +208,7 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     panels, points = learning_panels(exp), fig5a_points(exp)
     figures: list[Path] = []
     shown: list[Figure] = []  # the page's figures, with what each shows
-    if plots:
+    if plots and not unwritable:
         from cep.aggregate import plots as ap
 
         drawings = [(functools.partial(ap.angle_curve, metric=metric), lines, "fig4_angle_curve", fig4_caption),
@@ -221,15 +230,16 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     files += figures
     write("table.md", table_md(exp, table, files, gdu, metric)
           + "".join(f"\nWarning: {w}\n" for w in warnings))
-    gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
-    files.append(out / PAGE_FILE)  # listed on the page itself
-    write_atomic(out / PAGE_FILE, render_page(exp, table, shown, gdu, gdu_figs, attention(exp), files,
-                                              TABLE_FILES, warnings, plots))
-    for name in OUTPUT_FILES:  # an output that applied before but not now (e.g. after --restart)
+    if not unwritable:
+        gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
+        files.append(out / PAGE_FILE)  # listed on the page itself
+        write_atomic(out / PAGE_FILE, render_page(exp, table, shown, gdu, gdu_figs, attention(exp), files,
+                                                  TABLE_FILES, warnings, plots))
+    for name in OUTPUT_FILES if not unwritable else ():  # an output that applied before but not now
         drawn = Path(name).suffix in (".png", ".pdf")
         if out / name not in files and (out / name).exists() and (plots or not drawn):
             (out / name).unlink()
-    agg = Aggregate(exp, table, out, files, warnings)
+    agg = Aggregate(exp, table, out, files, warnings, unwritable)
     if echo:
         print(terminal_report(agg))
     return agg
@@ -256,7 +266,8 @@ def terminal_report(agg: Aggregate) -> str:
         if len(lines) > 10:
             out.append(f"  ... and {len(lines) - 10} more (see table.md)")
     out += [f"warning: {w}" for w in agg.warnings]
-    out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)}); "
-                f"open {agg.summary_dir / PAGE_FILE} in a browser"]
+    if not agg.unwritable:
+        out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)}); "
+                    f"open {agg.summary_dir / PAGE_FILE} in a browser"]
     return "\n".join(out)
 

@@ -173,7 +173,7 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
-    from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, write_atomic
+    from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, provenance, write_atomic
     from cep.train import new_state, resolve_device
 
     start = time.monotonic()
@@ -212,7 +212,8 @@ def run_gdu(cfg: TrialConfig) -> int:
         **{k: v for k, v in state.info.items() if k != "seed"},
         "files": {"figures": [f"{GDU_DIR}/{FIGURE_STEM}.png", f"{GDU_DIR}/{FIGURE_STEM}.pdf"],
                   "trajectories": f"{GDU_DIR}/{TRAJECTORIES_FILE}", "agreement": f"{GDU_DIR}/{AGREEMENT_FILE}"},
-        "seconds": seconds, "host": socket.gethostname(), "config": cfg.to_dict(),
+        "seconds": seconds, "host": socket.gethostname(), "provenance": provenance(str(device), cfg.dtype),
+        "config": cfg.to_dict(),
     }
     write_atomic(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")
 

@@ -20,13 +20,14 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
-from cep.results import STATUSES, FolderState
+from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.plan import Pack, dry_run_table, make_packs, pack_size, select
-from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
+from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
     experiment_dir,
+    grown_record,
     is_uri,
     outcomes,
     resolve_trials,
@@ -92,6 +93,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
       cep-sweep sweeps/quickstart.yaml --trial EP-1h/seed=0 --local   # debug one trial
       cep-sweep sweeps/fig4_angles.yaml --address HEAD:6379 --storage /shared/results
       cep-sweep aggregate results/quickstart                   # tables and figures, any time
+      cep-sweep status results/quickstart                      # each trial's state, without Ray
     """
     t_start = time.monotonic()
     try:
@@ -115,7 +117,9 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         _estimate_packs(spec, packs)
         click.echo(_experiment_state(exp_dir, all_trials, selected))
         return 0
-    problems = _address_problems(address)  # before --restart discards anything
+    why = unwritable(exp_dir)  # before Ray starts: a trial would fail on its first write
+    problems = [f"--storage {storage}: {exp_dir}: {why}; choose writable storage"] if why else []
+    problems += _address_problems(address)  # before --restart discards anything
     if problems:
         return _fail(problems)
     try:
@@ -130,17 +134,31 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         return _fail(e.problems)
     from cep.sweep.driver import SweepRun  # Ray is imported only from here on
 
-    packs = make_packs(selected, pack_size(spec))
-    run = SweepRun(spec, selected, packs, exp_dir, tune_dir(exp_dir, packs, not subset, record), address=address,
+    # Ray Tune cannot add trials to an experiment it restores: once an experiment grew (more trials or
+    # epochs), each run gives its unfinished trials a Tune folder of their own (as --only does); the trial
+    # folders decide what is complete, so finished trials are kept and not rerun
+    grown = grown_record(record, spec, all_trials) if record is not None else None
+    separate = subset or grown is not None or bool(record and record.get("separate_tune"))
+    to_run = selected
+    if separate and not subset:
+        done = outcomes(exp_dir, selected)
+        to_run = [t for t in selected if not done[t.id].complete] or selected
+    if grown is not None:
+        click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
+    packs = make_packs(to_run, pack_size(spec))
+    run = SweepRun(spec, to_run, packs, exp_dir, tune_dir(exp_dir, packs, not separate, record), address=address,
                    faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
-    return _run_sweep(run, all_trials, record is None, no_aggregate, t_start)
+    new_record = sweep_record(spec, all_trials, make_packs(all_trials, pack_size(spec))) if record is None else grown
+    return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 
 
-def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: bool, t_start: float) -> int:
-    """Run the selected trials that are not complete yet, then summarise; returns the exit code."""
+def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], new_record: dict | None, new: bool,
+               no_aggregate: bool, t_start: float) -> int:
+    """Run the selected trials that are not complete yet (run.trials), then summarise all selected ones;
+    returns the exit code. `new_record`: sweep.json to write once Ray is up (a new or grown experiment)."""
     from cep.sweep.driver import execute_sweep
 
-    spec, exp_dir, selected = run.spec, run.exp_dir, run.trials
+    spec, exp_dir = run.spec, run.exp_dir
     click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)"
                + (f" of {len(all_trials)}" if len(selected) != len(all_trials) else "") + f"; results in {exp_dir}")
     before = {} if new else outcomes(exp_dir, selected)
@@ -149,14 +167,14 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], new: bool, no_aggregate: 
         code = _summary(spec, exp_dir, before, before, time.monotonic() - t_start, None)
         _aggregate(exp_dir, no_aggregate)
         return code
-    _prefetch_data(selected)
-    if new:  # once Ray is up and the trials fit its resources: record the experiment, then start
-        plan = make_packs(all_trials, pack_size(spec))
-        run.prepare = lambda: write_sweep_record(exp_dir, sweep_record(spec, all_trials, plan))
+    _prefetch_data(run.trials)
+    if new_record is not None:  # once Ray is up and the trials fit its resources: record the experiment, then start
+        run.prepare = lambda: write_sweep_record(exp_dir, new_record)
     try:
-        results = execute_sweep(run)
+        execute_sweep(run)
     except SweepError as e:
         return _fail(e.problems)
+    results = outcomes(exp_dir, selected)
     code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal)
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
@@ -170,26 +188,64 @@ def _storage_problems(storage: str, address: str | None, name: str | None) -> li
     if address is not None and not Path(storage).expanduser().is_absolute():
         return [f"--storage {storage}: with --address every node must see the results, so give shared "
                 "storage as an absolute path (e.g. --storage /shared/results)"]
-    if name is not None and ("/" in name or name in (".", "..", "")):
-        return [f"--name {name}: a folder name, without /"]
+    if name is not None and name_problem(name):
+        return [f"--name {name!r}: {name_problem(name)}"]
     return []
 
 
 def _address_problems(address: str | None) -> list[str]:
-    """A Ray head that does not answer, said in seconds (ray.init retries for minutes before it gives up)."""
+    """A Ray head that does not answer, or something else answering there, said in seconds.
+
+    ray.init retries for minutes before it gives up, also when the port belongs to another server (a web
+    server, a stalled process). A Ray head's GCS is a gRPC (HTTP/2) server: it answers the HTTP/2 client
+    preface with a SETTINGS frame at once; anything else is not a Ray head.
+    """
     if address is None or address in ("auto", "local") or "://" in address:
         return []
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         return [f"--address {address}: expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379), or auto"]
+    fix = "check the address, and that `ray start --head` runs on that machine (its port, 6379 by default)"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return []  # a TLS handshake comes first: the plain HTTP/2 check does not apply
+            conn.settimeout(ANSWER_TIMEOUT_S)
+            conn.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            reply = _read_up_to(conn, 9)
+    except TimeoutError:
+        if "conn" not in locals():
+            return [f"--address {address}: no Ray head answers there (no connection in {ADDRESS_TIMEOUT_S:g} s); {fix}"]
+        return [f"--address {address}: something accepts connections there but does not answer like a Ray head "
+                f"(silent for {ANSWER_TIMEOUT_S:g} s); {fix}"]
+    except (ConnectionResetError, BrokenPipeError):
+        if "conn" in locals():  # connected, then dropped at once: a server, but not a Ray head
+            return [f"--address {address}: not a Ray head (it closed the connection); {fix}"]
+        return [f"--address {address}: no Ray head answers there (connection reset); {fix}"]
     except OSError as e:
-        why = f"no answer in {ADDRESS_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else (
-            e.strerror or type(e).__name__)
-        return [f"--address {address}: no Ray head answers there ({why}); check the address, and that "
-                "`ray start --head` runs on that machine"]
-    return []
+        return [f"--address {address}: no Ray head answers there ({e.strerror or type(e).__name__}); {fix}"]
+    if len(reply) == 9 and reply[3] == HTTP2_SETTINGS:
+        return []
+    what = "a web server (HTTP/1)" if reply.startswith((b"HTTP/", b"<")) else (
+        "it closed the connection" if not reply else f"it answered {reply[:9]!r}")
+    return [f"--address {address}: not a Ray head ({what}); {fix}"]
+
+
+ANSWER_TIMEOUT_S = 5.0  # a gRPC server sends its SETTINGS frame as soon as the connection opens
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # length 0, type SETTINGS, no flags, stream 0
+HTTP2_SETTINGS = 0x04  # the frame type, byte 3 of a frame header
+
+
+def _read_up_to(conn: socket.socket, n: int) -> bytes:
+    """Up to n bytes (fewer when the peer closes first)."""
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Trial]) -> str:
@@ -201,7 +257,10 @@ def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Tri
     if record is None:
         return f"experiment: {exp_dir} (new)"
     done = sum(o.complete for o in outcomes(exp_dir, selected).values())
-    return f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete; running resumes the rest)"
+    growth = compare(record["trials"], all_trials).growth
+    growth = f"; it grows: {growth}" if growth else ""
+    return (f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete{growth}; running resumes "
+            "the rest)")
 
 
 def restart_experiment(exp_dir: Path, trial_ids: list[str] | None) -> None:
@@ -286,9 +345,17 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
     if stop_signal is not None:
         click.echo("stopped before the end: rerun the same command to resume", err=True)
         return 128 + stop_signal
+    # a trial none of whose saved states can be used fails the same way on a plain rerun: its own line says
+    # what to do (--restart --only ID), and the closing advice must not contradict it
+    stuck = [i for i, o in bad.items() if o.status == "errored" and "ResumeError" in (o.error or "")]
+    if len(stuck) < len(bad):
+        click.echo(f"{len(bad) - len(stuck)} trial(s) incomplete: rerun the same command to retry them (errored "
+                   "trials restart from their last checkpoint)", err=True)
+    if stuck:
+        click.echo(f"{len(stuck)} trial(s) cannot continue from their saved state: rerun with --restart --only "
+                   f"'{stuck[0]}'" + (" (and likewise for the others above)" if len(stuck) > 1 else "")
+                   + " to start them afresh", err=True)
     if bad:
-        click.echo(f"{len(bad)} trial(s) incomplete: rerun the same command to retry them (errored trials restart "
-                   "from their last checkpoint)", err=True)
         return EXIT_INCOMPLETE
     return 0
 
@@ -300,18 +367,25 @@ def _aggregate(exp_dir: Path, skip: bool) -> None:
     from cep.aggregate.summary import aggregate_experiment, terminal_report
 
     try:
-        click.echo("\n" + terminal_report(aggregate_experiment(exp_dir)))
+        agg = aggregate_experiment(exp_dir)
+        click.echo("\n" + terminal_report(agg))
+        if agg.unwritable:
+            click.echo(f"warning: {agg.unwritable}", err=True)
     except Exception as e:  # the sweep's results stand; say why the summary is missing
         click.echo(f"warning: aggregating {exp_dir} failed ({type(e).__name__}: {e}); the trials' results are "
                    f"complete: retry with cep-sweep aggregate {exp_dir}", err=True)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point: `cep-sweep SWEEP.yaml [options]`, or `cep-sweep aggregate RESULTS_DIR`."""
+    """Console entry point: `cep-sweep SWEEP.yaml [options]`, `cep-sweep aggregate|status RESULTS_DIR`."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["aggregate"]:
         from cep.aggregate.cli import aggregate_command
 
         run_main(aggregate_command, {}, argv[1:], prog_name="cep-sweep aggregate")
+    if argv[:1] == ["status"]:
+        from cep.sweep.status import status_command
+
+        run_main(status_command, {}, argv[1:], prog_name="cep-sweep status")
     run_main(sweep_command, {}, argv)
 

@@ -9,7 +9,7 @@ import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, pack_key, result_differences
@@ -71,30 +71,62 @@ def fingerprint(trials: Sequence[Trial]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def describe_change(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> str:
-    """What differs between a stored trial list (sweep.json records) and the current one, in a few words;
-    "" when they are the same trials computing the same results (cep.config.result_differences)."""
+@dataclass
+class Change:
+    """How the current trial list differs from a stored one (sweep.json records), by the one "same result" rule.
+
+    Growing is allowed (`added` trials, `extended`: only epochs raised); the rest is refused.
+    """
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)  # (id, "field old -> new, ...")
+    extended: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> str:
+        """What cannot continue the experiment, in a few words ("" when it only grows or is the same)."""
+        parts = []
+        if self.removed:
+            parts.append(f"{len(self.removed)} trial(s) removed (e.g. {self.removed[0]})")
+        if self.changed:
+            parts.append(f"{len(self.changed)} trial(s) changed (e.g. {self.changed[0][0]}: {self.changed[0][1]})")
+        return "; ".join(parts)
+
+    @property
+    def growth(self) -> str:
+        """What the experiment gains, in a few words ("" when nothing)."""
+        parts = []
+        if self.added:
+            parts.append(f"{len(self.added)} trial(s) added (e.g. {self.added[0]})")
+        if self.extended:
+            parts.append(f"{len(self.extended)} trial(s) with more epochs (e.g. {self.extended[0]})")
+        return "; ".join(parts)
+
+
+def compare(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> Change:
+    """Compare a stored trial list with the current one (cep.config.result_differences decides "same")."""
     old_by_id = {r["id"]: r for r in old if isinstance(r, Mapping) and "id" in r}
-    new_ids = [t.id for t in new]
-    added = [i for i in new_ids if i not in old_by_id]
-    removed = [i for i in old_by_id if i not in set(new_ids)]
-    parts = []
-    if added:
-        parts.append(f"{len(added)} trial(s) added (e.g. {added[0]})")
-    if removed:
-        parts.append(f"{len(removed)} trial(s) removed (e.g. {removed[0]})")
-    changed = []
+    new_ids = {t.id for t in new}
+    change = Change(added=[t.id for t in new if t.id not in old_by_id],
+                    removed=[i for i in old_by_id if i not in new_ids])
     for t in new:
-        if t.id in old_by_id:
-            before, after = old_by_id[t.id].get("config") or {}, t.config.to_dict()
-            diffs = result_differences(before, after)
-            if diffs:
-                changed.append((t.id, diffs, before, after))
-    if changed:
-        tid, diffs, before, after = changed[0]
-        what = ", ".join(f"{k} {before.get(k)!r} -> {after[k]!r}" for k in diffs[:3])
-        parts.append(f"{len(changed)} trial(s) changed (e.g. {tid}: {what})")
-    return "; ".join(parts)
+        if t.id not in old_by_id:
+            continue
+        before, after = old_by_id[t.id].get("config") or {}, t.config.to_dict()
+        diffs = result_differences(before, after)
+        grows = isinstance(before.get("epochs"), int) and after["epochs"] > before["epochs"]
+        if diffs == ["epochs"] and grows and after["action"] == "train":
+            change.extended.append(t.id)
+        elif diffs:
+            change.changed.append((t.id, ", ".join(f"{k} {before.get(k)!r} -> {after[k]!r}" for k in diffs[:3])))
+    return change
+
+
+def describe_change(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> str:
+    """What prevents the current trial list from continuing a stored one ("" when it only adds trials or
+    epochs, or is the same); see compare."""
+    return compare(old, new).refused
 
 
 def _analysis_steps(cfg: TrialConfig) -> int:

@@ -43,6 +43,8 @@ from cep.yaml_file import YAMLFileError, read_yaml
 TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures", "pack")
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
+MAX_SEGMENT = 200  # one `/`-separated part of a trial id, also a folder name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+,-]")
 
 
@@ -98,6 +100,16 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     except YAMLFileError as e:
         raise SweepError(e.problems) from None
     return parse_sweep(data, overrides, source=str(path))
+
+
+def name_problem(name: Any) -> str:
+    """Why `name` cannot name a sweep or an experiment ("" when it can): the one rule for the sweep file's
+    `name`, `--name` and experiment names (each becomes a folder name)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return f"got {name!r}; use letters, digits and . _ + - (it becomes a folder name)"
+    if len(name) > MAX_NAME:
+        return f"{len(name)} characters; at most {MAX_NAME} (it becomes a folder name)"
+    return ""
 
 
 def format_value(value: Any) -> str:
@@ -173,8 +185,8 @@ def _check_top(data: Mapping[str, Any], problems: list[str]) -> tuple[Any, str]:
     name = data.get("name")
     if name is None:
         problems.append("name: missing; give the sweep a name (it names the results folder), e.g. name: fig4_angles")
-    elif not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"name: got {name!r}; use letters, digits and . _ + - (it names the results folder)")
+    elif name_problem(name):
+        problems.append(f"name: {name_problem(name)}")
     description = data.get("description", "")
     if description is None:
         description = ""
@@ -201,9 +213,8 @@ def _experiments(data: Mapping[str, Any], grid: dict[str, list[Any]], problems: 
     experiments: list[Experiment] = []
     for exp_name, body in raw.items():
         path = f"experiments.{exp_name}"
-        if not isinstance(exp_name, str) or not NAME_RE.match(exp_name):
-            problems.append(f"{path}: the name {exp_name!r} must use letters, digits and . _ + - "
-                            "(it starts every trial id)")
+        if name_problem(exp_name):
+            problems.append(f"{path}: {name_problem(exp_name)}; it starts every trial id")
             continue
         if body is not None and not isinstance(body, Mapping):
             problems.append(f"{path}: expected a mapping of trial fields, got {kind(body)}")
@@ -285,6 +296,11 @@ def _collisions(trials: list[Trial]) -> list[str]:
                        f"(values {seen_ids[t.id].grid} and {t.grid}); make the grid values differ visibly")
             continue
         seen_ids[t.id] = t
+        long = [seg for seg in t.id.split("/") if len(seg) > MAX_SEGMENT]
+        if long:
+            out.append(f"grid: trial id part {long[0][:40]!r}... is {len(long[0])} characters, too long for a "
+                       f"folder name (at most {MAX_SEGMENT}); use shorter grid values")
+            continue
         key = json.dumps(t.config.result_dict(), sort_keys=True)
         if key in seen_cfg:
             first = seen_cfg[key]

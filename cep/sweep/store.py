@@ -7,8 +7,8 @@ Layout (the aggregator relies on it):
                                            trial.log, node.txt, error.txt, errors.log
     <storage>/<name>/...                   Ray Tune's own files (tuner.pkl, experiment_state-*.json,
                                            one folder per trial with checkpoint_00000N/)
-    <storage>/<name>/subsets/only-<hash>/  Ray Tune's files of an `--only` run (its trials still write
-                                           into trials/<trial id>/)
+    <storage>/<name>/subsets/only-<hash>/  Ray Tune's files of an `--only` run, or of a grown experiment's
+                                           unfinished trials (its trials still write into trials/<trial id>/)
 
 The trial id's `/`-separated segments are nested folders under trials/.
 """
@@ -26,7 +26,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import FolderState, read_folder, write_atomic
-from cep.sweep.plan import Pack, describe_change, fingerprint
+from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
 SWEEP_FILE = "sweep.json"
@@ -71,10 +71,19 @@ def sweep_record(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack]
 
 
 def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
+    """sweep.json's content (None when absent); a damaged one is a SweepError naming it and the ways out."""
     path = Path(exp_dir) / SWEEP_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
+            raise ValueError("not a sweep record: no list of trials")
+    except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
+        why = " ".join(str(e).split())[:160]
+        raise SweepError([f"{path}: damaged ({type(e).__name__}: {why}); restore it from a copy, or rerun with "
+                          "--restart to discard the experiment (or --name NEW to keep it)"]) from None
+    return record
 
 
 def write_sweep_record(exp_dir: str | Path, record: dict[str, Any]) -> None:
@@ -84,8 +93,8 @@ def write_sweep_record(exp_dir: str | Path, record: dict[str, Any]) -> None:
 def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, Any] | None:
     """The stored sweep.json when the folder holds this very sweep, None when it is new.
 
-    Refuses (SweepError) a folder that holds another sweep (different trial
-    list) or something that is not a sweep at all.
+    Refuses (SweepError) a folder that holds another sweep (a trial removed or changed; adding trials
+    or epochs grows it, see grown_record) or something that is not a sweep at all.
     """
     exp_dir = Path(exp_dir)
     record = read_sweep_record(exp_dir)
@@ -94,12 +103,27 @@ def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, 
             raise SweepError([f"{exp_dir}: exists and is not a cep-sweep experiment (no {SWEEP_FILE}); "
                               "choose another --name or --storage"])
         return None
-    old = record.get("trials")
-    change = describe_change(old if isinstance(old, list) else [], trials)
+    change = describe_change(record["trials"], trials)
     if change:
         raise SweepError([f"{exp_dir}: this experiment was started from a different trial list ({change}); "
                           "rerun with --name NEW to keep it and start another, or --restart to discard it"])
     return record
+
+
+def grown_record(record: dict[str, Any], spec: SweepSpec, trials: Sequence[Trial]) -> dict[str, Any] | None:
+    """sweep.json for a trial list that grows the recorded one (more trials, more epochs); None when the same.
+
+    Keeps `created`; `separate_tune` says that Ray Tune's own state in the folder (which cannot take new
+    trials) is no longer used: from now on each run's unfinished trials get a Tune folder of their own.
+    """
+    change = compare(record["trials"], trials)
+    if not change.growth:
+        return None
+    grown = sweep_record(spec, trials)
+    grown["created"] = record.get("created", grown["created"])
+    grown["grown"] = [*record.get("grown", []), {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": change.growth}]
+    grown["separate_tune"] = True
+    return grown
 
 
 def restart(exp_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None:

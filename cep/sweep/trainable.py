@@ -39,7 +39,12 @@ from cep.train import TrainState
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
 STAGING_PREFIX = "cep-ckpt-"  # node-local temp folders holding a checkpoint while Tune copies it: <prefix><pid>-*
-RESTART_HINT = "rerun cep-sweep with --restart --only TRIAL to start it afresh"
+
+
+def restart_hint(trial_id: str) -> str:
+    """What to do when none of a trial's saved states can be used (a rerun alone would fail the same way)."""
+    return f"rerun cep-sweep with --restart --only '{trial_id}' to start this trial afresh"
+
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,8 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
         return
     members = [Member(c, f) for c, f in zip(cfgs, folders, strict=True)]
     with _tune_saved_states(ids) as saved:
-        resume_pack(members, {str(f): saved.get(i, []) for i, f in zip(ids, folders, strict=True)}, RESTART_HINT)
+        resume_pack(members, {str(f): saved.get(i, []) for i, f in zip(ids, folders, strict=True)},
+                    {str(f): restart_hint(i) for i, f in zip(ids, folders, strict=True)})
     id_of = {str(f): i for i, f in zip(ids, folders, strict=True)}
     latest = {i: m.resumed.state for i, m in zip(ids, members, strict=True)}
 
@@ -173,7 +179,7 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
         latest.update({id_of[str(st.config.out_dir)]: st for st in states})
         _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
 
-    outcomes = run_pack(members, before_save=before_save, on_round=on_round, restart_hint=RESTART_HINT)
+    outcomes = run_pack(members, before_save=before_save, on_round=on_round)
     if all(o.replayed for o in outcomes):  # Tune still needs one report of the trial's end
         _tune_report(pack_id, [(i, f, o.state) for i, f, o in zip(ids, folders, outcomes, strict=True)],
                      replayed=True)

@@ -1,0 +1,136 @@
+"""`cep-sweep status RESULTS_DIR`: where each trial of an experiment stands, read from its folder, without Ray.
+
+The trial folders are the truth (cep.results.read_folder); whether an unfinished trial is
+still running is judged from node.txt (host and pid of its last attempt) and the age of
+its files: a pid on this host that is gone is not running, whatever the files say; on
+another host only the time since the last update can be told.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from cep.results import LOG_FILE, METRICS_FILE, NODE_FILE, SUMMARY_FILE, FolderState, read_folder
+from cep.sweep.spec import SweepError
+from cep.sweep.store import read_sweep_record, trial_dir
+from cep.text import text_table
+
+
+@dataclass
+class TrialStatus:
+    """One row of the status table."""
+
+    id: str
+    status: str  # a cep.results status, or "running" (an unfinished trial whose process is alive here)
+    folder: FolderState
+    host: str | None
+    updated: float | None  # seconds since the epoch of the newest file, None when there is none
+    why: str = ""  # how liveness was judged
+
+    def cells(self, now: float) -> list[str]:
+        err = self.folder.test_error
+        return [self.id, self.status, f"{self.folder.epochs_done}/{self.folder.epochs}",
+                f"{err:.2f}%" if isinstance(err, (int, float)) else "-", self.host or "-",
+                _ago(now - self.updated) if self.updated is not None else "-", self.why]
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _node(folder: Path) -> dict[str, str]:
+    """node.txt as key -> value (host, node_ip, ray_node_id, pid, started); {} when absent or unreadable."""
+    try:
+        lines = (folder / NODE_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    return dict(ln.split(" ", 1) for ln in lines if " " in ln)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; a nonsense pid
+        return pid > 0
+    return True
+
+
+def _last_log_line(folder: Path) -> str:
+    try:
+        lines = (folder / LOG_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return lines[-1].split(" ", 3)[3] if lines and lines[-1].count(" ") >= 3 else ""
+
+
+def trial_status(trial_id: str, folder: Path, action: str, epochs: int, host: str | None = None) -> TrialStatus:
+    """Where one trial stands, with liveness judged on this host (`host`: this machine's name)."""
+    host = host or socket.gethostname()
+    st = read_folder(folder, action, epochs)
+    node = _node(folder)
+    times = [p.stat().st_mtime for p in (folder / n for n in (LOG_FILE, SUMMARY_FILE, METRICS_FILE, NODE_FILE))
+             if p.exists()]
+    row = TrialStatus(trial_id, st.status, st, node.get("host"), max(times) if times else None)
+    if st.status != "interrupted":
+        return row
+    last = _last_log_line(folder)
+    pid = node.get("pid", "")
+    if last.startswith(("end:", "replay:", "error")):
+        row.why = "its last attempt ended"
+    elif not node:
+        row.why = f"no {NODE_FILE}"
+    elif node.get("host") == host and pid.isdigit():
+        if _pid_alive(int(pid)):
+            row.status, row.why = "running", f"pid {pid} alive"
+        else:
+            row.why = f"pid {pid} is gone"
+    else:
+        row.why = "on another host: see last update"
+    return row
+
+
+def experiment_status(exp_dir: str | Path) -> list[TrialStatus]:
+    """Every trial of sweep.json, in its order; raises SweepError when the folder is not an experiment."""
+    exp_dir = Path(exp_dir)
+    record = read_sweep_record(exp_dir) if exp_dir.is_dir() else None
+    if record is None:
+        raise SweepError([f"{exp_dir}: not a cep-sweep experiment (no sweep.json); give <storage>/<sweep name>"])
+    rows = []
+    for t in record["trials"]:
+        if not isinstance(t, dict) or not isinstance(t.get("id"), str):
+            continue
+        cfg = t.get("config") if isinstance(t.get("config"), dict) else {}
+        epochs = cfg.get("epochs") if isinstance(cfg.get("epochs"), int) else 1
+        rows.append(trial_status(t["id"], trial_dir(exp_dir, t["id"]), str(cfg.get("action", "train")), epochs))
+    return rows
+
+
+@click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("results_dir", type=click.Path(path_type=Path))
+def status_command(results_dir: Path) -> int:
+    """Where each trial of RESULTS_DIR (<storage>/<sweep name>/) stands: status, epochs, last test error,
+    node and last update. Reads the trial folders only (no Ray); safe while a sweep runs."""
+    try:
+        rows = experiment_status(results_dir)
+    except SweepError as e:
+        raise click.ClickException(e.problems[0]) from None
+    now = time.time()
+    click.echo(text_table(["trial", "status", "epochs", "test error", "node", "last update", "why"],
+                          [r.cells(now) for r in rows]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    click.echo(f"\n{len(rows)} trial(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
