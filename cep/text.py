@@ -26,3 +26,13 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])
 
 
+
+
+def human_seconds(s: float) -> str:
+    """A duration as people read it: 45 s, 12 min, 3.5 h."""
+    s = max(s, 0.0)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"

@@ -52,10 +52,3 @@ def seconds_per_epoch(pack: Pack, threads: int) -> float:
     per_image_step = per_batch / (cfg.batch_size * (cfg.T + cfg.Kmax))
     return math.ceil(n_train / cfg.batch_size) * per_batch + n_test * cfg.T * per_image_step
 
-
-def human_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"

@@ -39,7 +39,7 @@ from cep.sweep.store import (
     tune_dir,
     write_sweep_record,
 )
-from cep.text import text_table
+from cep.text import human_seconds, text_table
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -296,7 +296,7 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
     """For --dry-run: each pack's estimated time, from a short calibration of its program on this machine."""
     import torch
 
-    from cep.sweep.calibrate import human_seconds, seconds_per_epoch
+    from cep.sweep.calibrate import seconds_per_epoch
 
     where = "GPU" if torch.cuda.is_available() else "CPU"
     asks_gpu = spec.resources.get("gpu", 0) > 0

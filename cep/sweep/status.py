@@ -19,7 +19,7 @@ import click
 from cep.results import LOG_FILE, METRICS_FILE, NODE_FILE, SUMMARY_FILE, FolderState, read_folder
 from cep.sweep.spec import SweepError
 from cep.sweep.store import read_sweep_record, trial_dir
-from cep.text import text_table
+from cep.text import human_seconds, text_table
 
 
 @dataclass
@@ -41,11 +41,7 @@ class TrialStatus:
 
 
 def _ago(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 0):.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return f"{human_seconds(seconds)} ago"
 
 
 def _node(folder: Path) -> dict[str, str]:
