@@ -79,10 +79,13 @@ def _fail(problems: list[str]) -> int:
 @click.option("--progress-interval", default=30.0, show_default=True, metavar="SECONDS",
               help="how often the table of running trials is printed")
 @click.option("--no-aggregate", is_flag=True, help="do not summarise the experiment after the run")
+@click.option("--verbose", is_flag=True,
+              help="also show Ray's and Tune's own log lines and the trials' output (always kept in "
+                   "<experiment>/ray.log)")
 @click.version_option(package_name="cep")
 def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, storage: str,
                   name: str | None, address: str | None, restart: bool, trial_id: str | None, local: bool,
-                  out: str | None, progress_interval: float, no_aggregate: bool) -> int:
+                  out: str | None, progress_interval: float, no_aggregate: bool, verbose: bool) -> int:
     """Run the trials of SWEEP_FILE with Ray Tune; rerun the same command to resume after any interruption.
 
     \b
@@ -147,7 +150,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
     packs = make_packs(to_run, pack_size(spec))
     run = SweepRun(spec, to_run, packs, exp_dir, tune_dir(exp_dir, packs, not separate, record), address=address,
-                   faults=faults, epoch_sleep=sleep, progress_interval=progress_interval)
+                   faults=faults, epoch_sleep=sleep, progress_interval=progress_interval, verbose=verbose)
     new_record = sweep_record(spec, all_trials, make_packs(all_trials, pack_size(spec))) if record is None else grown
     return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 

@@ -13,10 +13,14 @@ import os
 # Before Ray Tune is imported: its new console output ignores custom reporters; we print our own table.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's default loggers include TensorBoard's, which warns on every report (our "members" list is no scalar);
+# nothing here reads TensorBoard files: the CSV and JSON loggers are added explicitly (_tune_loggers).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -35,6 +39,7 @@ from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
 
+RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
 
@@ -52,6 +57,7 @@ class SweepRun:
     faults: tuple[Fault, ...] = ()
     epoch_sleep: float = 0.0
     progress_interval: float = 30.0
+    verbose: bool = False  # Ray's and Tune's log lines on the terminal too (they always go to <exp_dir>/ray.log)
     out: TextIO | None = None
     prepare: Callable[[], None] | None = None  # called once Ray is up, before any trial starts (writes sweep.json)
     stop_signal: int | None = field(default=None, init=False)
@@ -91,6 +97,13 @@ def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tun
         run_config=tune.RunConfig(name=run.tune_dir.name, storage_path=str(run.tune_dir.parent),
                                   failure_config=failure, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   verbose=0, callbacks=callbacks))
+
+
+def _tune_loggers() -> list[tune.Callback]:
+    """Tune's result.json and progress.csv per Tune trial (its default loggers but TensorBoard's)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def _install_stop_handlers(run: SweepRun) -> dict[int, Any]:
@@ -195,7 +208,8 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
     callbacks: list[tune.Callback] = [
         ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
                       run.progress_interval, run.out, {p.id: tuple(p.ids) for p in run.packs if len(p.ids) > 1}),
-        ErrorFiles({p.id: [str(t.config.out_dir) for t in p.members] for p in run.packs})]
+        ErrorFiles({p.id: [str(t.config.out_dir) for t in p.members] for p in run.packs}),
+        *_tune_loggers()]
     # Tune's own stop/restore advice ("Tuner.restore(...)") and its warnings about trials that never reported
     # would contradict ours ("rerun the same command"); our summary lists every incomplete trial instead.
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
@@ -221,15 +235,76 @@ def _start_ray(run: SweepRun) -> bool:
     """Join the run's cluster, or start a local Ray; returns whether this call started it."""
     if ray.is_initialized():
         return False
+    _route_ray_logs(run)
+    # the trials' own Python logging (in Ray's workers) at WARNING, as the driver's
+    job = ray.job_config.JobConfig()
+    job.set_py_logging_config(ray.LoggingConfig(log_level="WARNING"))
     try:
-        # "local": never join some other cluster silently (Ray's default looks for one on this machine)
-        ray.init(address=run.address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                 logging_config=ray.LoggingConfig(log_level="WARNING"), log_to_driver=True)
+        # "local": never join some other cluster silently (Ray's default looks for one on this machine).
+        # configure_logging keeps the handlers of _route_ray_logs (a LoggingConfig here would add a console one).
+        ray.init(address=run.address or "local", include_dashboard=False, configure_logging=True,
+                 logging_level=logging.INFO if run.verbose else logging.WARNING, logging_format=_LOG_FORMAT,
+                 job_config=job, log_to_driver=True)
     except Exception as e:
         where = f"--address {run.address}: cannot join the Ray cluster" if run.address else "cannot start Ray"
         raise SweepError([f"{where} ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''})"]
                          ) from None
+    _route_worker_output(run)
     return True
+
+
+# ------------------------------------------------------------ Ray's own output
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _ray_log_file(run: SweepRun) -> Path:
+    run.exp_dir.mkdir(parents=True, exist_ok=True)
+    return run.exp_dir / RAY_LOG
+
+
+def _route_ray_logs(run: SweepRun) -> None:
+    """Ray's and Tune's Python log lines in the driver (e.g. the token-authentication notice of a local
+    start) go to <exp_dir>/ray.log; with --verbose also to stderr. The terminal shows only our lines."""
+    handlers: list[logging.Handler] = [logging.FileHandler(_ray_log_file(run), encoding="utf-8")]
+    if run.verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    ray_logger = logging.getLogger("ray")
+    for h in ray_logger.handlers[:]:
+        ray_logger.removeHandler(h)
+    for h in handlers:
+        h.setFormatter(logging.Formatter(_LOG_FORMAT))
+        ray_logger.addHandler(h)
+    ray_logger.propagate = False
+    with open(handlers[0].baseFilename, "a", encoding="utf-8") as f:  # type: ignore[attr-defined]
+        f.write(f"--- cep-sweep {run.spec.name}, pid {os.getpid()}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+
+
+def _route_worker_output(run: SweepRun) -> None:
+    """What the trials' processes print (Ray forwards it to the driver, log_to_driver) goes to
+    <exp_dir>/ray.log instead of the terminal; with --verbose Ray prints it as usual.
+
+    Ray 2.60 has no public switch for where forwarded lines go (log_to_driver=False would lose them to Ray's
+    temp folder), so the driver's print handler is swapped; if Ray's internals differ, Ray prints them."""
+    if run.verbose:
+        return
+    try:
+        from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    if not (hasattr(dispatcher, "remove_handler") and hasattr(dispatcher, "add_handler")):
+        return
+    path = _ray_log_file(run)
+
+    def to_file(data: dict[str, Any]) -> None:
+        if data.get("pid") == "autoscaler":  # its status every 5 s (Ray's own session logs keep it)
+            return
+        where = " ".join(str(x) for x in (data.get("actor_name") or data.get("task_name"),
+                                           f"pid={data.get('pid')}", f"ip={data.get('ip')}") if x)
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(f"({where}) {line}\n" for line in data.get("lines", []))
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", to_file)
 
 
 def _check_cluster(run: SweepRun) -> None:
