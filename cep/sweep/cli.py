@@ -178,7 +178,8 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], ne
     except SweepError as e:
         return _fail(e.problems)
     results = outcomes(exp_dir, selected)
-    code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal)
+    walls = wall_times(selected, run.progress.spans(), spec.name) if run.progress is not None else ""
+    code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal, walls)
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
     return code
@@ -332,14 +333,17 @@ def _prefetch_data(trials: list[Trial]) -> None:
 
 
 def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], before: dict[str, FolderState],
-             seconds: float, stop_signal: int | None) -> int:
-    """The final summary; the exit code says whether every selected trial is complete."""
+             seconds: float, stop_signal: int | None, walls: str = "") -> int:
+    """The final summary (with `walls`, the wall time per experiment); the exit code says whether every
+    selected trial is complete."""
     counts = {k: sum(o.status == k for o in results.values()) for k in STATUSES}
     earlier = sum(1 for i, o in results.items() if o.complete and i in before and before[i].complete)
     m, s = divmod(int(seconds), 60)
     click.echo(f"\nsweep {spec.name}: {len(results)} trial(s): " + ", ".join(
         f"{counts[k]} {k}" for k in STATUSES if counts[k] or k in ("finished", "errored"))
         + f" ({earlier} complete before this run, not rerun) in {m}m{s:02d}s")
+    if walls:
+        click.echo(walls)
     bad = {i: o for i, o in results.items() if not o.complete}
     for i, o in bad.items():
         detail = o.detail(trial_dir(exp_dir, i))
@@ -361,6 +365,22 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
     if bad:
         return EXIT_INCOMPLETE
     return 0
+
+
+def wall_times(trials: list[Trial], spans: dict[str, tuple[float, float]], spec_name: str = "trials") -> str:
+    """Wall time per experiment of the sweep in this run: from its first trial's start to its last trial's end
+    (experiments run side by side, so these overlap); "" when this run trained nothing."""
+    from cep.sweep.progress import duration
+
+    by_experiment: dict[str, list[tuple[float, float]]] = {}
+    for t in trials:
+        if t.id in spans:
+            by_experiment.setdefault(t.experiment or spec_name, []).append(spans[t.id])
+    if not by_experiment:
+        return ""
+    return "wall time per experiment: " + ", ".join(
+        f"{name} {duration(max(e for _, e in sp) - min(s for s, _ in sp))} ({len(sp)} trial(s))"
+        for name, sp in by_experiment.items())
 
 
 def _aggregate(exp_dir: Path, skip: bool) -> None:

@@ -33,8 +33,8 @@ from ray import tune  # noqa: E402
 from cep.results import FolderState, write_atomic  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
-from cep.sweep.plan import Pack  # noqa: E402
-from cep.sweep.progress import ErrorFiles, ProgressTable, trial_dirname, trial_name  # noqa: E402
+from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
+from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
@@ -61,6 +61,7 @@ class SweepRun:
     out: TextIO | None = None
     prepare: Callable[[], None] | None = None  # called once Ray is up, before any trial starts (writes sweep.json)
     stop_signal: int | None = field(default=None, init=False)
+    progress: ProgressTable | None = field(default=None, init=False)  # this run's live table (wall times)
 
     def say(self, text: str) -> None:
         out = self.out or sys.stdout
@@ -205,9 +206,11 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
                        {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
+    run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
+                                 run.progress_interval, run.out,
+                                 {p.id: tuple(p.ids) for p in run.packs if len(p.ids) > 1}, _schedule(run))
     callbacks: list[tune.Callback] = [
-        ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
-                      run.progress_interval, run.out, {p.id: tuple(p.ids) for p in run.packs if len(p.ids) > 1}),
+        run.progress,
         ErrorFiles({p.id: [str(t.config.out_dir) for t in p.members] for p in run.packs}),
         *_tune_loggers()]
     # Tune's own stop/restore advice ("Tuner.restore(...)") and its warnings about trials that never reported
@@ -229,6 +232,16 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
         if started_ray:
             ray.shutdown()
     return outcomes(run.exp_dir, run.trials)
+
+
+def _schedule(run: SweepRun) -> Schedule:
+    """For the sweep's ETA: each pack's cost per round (multiply-adds of its members' epochs, the dry run's
+    cost model), and how many packs the cluster runs at once (as its resources stand now)."""
+    cluster = ray.cluster_resources()
+    fits = [int(cluster.get(_resource_key(k), 0) // v) for k, v in run.spec.resources.items() if v > 0]
+    cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
+            for p in run.packs}
+    return Schedule(cost, max(1, min(fits, default=1)))
 
 
 def _start_ray(run: SweepRun) -> bool:

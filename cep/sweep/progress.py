@@ -5,9 +5,10 @@ Also writes trials/<id>/error.txt from the driver when a trial died without writ
 
 from __future__ import annotations
 
+import heapq
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,6 +38,39 @@ class _Row:
     status: str = "pending"  # a status of cep.results.STATUSES, or "running" while Tune runs the trial
     failures: int = 0
     collapsed_epoch: int | None = None  # where its train error went back to chance (it may train on)
+    epoch_seconds: float | None = None  # of its latest epoch (in a pack: the round's, shared by its members)
+    started: float | None = None  # monotonic time this run first started it
+    ended: float | None = None  # monotonic time this run saw it end
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the sweep's ETA needs besides the trials' progress: the cost of one epoch (round) of each Tune trial
+    (any unit, e.g. multiply-adds; it scales a measured pack's seconds to the packs not measured yet), and how
+    many Tune trials the cluster runs at once (its CPUs / GPUs over the resources per Tune trial)."""
+
+    epoch_cost: dict[str, float] = field(default_factory=dict)  # Tune trial (pack id) -> cost of one round
+    slots: int = 1
+
+
+def makespan(remaining: list[float], waiting: list[float], slots: int) -> float:
+    """Seconds until the last of the work ends: `remaining` seconds of the running Tune trials, then each of
+    `waiting` (in order) on the first slot that frees (Tune starts pending trials in order)."""
+    ends = list(remaining) + [0.0] * max(0, slots - len(remaining))  # a retried trial may briefly exceed slots
+    heapq.heapify(ends)
+    for w in waiting:
+        heapq.heappush(ends, heapq.heappop(ends) + w)
+    return max(ends, default=0.0)
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 3m05s, 1h02m."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class ProgressTable(tune.Callback):
@@ -46,10 +80,11 @@ class ProgressTable(tune.Callback):
     """
 
     def __init__(self, epochs: dict[str, int], interval: float = 30.0, out: TextIO | None = None,
-                 packs: dict[str, tuple[str, ...]] | None = None):
+                 packs: dict[str, tuple[str, ...]] | None = None, schedule: Schedule | None = None):
         self.epochs = dict(epochs)  # trial id -> epochs it trains
         self.interval = interval
         self.packs = dict(packs or {})  # Tune trial (pack id) -> our trial ids
+        self.schedule = schedule or Schedule()
         self._out = out
         self._reset()
 
@@ -60,11 +95,11 @@ class ProgressTable(tune.Callback):
         self.changed = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its RunConfig (tuner.pkl): keep only settings
-        return {"epochs": self.epochs, "interval": self.interval, "packs": self.packs}
+        return {"epochs": self.epochs, "interval": self.interval, "packs": self.packs, "schedule": self.schedule}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.epochs, self.interval, self._out = state["epochs"], state["interval"], None
-        self.packs = state.get("packs", {})
+        self.packs, self.schedule = state.get("packs", {}), state.get("schedule", Schedule())
         self._reset()
 
     def _print(self, text: str) -> None:
@@ -89,9 +124,12 @@ class ProgressTable(tune.Callback):
         self._print(f"{mark} {trial_name(trial)}{f' (pack of {n})' if n > 1 else ''}: {text}")
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        now = time.monotonic()
         for i in self._members(trial):
-            if self._row(i).status not in COMPLETE:
-                self._row(i).status = "running"
+            row = self._row(i)
+            if row.status not in COMPLETE:
+                row.status = "running"
+                row.started = row.started or now
         self.changed = True
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
@@ -107,6 +145,10 @@ class ProgressTable(tune.Callback):
                 then = "stopped there" if row.status == "collapsed" else "training on"
                 self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} (train error "
                             f"{_percent(row.train_error)}); {then} [{self._elapsed()}]")
+            if isinstance(rec.get("epoch_seconds"), (int, float)) and not result.get("replayed"):
+                row.epoch_seconds = float(rec["epoch_seconds"])
+            if row.status in COMPLETE and row.started is not None and row.ended is None:
+                row.ended = time.monotonic()
             if result.get("replayed"):
                 self._print(f"= {rec.get('id')}: already {row.status} earlier (epoch {row.epoch}); not rerun")
         self.changed = True
@@ -117,6 +159,8 @@ class ProgressTable(tune.Callback):
             row = self._row(i)
             if row.status == "running":  # Tune ended it before its last epoch (a stop)
                 row.status = "interrupted"
+            if row.started is not None and row.ended is None:
+                row.ended = time.monotonic()
             err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
             if row.collapsed_epoch is not None:
                 err += f", collapsed at epoch {row.collapsed_epoch}"
@@ -155,12 +199,55 @@ class ProgressTable(tune.Callback):
         active = [(i, r) for i, r in self.rows.items() if r.status == "running"]
         if not active:
             return head
+        eta = self.eta()
+        head += f"; sweep ETA {duration(eta)}" if eta is not None else "; sweep ETA after the first epoch"
         rows = [[i, f"{r.epoch}/{r.epochs}", _percent(r.train_error), _percent(r.test_error),
+                 f"{r.epoch_seconds:.1f}" if r.epoch_seconds is not None else "-",
+                 duration(_remaining(r)) if r.epoch_seconds is not None else "-",
                  r.status + (f" (retry {r.failures})" if r.failures else "")
                  + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")]
                 for i, r in active]
-        return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "status"], rows, indent="  ",
-                                         right=(1, 2, 3))
+        return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "s/epoch", "ETA", "status"],
+                                         rows, indent="  ", right=(1, 2, 3, 4, 5))
+
+    def eta(self) -> float | None:
+        """Seconds until the sweep ends: each running Tune trial's measured remaining rounds, then the waiting
+        ones (their rounds priced from the measured ones' seconds per unit of cost) on the slots as they free.
+        None until some epoch has been measured."""
+        packs = self.packs or {}
+        groups = [(pid, [self.rows[i] for i in packs.get(pid, (pid,)) if i in self.rows])
+                  for pid in self.schedule.epoch_cost] or [(i, [r]) for i, r in self.rows.items()]
+        rates = [max(r.epoch_seconds for r in rows if r.epoch_seconds is not None) / self.schedule.epoch_cost[pid]
+                 for pid, rows in groups if any(r.epoch_seconds is not None for r in rows)
+                 and self.schedule.epoch_cost.get(pid)]
+        measured = [r.epoch_seconds for _, rows in groups for r in rows if r.epoch_seconds is not None]
+        if not measured:
+            return None
+        rate = sorted(rates)[len(rates) // 2] if rates else None  # seconds per unit of cost (median)
+
+        def seconds(pid: str, rows: list[_Row]) -> float:
+            todo = [r for r in rows if r.status in ("running", "pending", "interrupted")]
+            if not todo:
+                return 0.0
+            per_round = max((r.epoch_seconds for r in todo if r.epoch_seconds is not None), default=None)
+            if per_round is None:
+                cost = self.schedule.epoch_cost.get(pid)
+                per_round = rate * cost if rate is not None and cost else sorted(measured)[len(measured) // 2]
+            return max(r.epochs - r.epoch for r in todo) * per_round
+
+        running = [seconds(pid, rows) for pid, rows in groups if any(r.status == "running" for r in rows)]
+        waiting = [seconds(pid, rows) for pid, rows in groups
+                   if rows and all(r.status in ("pending", "interrupted") for r in rows)]
+        return makespan(running, waiting, self.schedule.slots)
+
+    def spans(self) -> dict[str, tuple[float, float]]:
+        """(start, end) in monotonic seconds of each trial this run ran (end: now for one still running)."""
+        now = time.monotonic()
+        return {i: (r.started, r.ended or now) for i, r in self.rows.items() if r.started is not None}
+
+
+def _remaining(r: _Row) -> float:
+    return max(0, r.epochs - r.epoch) * (r.epoch_seconds or 0.0)
 
 
 def _percent(x: Any) -> str:
