@@ -465,3 +465,30 @@ def test_bad_sweeps_give_one_line_errors_and_start_nothing(tmp_path):
     assert extra[7] == ("error: --address headnode: expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379), "
                         "or auto\n")
     assert not storage.exists() and not (tmp_path / "relative").exists()  # nothing written
+
+
+# ------------------------------------------------------------- a quiet terminal
+OUR_LINES = (r"cep-sweep \S+: \d+ trial\(s\)", r"Ray: local with ", r"\[\d+:\d\d:\d\d\] ", r"  ", r"\+ \S+: ",
+             r"sweep \S+: \d+ trial\(s\): ", r"wall time per experiment: ", r"results: ", r"$")
+
+
+def test_a_local_run_prints_only_our_lines_and_keeps_rays_in_the_experiment_folder(tmp_path):
+    """A fresh local Ray (as a new user's first `cep-sweep`): its start-up notices (e.g. token authentication),
+    Tune's log lines and the trials' output land in <experiment>/ray.log; the terminal has only our lines."""
+    import re
+
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(SWEEP.replace("name: small", "name: quiet").replace("epochs: 4", "epochs: 2")
+                     .replace("grid: {angle: [0, 90]}", "grid: {angle: [90]}"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    p = subprocess.run(DRIVER + [str(sweep), "--storage", str(tmp_path), "--no-aggregate", "--progress-interval", "0"],
+                       env={**env, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=SLOW)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = (p.stdout + p.stderr).splitlines()
+    foreign = [ln for ln in lines if not any(re.match(pat, ln) for pat in OUR_LINES)
+               or re.search(r"timestamp_ns|WARNING|INFO|\(pid=|run_trial pid", ln)]
+    assert not foreign, "\n".join(foreign)
+    assert any("sweep ETA" in ln for ln in lines) and any(ln.startswith("wall time per experiment") for ln in lines)
+    log = (tmp_path / "quiet" / "ray.log").read_text()
+    assert log.startswith("--- cep-sweep quiet, pid ")
+    assert "Token authentication is enabled" in log  # Ray 2.60's notice of a local start without RAY_AUTH_MODE
