@@ -116,12 +116,18 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
                        "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
 
 
-def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False) -> int:
-    """Run one trial through the runner, showing progress on the terminal; returns the exit code."""
+def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
+    """Run one trial through the runner, showing progress on the terminal; returns the exit code.
+
+    `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
     from cep.results import CHECKPOINT_FILE
     from cep.runner import Resumed, run
 
     check_out_dir(cfg, overwrite)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     def started(resumed: Resumed) -> None:
         if resumed.state is not None:
@@ -160,6 +166,12 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False) -> i
     if cfg.out_dir is not None:
         click.echo(f"results in {cfg.out_dir}/")
     return 0 if final.status == "finished" else 1
+
+
+def _default_threads(cfg: TrialConfig) -> int:
+    from cep.train import default_threads  # torch is imported only once something runs
+
+    return default_threads(cfg)
 
 
 # --------------------------------------------------------------- cep train
@@ -224,8 +236,12 @@ def cli() -> None:
               help="start from a YAML file of trial fields")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
 @click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
+                   "count may change float32 results in the last bits, as another device does)")
 @field_options(TRAIN_OPTIONS)
-def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, **options: Any) -> int:
+def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
+                  **options: Any) -> int:
     """Train one trial. Options override --config, which overrides --preset.
 
     Example: cep train --preset EP-1h --epochs 1
@@ -245,7 +261,7 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
         cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
-    return execute(cfg, quiet, overwrite)
+    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg))
 
 
 # ------------------------------------------------------------------ cep run
@@ -339,7 +355,8 @@ def run_command(ctx: click.Context) -> int:
         click.echo("\nFlags (as main.py): " + shlex.join(
             sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
         return 0
-    return execute(legacy_config(ctx.args), overwrite="--overwrite" in ctx.args)
+    cfg = legacy_config(ctx.args)
+    return execute(cfg, overwrite="--overwrite" in ctx.args, threads=_default_threads(cfg))
 
 
 # ------------------------------------------------------------------ cep gdu
@@ -385,7 +402,8 @@ def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
     Example: cep gdu --preset c-ep-continuous --seed 0
     """
     try:
-        return execute(gdu_config(preset, options), overwrite=overwrite)
+        cfg = gdu_config(preset, options)
+        return execute(cfg, overwrite=overwrite, threads=_default_threads(cfg))
     except ConfigError as e:
         raise ConfigError([(GDU_FIELD_NAMES.get(f, f), m) for f, m in e.problems]) from None
 

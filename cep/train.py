@@ -8,6 +8,7 @@ metrics so far, the random generator that draws data order and nudge signs).
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import time
@@ -123,6 +124,30 @@ def resolve_device(name: str) -> torch.device:
         raise UsageProblem(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, or auto")
     return device
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or a batch job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads(cfg: TrialConfig, cpus: int | None = None) -> int:
+    """torch's CPU threads for one trial when none are asked for (`cep train` without --threads).
+
+    The paper's nets are small (minibatch 20, layers of 512): splitting each matrix product over threads
+    costs more than it gains, and on a busy machine extra threads wait on each other (EP-1h at 146 samples/s
+    instead of ~4,000 with torch's default). Measured with benchmarks/trainer_speed.py --threads 1,2
+    (README, "Threads"): 1 thread is fastest for every paper configuration, so 1 unless the net has more
+    than ~2 million weights per minibatch sample (then up to 2, never more than the CPUs there are).
+    """
+    weights = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:]))
+    return max(1, min(cpus or available_cpus(), 1 + weights // LARGE_NET_WEIGHTS))
+
+
+LARGE_NET_WEIGHTS = 2_000_000  # forward weights above which a second thread pays (see default_threads)
 
 
 def resolve_seed(cfg: TrialConfig) -> TrialConfig:
