@@ -229,6 +229,9 @@ def test_angle_angle_grad_stats_in_groups_csv(mixed: Path) -> None:
 def test_angle_curve_one_point_per_angle(mixed: Path) -> None:
     aggregate_experiment(mixed, plots=False)
     rows = read_csv(mixed / "summary" / "angle_curve.csv")
+    # EP-1h (one angle) is the curve's reference level, listed last
+    reference = rows.pop()
+    assert reference["line"] == "EP-1h (reference)" and int(reference["n"]) == 3
     assert [float(r["angle"]) for r in rows] == [0.0, 90.0, 180.0]
     assert {r["line"] for r in rows} == {"C-VF-1h"}
     # x is the measured angle (mean over pairs and finished seeds), not the requested one
@@ -502,7 +505,7 @@ def test_real_small_sweep(tmp_path: Path, request: pytest.FixtureRequest) -> Non
     assert first.keys() == second.keys() and [n for n in first if first[n] != second[n]] == []
     curve = read_csv(summary / "angle_curve.csv")
     assert [(r["line"], float(r["angle"]), int(r["n"])) for r in curve] == [
-        ("C-VF-1h", 0.0, 2), ("C-VF-1h", 90.0, 2), ("C-VF-1h", 180.0, 2)]
+        ("C-VF-1h", 0.0, 2), ("C-VF-1h", 90.0, 2), ("C-VF-1h", 180.0, 2), ("EP-1h (reference)", 0.0, 2)]
     trials = read_csv(summary / "trials.csv")
     assert len(trials) == 8 and {t["status"] for t in trials} == {"finished"}
     groups = {g["row"]: g for g in read_csv(summary / "groups.csv")}

@@ -29,6 +29,7 @@ class AnglePoint:
 class AngleLine:
     label: str
     points: list[AnglePoint]
+    reference: bool = False  # an experiment at one angle only (e.g. EP, tied weights): drawn across all angles
 
 
 METRICS = ("final", "best")  # which error of each trial a Fig. 4 point shows: at the last epoch (the paper's) or
@@ -45,15 +46,14 @@ def trial_errors(t: Trial, metric: str) -> tuple[float, float]:
 def angle_lines(exp: Experiment, metric: str = "final") -> list[AngleLine]:
     """Fig. 4 curves: one line per experiment (and per other grid value), one point per requested angle
     that has finished trials. Only lines whose trials span two or more angles: a sweep without an
-    angle dimension gets none. `metric`: final or best errors (METRICS)."""
+    angle dimension gets none. Experiments at one angle only come last, as reference lines. `metric`: final or
+    best errors (METRICS)."""
     lines: dict[tuple[str, Any], dict[float, list[Trial]]] = {}
     for t in exp.train_trials:
         key = (t.experiment, tuple((k, v) for k, v in t.variant if k != "angle"))
         lines.setdefault(key, {}).setdefault(as_float(t.config.get("angle", 0.0)), []).append(t)
-    out = []
+    out, references = [], []
     for (experiment, rest), by_angle in lines.items():
-        if len(by_angle) < 2:
-            continue
         points = []
         for angle in sorted(by_angle):
             done = [t for t in by_angle[angle] if t.status in COUNTED and finite(t.final("test_error"))]
@@ -62,8 +62,11 @@ def angle_lines(exp: Experiment, metric: str = "final") -> list[AngleLine]:
                 points.append(AnglePoint(angle, Stat.of(t.angle for t in done), any(t.measured_angle for t in done),
                                          Stat.of(e[0] for e in errors), Stat.of(e[1] for e in errors)))
         label = " ".join([experiment] + [f"{k}={fmt_value(v)}" for k, v in rest])
-        out.append(AngleLine(label, points))
-    return out if any(line.points for line in out) else []
+        if len(by_angle) >= 2:
+            out.append(AngleLine(label, points))
+        elif points:  # the curves' reference, as EP-1h is for C-VF-1h in the quickstart
+            references.append(AngleLine(label + " (reference)", points, reference=True))
+    return out + references if any(line.points for line in out) else []
 
 
 def angle_curve_csv(lines: list[AngleLine], metric: str = "final") -> str:

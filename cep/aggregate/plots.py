@@ -56,7 +56,7 @@ def angle_curve(lines: list[AngleLine], stem: Path, name: str, metric: str = "fi
     """Test (left) and train (right) error versus the initial angle between V and W^T, mean ± std band;
     each point labelled with its number of seeds when that number varies (partial sweeps). `metric` (final
     or best) says which error of each trial the lines show, and the axes say it too."""
-    measured = any(p.measured for ln in lines for p in ln.points)
+    measured = any(p.measured for ln in lines for p in ln.points if not ln.reference)
     ns = [p.test.n for ln in lines for p in ln.points]
     label_n = len(set(ns)) > 1
 
@@ -73,10 +73,12 @@ def angle_curve(lines: list[AngleLine], stem: Path, name: str, metric: str = "fi
                 xs = [p.x.mean for p in ln.points]
                 stats: list[Stat] = [getattr(p, attr) for p in ln.points]
                 ys = [s.mean for s in stats]
-                (h,) = ax.plot(xs, ys, "-o", color=color, ms=5, lw=1.6, label=ln.label)
+                if ln.reference:  # one angle only: a level across the axis
+                    xs, stats, ys = [-8.0, 188.0], stats * 2, ys * 2
+                (h,) = ax.plot(xs, ys, "--" if ln.reference else "-o", color=color, ms=5, lw=1.6, label=ln.label)
                 ax.fill_between(xs, [s.mean - _nan0(s.std) for s in stats], [s.mean + _nan0(s.std) for s in stats],
                                 color=color, alpha=0.2, lw=0)
-                if label_n:
+                if label_n and not ln.reference:
                     for x, y, st in zip(xs, ys, stats, strict=True):
                         right = x > 150  # keep the label inside the axes
                         ax.annotate(f"n={st.n}", (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5),
