@@ -278,18 +278,20 @@ def _ray_log_file(run: SweepRun) -> Path:
 def _route_ray_logs(run: SweepRun) -> None:
     """Ray's and Tune's Python log lines in the driver (e.g. the token-authentication notice of a local
     start) go to <exp_dir>/ray.log; with --verbose also to stderr. The terminal shows only our lines."""
-    handlers: list[logging.Handler] = [logging.FileHandler(_ray_log_file(run), encoding="utf-8")]
+    path = _ray_log_file(run)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"--- cep-sweep {run.spec.name}, pid {os.getpid()}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
     if run.verbose:
         handlers.append(logging.StreamHandler(sys.stderr))
     ray_logger = logging.getLogger("ray")
-    for h in ray_logger.handlers[:]:
+    for h in ray_logger.handlers[:]:  # Ray's own console handler, or ours of an earlier run in this process
         ray_logger.removeHandler(h)
+        h.close()
     for h in handlers:
         h.setFormatter(logging.Formatter(_LOG_FORMAT))
         ray_logger.addHandler(h)
     ray_logger.propagate = False
-    with open(handlers[0].baseFilename, "a", encoding="utf-8") as f:  # type: ignore[attr-defined]
-        f.write(f"--- cep-sweep {run.spec.name}, pid {os.getpid()}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
 
 
 def _route_worker_output(run: SweepRun) -> None:
