@@ -28,11 +28,11 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 
-def human_seconds(s: float) -> str:
-    """A duration as people read it: 45 s, 12 min, 3.5 h."""
-    s = max(s, 0.0)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 3m05s, 1h02m."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

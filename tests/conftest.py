@@ -26,3 +26,13 @@ def sweep_file(request, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sweepfile") / "sweep.yaml"
     path.write_text(request.module.SWEEP)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Commands run in-process (cep train, cep-sweep --local) set torch's thread count for the process, as a
+    program should; a test must not leak it into the next ones (float64 summation order depends on it)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -445,5 +445,5 @@ def test_dry_run_shows_the_packs_and_their_calibrated_time(tmp_path, capsys):
     assert "2 pack(s) of up to 9 trial(s) (pack: auto)" in out and "estimated time per pack" in out
     rows = [ln.split() for ln in out.split("estimated time per pack")[1].splitlines() if ln.startswith(("1 ", "2 "))]
     assert [r[:3] for r in rows] == [["1", "A/seed=0+1", "2"], ["2", "B/angle=0/seed=0+3", "4"]]
-    assert all(r[-1] == "s" and float(r[-2]) >= 0 for r in rows)  # 10 epochs of 200 images: seconds
+    assert all(r[-1].endswith("s") and r[-1][:-1].isdigit() for r in rows)  # 2 epochs of 200 images: seconds
     assert not (tmp_path / "results").exists()

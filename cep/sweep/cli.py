@@ -39,7 +39,7 @@ from cep.sweep.store import (
     tune_dir,
     write_sweep_record,
 )
-from cep.text import human_seconds, text_table
+from cep.text import duration, text_table
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -317,8 +317,8 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
         key = (pack_key(cfg), len(p.members))
         if key not in measured:
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
-        rows.append([str(k), p.id, str(len(p.members)), human_seconds(measured[key]),
-                     human_seconds(measured[key] * cfg.epochs)])
+        rows.append([str(k), p.id, str(len(p.members)), duration(measured[key]),
+                     duration(measured[key] * cfg.epochs)])
     click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
 
 
@@ -370,7 +370,6 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
 def wall_times(trials: list[Trial], spans: dict[str, tuple[float, float]], spec_name: str = "trials") -> str:
     """Wall time per experiment of the sweep in this run: from its first trial's start to its last trial's end
     (experiments run side by side, so these overlap); "" when this run trained nothing."""
-    from cep.sweep.progress import duration
 
     by_experiment: dict[str, list[tuple[float, float]]] = {}
     for t in trials:

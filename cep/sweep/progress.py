@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from cep.results import COMPLETE, ERROR_FILE, read_summary, write_atomic
-from cep.text import text_table
+from cep.text import duration, text_table
 
 
 def trial_name(trial: Any) -> str:
@@ -61,16 +61,6 @@ def makespan(remaining: list[float], waiting: list[float], slots: int) -> float:
     for w in waiting:
         heapq.heappush(ends, heapq.heappop(ends) + w)
     return max(ends, default=0.0)
-
-
-def duration(seconds: float) -> str:
-    """A short human duration: 45s, 3m05s, 1h02m."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class ProgressTable(tune.Callback):

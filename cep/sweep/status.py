@@ -19,7 +19,7 @@ import click
 from cep.results import LOG_FILE, METRICS_FILE, NODE_FILE, SUMMARY_FILE, FolderState, read_folder
 from cep.sweep.spec import SweepError
 from cep.sweep.store import read_sweep_record, trial_dir
-from cep.text import human_seconds, text_table
+from cep.text import duration, text_table
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrialStatus:
 
 
 def _ago(seconds: float) -> str:
-    return f"{human_seconds(seconds)} ago"
+    return f"{duration(seconds)} ago"
 
 
 def _node(folder: Path) -> dict[str, str]:
