@@ -19,6 +19,7 @@ SETTINGS = ("discrete", "continuous")
 DATASETS = ("mnist5k", "mnist")
 DTYPES = ("float32", "float64")
 ACTIONS = ("train", "gdu")
+MAX_SYNAPSES = 200_000_000  # 0.8 GB of float32 weights (more for vf): beyond it a run would only fail to allocate
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,10 @@ class TrialConfig:
         elif self.dataset in DATASETS and (self.size_tab[0] != 10 or self.size_tab[-1] != 784):
             p.append(("size_tab", f"got {list(self.size_tab)}; MNIST needs 10 outputs first and "
                       "784 inputs last, e.g. [10, 512, 784]"))
+        elif (synapses := sum(a * b for a, b in zip(self.size_tab, self.size_tab[1:]))) > MAX_SYNAPSES:
+            p.append(("size_tab", f"got {list(self.size_tab)}: {synapses:,} synapses, more than the "
+                      f"{MAX_SYNAPSES:,} a trial may have (the paper's largest net has 0.7 million); use smaller "
+                      "layers"))
         if len(self.size_tab) >= 2 and len(self.lr_tab) != self.n_layers:
             p.append(("lr_tab", f"{self.n_layers} values needed for size_tab {list(self.size_tab)} "
                       f"(one per weight matrix, output-first), got {len(self.lr_tab)}"))

@@ -97,6 +97,7 @@ def test_cep_run_trains_with_the_original_flags(tmp_path, capsys):
     (["train", "--batch-size", "0"], "--batch-size: got 0"),
     (["train", "--setting", "continuous", "--dt", "0"], "--dt: got 0.0"),
     (["train", "--sizes", "10,a,784"], "--sizes: got 'a'"),
+    (["train", "--sizes", "10,99999999999,784", "--lrs", "0.1,0.1"], "synapses, more than the 200,000,000 a trial"),
     (["train", "--rule", "xx"], "Invalid value for '--rule'"),
     (["train", "--bogus"], "No such option '--bogus'"),
     (["train", "--device", "tpu"], "--device: got 'tpu'"),
