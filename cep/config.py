@@ -329,23 +329,14 @@ def _scalar(name: str, value: typing.Any, tp: type) -> typing.Any:
         raise bad
     if isinstance(value, bool):
         raise bad
-    if tp is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float):
+        if isinstance(value, int if tp is int else (int, float)):
+            return tp(value)
         if isinstance(value, str):
             try:
-                return int(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
+                return tp(value)  # int("1.5") fails: an integer field takes no fractions
             except ValueError:
                 raise bad from None
         raise bad

@@ -86,22 +86,13 @@ class Change:
     @property
     def refused(self) -> str:
         """What cannot continue the experiment, in a few words ("" when it only grows or is the same)."""
-        parts = []
-        if self.removed:
-            parts.append(f"{len(self.removed)} trial(s) removed (e.g. {self.removed[0]})")
-        if self.changed:
-            parts.append(f"{len(self.changed)} trial(s) changed (e.g. {self.changed[0][0]}: {self.changed[0][1]})")
-        return "; ".join(parts)
+        changed = [f"{tid}: {what}" for tid, what in self.changed]
+        return _some([(self.removed, "removed"), (changed, "changed")])
 
     @property
     def growth(self) -> str:
         """What the experiment gains, in a few words ("" when nothing)."""
-        parts = []
-        if self.added:
-            parts.append(f"{len(self.added)} trial(s) added (e.g. {self.added[0]})")
-        if self.extended:
-            parts.append(f"{len(self.extended)} trial(s) with more epochs (e.g. {self.extended[0]})")
-        return "; ".join(parts)
+        return _some([(self.added, "added"), (self.extended, "with more epochs")])
 
 
 def compare(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> Change:
@@ -201,3 +192,7 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
                      "pack trains as one program and runs as one Ray Tune trial with the resources above")
     return "\n".join(lines)
 
+
+def _some(groups: list[tuple[list[str], str]]) -> str:
+    """"2 trial(s) added (e.g. X); 1 trial(s) changed (e.g. Y)": the non-empty groups, in a few words."""
+    return "; ".join(f"{len(items)} trial(s) {what} (e.g. {items[0]})" for items, what in groups if items)
