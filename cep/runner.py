@@ -200,12 +200,7 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
     for k, m in enumerate(members):
         state = m.resumed.state
         if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
-            if m.folder is not None:
-                if m.cfg.checkpoint and m.resumed.source != CHECKPOINT_FILE:
-                    save_state(state, m.folder / CHECKPOINT_FILE)
-                _finish(m.folder, state)
-            m.log(f"replay: already {state.status} after epoch {state.epoch} ({m.resumed.source}); not rerun")
-            outcomes[k] = Outcome(state.status, state, replayed=True)
+            outcomes[k] = _replay(m, state)
             continue
         if on_start is not None:
             on_start(m.resumed)
@@ -253,6 +248,17 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         m.log(f"end: {st.status} after epoch {st.epoch}")
         outcomes[k] = Outcome(st.status, st)
     return [outcomes[k] for k in range(len(members))]
+
+
+def _replay(m: Member, state: TrainState) -> Outcome:
+    """A member whose saved state has ended: its folder's files are rewritten, nothing is trained."""
+    if m.folder is not None:
+        if m.cfg.checkpoint and m.resumed is not None and m.resumed.source != CHECKPOINT_FILE:
+            save_state(state, m.folder / CHECKPOINT_FILE)
+        _finish(m.folder, state)
+    m.log(f"replay: already {state.status} after epoch {state.epoch} ({m.resumed.source if m.resumed else ''}); "
+          "not rerun")
+    return Outcome(state.status, state, replayed=True)
 
 
 def _finish(folder: str | Path, state: TrainState) -> None:

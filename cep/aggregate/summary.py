@@ -205,28 +205,10 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     lines = angle_lines(exp, metric)
     if lines:
         write("angle_curve.csv", angle_curve_csv(lines, metric))
-    panels, points = learning_panels(exp), fig5a_points(exp)
     figures: list[Path] = []
     shown: list[Figure] = []  # the page's figures, with what each shows
     if plots and not unwritable:
-        from cep.aggregate import plots as ap
-
-        drawings = [(functools.partial(ap.angle_curve, metric=metric), lines, "fig4_angle_curve", fig4_caption),
-                    (ap.learning_curves, panels, "learning_curves", learning_caption),
-                    (lambda d, s, n: ap.fig5a(d, s, n, paper_fig5a(d)), points, "fig5a_angle_grad", fig5a_caption)]
-        for draw, data, name, caption in drawings:
-            if not data:
-                continue  # the data decides which figures apply
-            try:
-                drawn = draw(data, out / name, exp.name)
-            except Exception as e:  # one broken figure must not cost the tables and the other figures
-                warnings.append(f"{name} failed: {type(e).__name__}: {e}")
-                continue
-            figures += drawn
-            png = [p for p in drawn if p.suffix == ".png"]
-            if png:
-                shown.append(Figure(png[0], [p for p in drawn if p.suffix != ".png"], FIGURE_TITLES[name],
-                                    caption(data)))
+        figures, shown = _draw_figures(exp, out, lines, metric, warnings)
     files += figures
     write("table.md", table_md(exp, table, files, gdu, metric)
           + "".join(f"\nWarning: {w}\n" for w in warnings))
@@ -243,6 +225,34 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     if echo:
         print(terminal_report(agg))
     return agg
+
+
+def _draw_figures(exp: Experiment, out: Path, lines: list[Any], metric: str,
+                  warnings: list[str]) -> tuple[list[Path], list[Figure]]:
+    """Every figure the data allows (the data decides which apply), and what each shows for the page; a
+    figure that fails to draw is a warning, and the others are still drawn."""
+    from cep.aggregate import plots as ap
+
+    panels, points = learning_panels(exp), fig5a_points(exp)
+    figures: list[Path] = []
+    shown: list[Figure] = []
+    drawings = [(functools.partial(ap.angle_curve, metric=metric), lines, "fig4_angle_curve", fig4_caption),
+                (ap.learning_curves, panels, "learning_curves", learning_caption),
+                (lambda d, s, n: ap.fig5a(d, s, n, paper_fig5a(d)), points, "fig5a_angle_grad", fig5a_caption)]
+    for draw, data, name, caption in drawings:
+        if not data:
+            continue  # the data decides which figures apply
+        try:
+            drawn = draw(data, out / name, exp.name)
+        except Exception as e:  # one broken figure must not cost the tables and the other figures
+            warnings.append(f"{name} failed: {type(e).__name__}: {e}")
+            continue
+        figures += drawn
+        png = [p for p in drawn if p.suffix == ".png"]
+        if png:
+            shown.append(Figure(png[0], [p for p in drawn if p.suffix != ".png"], FIGURE_TITLES[name],
+                                caption(data)))
+    return figures, shown
 
 
 def terminal_report(agg: Aggregate) -> str:
