@@ -48,6 +48,7 @@ grid:
   seed: [0, 1]
 resources: {cpu: 1, gpu: 0, worker_only: 1}
 max_failures: 2
+pack: 1  # each trial its own Ray Tune trial: node loss per trial (packs retried whole: test_sweep_ray's faults)
 """
 IDS = ["EP/seed=0", "EP/seed=1", "C-VF/seed=0", "C-VF/seed=1"]
 EPOCHS = 3

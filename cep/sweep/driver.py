@@ -193,12 +193,15 @@ def _check_shared_storage(run: SweepRun) -> None:
 
 def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
     """Run the selected trials to completion (or until stopped); returns every selected trial's outcome."""
-    started_ray = _start_ray(run)
+    made = [p for p in [run.exp_dir, *run.exp_dir.parents] if not p.exists()]  # to leave nothing on refusal
+    started_ray = False
     try:
+        started_ray = _start_ray(run)
         _check_cluster(run)
     except SweepError:
         if started_ray:
             ray.shutdown()
+        _remove_made(run.exp_dir, made)
         raise
     if run.prepare is not None:
         run.prepare()
@@ -242,6 +245,17 @@ def _schedule(run: SweepRun) -> Schedule:
     cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
             for p in run.packs}
     return Schedule(cost, max(1, min(fits, default=1)))
+
+
+def _remove_made(exp_dir: Path, made: list[Path]) -> None:
+    """Undo what a refused run wrote: its ray.log, and the folders it made for it (never anything else)."""
+    if exp_dir in made:
+        (exp_dir / RAY_LOG).unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _start_ray(run: SweepRun) -> bool:
