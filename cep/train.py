@@ -236,8 +236,8 @@ class _Pack:
 
     @classmethod
     def of(cls, members: list[TrainState], stacked: bool) -> _Pack:
-        """`stacked`: with a leading trial dimension even for one member, so that a member of a pack computes
-        the same whichever of its companions train in a round (e.g. after a resume)."""
+        """`stacked`: with a leading trial dimension even for one member (a pack's program, whichever of
+        its members train in a round)."""
         if not stacked:
             return cls(members, members[0].params, None)
         return cls(members, Params.stack([m.params for m in members]), len(members))
@@ -327,8 +327,9 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
     that diverges is marked and left out of later rounds; the others go on. `report(metrics, state)`
     is called per member after each of its epochs, as `train` does; `on_round(members)` after each round,
     with the members that trained in it. `stacked` (default: more than one state) keeps the leading trial
-    dimension even when one member is left, as its pack computed it (batched products with one matrix
-    each give the same bits whatever the batch); a trial alone runs unstacked, as it always did.
+    dimension even when one member is left, so that a pack runs one program whichever members remain (in
+    float32 a member's last bits still depend on its companions: exact resume comes from saving a pack's
+    rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did.
     """
     problems = pack_problems([s.config for s in states])
     if problems:
