@@ -151,8 +151,7 @@ def _check_shared_storage(run: SweepRun) -> None:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    made = [p for p in [run.exp_dir, *run.exp_dir.parents] if not p.exists()]
-    run.exp_dir.mkdir(parents=True, exist_ok=True)
+    run.exp_dir.mkdir(parents=True, exist_ok=True)  # on refusal, execute_sweep removes what this run made
     token = uuid.uuid4().hex
     probe = run.exp_dir / f"{STORAGE_PROBE}{token}"
     write_atomic(probe, token)
@@ -177,11 +176,6 @@ def _check_shared_storage(run: SweepRun) -> None:
     for ref in set(refs) - set(ready):  # a node too busy or gone: do not leave the probe queued
         ray.cancel(ref, force=True)
     if blind:
-        for p in made:  # leave nothing behind on refusal
-            try:
-                p.rmdir()
-            except OSError:
-                break
         raise SweepError([f"--storage: {run.exp_dir} is not visible on {len(blind)} of {len(nodes)} node(s): "
                           f"{', '.join(blind)}; on a multi-node cluster the results must be on shared storage "
                           "mounted at the same path on every node (NFS, EFS, Lustre, a ReadWriteMany volume); "

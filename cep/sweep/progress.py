@@ -151,7 +151,7 @@ class ProgressTable(tune.Callback):
                 row.status = "interrupted"
             if row.started is not None and row.ended is None:
                 row.ended = time.monotonic()
-            err = f", test error {row.test_error:.2f}%" if isinstance(row.test_error, float) else ""
+            err = f", test error {_percent(row.test_error)}" if isinstance(row.test_error, float) else ""
             if row.collapsed_epoch is not None:
                 err += f", collapsed at epoch {row.collapsed_epoch}"
             self._print(f"+ {i}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
