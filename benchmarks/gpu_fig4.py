@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 
 from cep.config import paper_config
-from cep.data import Data
+from cep.sweep.calibrate import random_data, seconds_per_minibatch
 from cep.train import _Pack, _train_epoch, new_state
 
 GROUPS = {"C-VF-1h": 100, "C-VF-2h": 150}  # epochs of the published runs
@@ -35,31 +34,15 @@ def members(name: str, n: int, device: str, dtype: str = "float32") -> list:
     return [new_state(c, torch.device(device)) for c in cfgs]
 
 
-def random_data(n: int, device: str, dtype: torch.dtype) -> Data:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 784, generator=g).to(device, dtype)
-    y = torch.randint(0, 10, (n,), generator=g).to(device)
-    return Data(x, y, x[:1000], y[:1000])
-
-
 def seconds_per_epoch(name: str, pack: int, batches: int, device: str) -> float:
-    states = members(name, pack, device)
-    data = random_data(batches * 20, device, torch.float32)
-    with torch.no_grad():
-        _train_epoch(_Pack.of(states, True), random_data(20 * 3, device, torch.float32), None)  # warm-up
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        _train_epoch(_Pack.of(states, True), data, None)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 3000 / batches
+    """One epoch (3,000 minibatches of 20) of a pack of the group, scaled from `batches` timed ones."""
+    return seconds_per_minibatch(members(name, pack, device), batches) * 3000
 
 
 def check(device: str) -> None:
     """float64 on the device: each member of a pack of 3 equals its trial alone over 5 minibatches."""
     for name in GROUPS:
-        data = random_data(100, device, torch.float64)
+        data = random_data(100, torch.device(device), torch.float64)
         packed = members(name, 3, device, "float64")
         alone = members(name, 3, device, "float64")
         pack = _Pack.of(packed, True)

@@ -15,34 +15,48 @@ import torch
 
 from cep.data import Data
 from cep.sweep.plan import DATASET_SIZES, Pack
-from cep.train import _Pack, _train_epoch, new_state, resolve_device
+from cep.train import TrainState, _Pack, _train_epoch, new_state, resolve_device
 
 TIMED_BATCHES = 3
+
+
+def random_data(n: int, device: torch.device, dtype: torch.dtype) -> Data:
+    """n random MNIST-shaped images and labels (the step's cost does not depend on the pixels)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 784, generator=g).to(device, dtype)
+    y = torch.randint(0, 10, (n,), generator=g).to(device)
+    return Data(x, y, x[:1000], y[:1000])
+
+
+def seconds_per_minibatch(states: list[TrainState], batches: int = TIMED_BATCHES) -> float:
+    """Seconds one training minibatch of these trials takes as one program (a pack when more than one),
+    after one minibatch of warm-up; the states' weights move (give them copies you do not need)."""
+    cfg = states[0].config
+    device, dtype = states[0].params.W[0].device, states[0].params.W[0].dtype
+    warm_up, data = random_data(cfg.batch_size, device, dtype), random_data(cfg.batch_size * batches, device, dtype)
+    with torch.no_grad():
+        _train_epoch(_Pack.of(states, len(states) > 1), warm_up, None)
+        _sync(device)
+        start = time.perf_counter()
+        _train_epoch(_Pack.of(states, len(states) > 1), data, None)
+        _sync(device)
+    return (time.perf_counter() - start) / batches
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def seconds_per_epoch(pack: Pack, threads: int) -> float:
     """Estimated seconds of one epoch of the whole pack (training and evaluation) on this machine."""
     cfg = pack.members[0].config
     device = resolve_device(cfg.device if cfg.device != "auto" else "cpu")
-    dtype = getattr(torch, cfg.dtype)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        states = [new_state(t.config.replace(seed=t.config.seed or 0), device) for t in pack.members]
-        g = torch.Generator().manual_seed(0)
-        n = cfg.batch_size * TIMED_BATCHES
-        x = torch.rand(n, 784, generator=g).to(device, dtype)
-        y = torch.randint(0, 10, (n,), generator=g).to(device)
-        data = Data(x, y, x, y)
-        with torch.no_grad():
-            _train_epoch(_Pack.of(states, len(states) > 1), Data(x[:cfg.batch_size], y[:cfg.batch_size], x, y), None)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            _train_epoch(_Pack.of(states, len(states) > 1), data, None)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            per_batch = (time.perf_counter() - start) / TIMED_BATCHES
+        per_batch = seconds_per_minibatch([new_state(t.config.replace(seed=t.config.seed or 0), device)
+                                           for t in pack.members])
     finally:
         torch.set_num_threads(previous)
     n_train, n_test = DATASET_SIZES[cfg.dataset]
