@@ -4,6 +4,9 @@ Same results as `cep.model.step` iterated (to floating-point summation order), b
 * discrete setting: the activation's affine part is folded into scaled copies of the
   weights (sigm: rho(u) = sigmoid(4u - 2)), so a layer costs one addmm (two for middle
   layers) and one activation written into a preallocated buffer;
+* the discrete free phase runs as two independent chains side by side (_two_chains): one product
+  per layer pair and step on twice the rows, half the operations (and kernel launches);
+* the output layer's input is computed transposed, W @ u^T, MKL's faster orientation for a thin output;
 * the input drive, the scaled weights and the biases prepared by the free phase are
   reused by the nudged phase when the weights did not change in between;
 * every increment that telescopes is applied in low rank: the biases and the input
@@ -64,13 +67,29 @@ def _mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
 Op = Callable[[], object]
 
 
+def _column_major(t: Tensor) -> bool:
+    return t.stride(-2) == 1 and t.stride(-1) != 1
+
+
+def _new_input_buffer(like: Tensor, lead: list[int], rows: int, n: int, j: int) -> Tensor:
+    """[*lead, rows, n] for layer j's input. The output layer's (n = 10) is stored transposed: products
+    into it then run as W @ u^T ([10, 512] @ [512, rows]), which MKL does 1.5-3x faster than u @ W^T."""
+    if j > 0:
+        return like.new_empty(*lead, rows, n)
+    return like.new_empty(*lead, n, rows).mT
+
+
 def _addmm_op(bias: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Op:
     """out = bias + a @ b, bound once: a step is a list of such ops, replayed without Python dispatch logic."""
+    if _column_major(out):  # out^T = bias^T + b^T a^T
+        bias, a, b, out = bias.mT, b.mT, a.mT, out.mT
     return partial(torch.addmm if a.dim() == 2 else torch.baddbmm, bias, a, b, out=out)
 
 
 def _acc_op(acc: Tensor, a: Tensor, b: Tensor, scale: Scalar = 1.0) -> Op:
     """acc += scale * a @ b, bound once."""
+    if _column_major(acc):  # acc^T += scale * b^T a^T
+        acc, a, b = acc.mT, b.mT, a.mT
     if isinstance(scale, Tensor):
         return partial(_acc, acc, a, b, scale)
     return partial(acc.addmm_ if a.dim() == 2 else acc.baddbmm_, a, b, alpha=scale)
@@ -172,7 +191,7 @@ class _Slot:
             u.append(uj)
             delta.append(zj[..., B:2 * B, :])
             origin.append(zj[..., 2 * B:, :])
-            h.append(like.new_empty(*P, B, n))
+            h.append(_new_input_buffer(like, P, B, n, len(h)))
             s.append(uj if net.discrete or cfg.rule == "vf" else like.new_empty(*P, B, n))
             syn.append(uj if net.discrete or cfg.rule == "ep" else like.new_empty(*P, B, n))
         return cls(z, u, delta, origin, s, syn, h)
@@ -219,21 +238,24 @@ Correction = list["tuple[Tensor, Tensor] | None"]
 
 
 def _step_ops(net: _Net, cur: _Slot, new: _Slot, nudge: _Nudge | None = None,
-              corr: Correction | None = None) -> list[Op]:
+              corr: Correction | None = None, layers: Sequence[int] | None = None,
+              drive: Tensor | None = None) -> list[Op]:
     """One synchronous step from `cur` into `new` (spec 2-3), as a list of bound ops on fixed buffers.
 
     `corr[j]`, a pair of factors whose product is added to layer j's input, is the low-rank
     effect of the weights' changes since u(0) (its buffers are refreshed by earlier ops).
+    `layers`: update only these (default all); `drive`: the last layer's input drive, if not net.D.
     """
     L, ops = len(cur.s), []
-    for j in range(L):
+    drive = net.D if drive is None else drive
+    for j in range(L) if layers is None else layers:
         h = new.h[j]
         if j < L - 1:
             ops.append(_addmm_op(net.bs[j], cur.syn[j + 1], net.Ws[j].mT, h))
             if j > 0:
                 ops.append(_acc_op(h, cur.syn[j - 1], net.F[j - 1]))
         else:
-            ops.append(_addmm_op(net.D, cur.syn[j - 1], net.F[j - 1], h) if j > 0 else partial(h.copy_, net.D))
+            ops.append(_addmm_op(drive, cur.syn[j - 1], net.F[j - 1], h) if j > 0 else partial(h.copy_, drive))
         if corr is not None and corr[j] is not None:
             ops.append(_acc_op(h, *corr[j]))
         if net.discrete:
@@ -272,15 +294,51 @@ def free_phase(cfg: TrialConfig, p: Params, x: Tensor, steps: int, s: States | N
     with torch.no_grad():
         net = _Net(cfg, p, x)
         B = x.shape[-2]
-        slots = [_Slot.new(net, B, net.D), _Slot.new(net, B, net.D)]
-        if s is None:
-            slots[0].zero(net)
+        if net.discrete and steps > 0:
+            states = _two_chains(net, B, steps, s)
         else:
-            slots[0].load(net, s)
-        _replay([_step_ops(net, slots[0], slots[1]), _step_ops(net, slots[1], slots[0])], steps)
-        out = FreeStates(slots[steps % 2].states(net))
+            slots = [_Slot.new(net, B, net.D), _Slot.new(net, B, net.D)]
+            if s is None:
+                slots[0].zero(net)
+            else:
+                slots[0].load(net, s)
+            _replay([_step_ops(net, slots[0], slots[1]), _step_ops(net, slots[1], slots[0])], steps)
+            states = slots[steps % 2].states(net)
+        out = FreeStates(states)
         out.net = net
         return out
+
+
+def _two_chains(net: _Net, B: int, steps: int, s: States | None) -> States:
+    """The discrete free phase as two independent chains run side by side: half the operations, twice the rows.
+
+    Without a nudge, layer j at t+1 depends only on layers j-1 and j+1 at t, i.e. on the other parity,
+    so the synchronous dynamics splits into chain A (even layers at even t, odd layers at odd t) and
+    chain B (the rest). Each step of a chain updates one parity only. With chain B one step ahead,
+    both update the same parity at once: one product per layer pair and one activation on [2B] rows
+    (rows :B chain A, B: chain B), written in place, as the parity read is not the parity written.
+    """
+    L = net.cfg.n_layers
+    lead = [net.P] if net.lead else []
+    u = [net.D.new_zeros(*lead, 2 * B, n) for n in net.cfg.size_tab[:-1]]
+    h = [_new_input_buffer(net.D, lead, 2 * B, t.shape[-1], j) for j, t in enumerate(u)]
+    if s is not None:  # A starts from the even layers of s, B from the odd ones
+        for j, t in enumerate(s):
+            u[j][..., (j % 2) * B:(j % 2 + 1) * B, :].copy_(net.flat(t, 2))
+
+    def rows(r: slice) -> _Slot:
+        views = [t[..., r, :] for t in u]
+        return _Slot(z=[], u=views, delta=[], origin=[], s=views, syn=views, h=[t[..., r, :] for t in h])
+
+    def half(slot: _Slot, parity: int, drive: Tensor) -> list[Op]:
+        return _step_ops(net, slot, slot, layers=range(parity, L, 2), drive=drive)
+
+    chain_a, chain_b, both = rows(slice(0, B)), rows(slice(B, 2 * B)), rows(slice(None))
+    drive2 = torch.cat([net.D, net.D], -2)
+    _replay([half(chain_b, 0, net.D)], 1)  # B: t = 0 -> 1 (the even layers)
+    _replay([half(both, 1, drive2), half(both, 0, drive2)], steps - 1)  # A: t -> t+1, B: t+1 -> t+2
+    _replay([half(chain_a, steps % 2, net.D)], 1)  # A: T-1 -> T
+    return [net.unflat((t[..., :B, :] if j % 2 == steps % 2 else t[..., B:, :]).clone()) for j, t in enumerate(u)]
 
 
 def nudged_learn(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor, beta: Scalar,

@@ -244,6 +244,32 @@ def test_trial_dimension_broadcasts():
                 torch.testing.assert_close(a[k], b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rule,sizes", [("ep", (10, 9, 784)), ("vf", (10, 9, 7, 784)), ("ep", (10, 9, 8, 7, 784))])
+@pytest.mark.parametrize("steps", [1, 2, 5, 6])
+@pytest.mark.parametrize("start", [False, True])
+def test_discrete_free_phase_as_two_chains_equals_iterated_steps(rule, sizes, steps, start):
+    """relax (two chains side by side, cep.engine) against `step` iterated from zero or from given states,
+    for odd and even step counts and 1-3 hidden layers, alone and with a trial dimension."""
+    from cep.model import relax
+    cfg = TrialConfig(rule=rule, size_tab=sizes, lr_tab=(0.05,) * (len(sizes) - 1), dtype="float64", seed=0)
+    singles = [init_params(cfg, torch.Generator().manual_seed(k), dtype=torch.float64) for k in range(2)]
+    x, _ = batch()
+    s0 = random_states(cfg, 4, seed=7) if start else None
+    wants = []
+    for p in singles:
+        s = s0 if start else [torch.zeros(4, n, dtype=torch.float64) for n in sizes[:-1]]
+        for _ in range(steps):
+            s, _ = step(cfg, p, s, input_drive(cfg, p, x))
+        wants.append(s)
+        for got, want in zip(relax(cfg, p, x, steps, s0), s, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    packed = Params.stack(singles)
+    got = relax(cfg, packed, x.expand(2, *x.shape), steps, s0 and [t.expand(2, *t.shape) for t in s0])
+    for k, want in enumerate(wants):
+        for g_, w_ in zip(got, want, strict=True):
+            torch.testing.assert_close(g_[k], w_, rtol=1e-12, atol=1e-12)
+
+
 def test_init_follows_nn_linear_bounds():
     cfg = TrialConfig(size_tab=(10, 512, 784), lr_tab=(0.1, 0.1))
     p = init_params(cfg, torch.Generator().manual_seed(0))
