@@ -17,7 +17,9 @@ per trial-minibatch (the pack's time divided by P). `x new`, `x P=n` are today's
 (median of the per-round ratios), per trial. GFLOP/s counts the FLOPs of
 the direct algorithm with a cached input drive (`minibatch_mms`: dense products in every
 step, dense weight increments), whatever a variant actually computes; `mm` is what
-torch.mm alone reaches on exactly those shapes and counts, measured in the same run.
+torch.mm alone reaches on exactly those shapes and counts, measured in the same run; `floor ms` is
+those FLOPs at the rate of a large square torch.mm, this device's practical peak (a hard floor where
+the count is the least work possible: the products of every step, as for EP-2h).
 """
 
 from __future__ import annotations
@@ -87,6 +89,21 @@ def mm_seconds(mms: list[tuple[int, int, int, int]], device: str, dtype: torch.d
             best = min(best, (time.perf_counter() - start) / reps)
         total += best * count
     return total
+
+
+def peak_gflops(device: str, dtype: torch.dtype, n: int = 1024) -> float:
+    """What torch.mm reaches on a large square product: the practical peak of this device and thread count."""
+    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
 
 
 def _sync(device: str) -> None:
@@ -175,7 +192,9 @@ def main() -> None:
           f"{a.rounds} interleaved rounds of {a.batches} minibatches of 20 (medians)")
     for threads in a.threads:
         torch.set_num_threads(threads)
-        print(f"\n{threads} thread(s)")
+        peak = peak_gflops(a.device, torch.float32)
+        print(f"\n{threads} thread(s); peak (torch.mm, 1024^3) {peak:.0f} GFLOP/s; "
+              "floor ms = the counted FLOPs at that peak")
         header = None
         for name in a.only or NAMES:
             cfg = paper_config(name)
@@ -190,13 +209,14 @@ def main() -> None:
                 header = (f"{'config':<8} {'T':>4} {'Kmax':>4} {'GFLOP':>6} "
                           + " ".join(f"{v + ' ms':>9}" for v in med) + " "
                           + " ".join(f"{'x ' + v:>8}" for v in ratios) + " "
-                          + " ".join(f"{v + ' GF/s':>10}" for v in med) + f" {'mm GF/s':>8} {'mm ms':>7}")
+                          + " ".join(f"{v + ' GF/s':>10}" for v in med)
+                          + f" {'mm GF/s':>8} {'mm ms':>7} {'floor ms':>8}")
                 print(header)
             print(f"{name:<8} {cfg.T:>4} {cfg.Kmax:>4} {gflop:>6.3f} "
                   + " ".join(f"{m:>9.2f}" for m in med.values()) + " "
                   + " ".join(f"{r:>8.2f}" for r in ratios.values()) + " "
                   + " ".join(f"{gflop / m * 1e3:>10.1f}" for m in med.values())
-                  + f" {gflop / mm_ms * 1e3:>8.1f} {mm_ms:>7.2f}", flush=True)
+                  + f" {gflop / mm_ms * 1e3:>8.1f} {mm_ms:>7.2f} {gflop / peak * 1e3:>8.2f}", flush=True)
     print(f"\nload average at the end {os.getloadavg()}")
 
 
