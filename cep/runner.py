@@ -20,6 +20,8 @@ line, a Tune report). Here, for every trial (every member of a pack):
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,8 @@ from cep.train import (
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]
 START = "the start"  # the source of a trial that has no saved state
+PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"  # a pack member's state a round back: a pack killed while it
+# saves its members one after the other resumes in step from it (resume_pack)
 
 
 class ResumeError(UsageProblem):
@@ -141,8 +145,9 @@ def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, 
 def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]],
                      restart_hint: str) -> list[Resumed]:
     candidates = list(saved)
-    if folder is not None and cfg.checkpoint and (Path(folder) / CHECKPOINT_FILE).exists():
-        candidates.append((CHECKPOINT_FILE, Path(folder) / CHECKPOINT_FILE))
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT):
+        if folder is not None and cfg.checkpoint and (Path(folder) / name).exists():
+            candidates.append((name, Path(folder) / name))
     device = resolve_device(cfg.device)
     found, unreadable = [], []
     for source, path in candidates:  # one damaged copy must not cost the other
@@ -226,6 +231,8 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
             if m.folder is not None:
                 write_results(m.folder, st)
                 if m.cfg.checkpoint:
+                    if len(members) > 1:
+                        _keep_previous(m.folder)
                     save_state(st, m.folder / CHECKPOINT_FILE)
                 if metrics["status"] != "diverged":
                     m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
@@ -248,6 +255,19 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         m.log(f"end: {st.status} after epoch {st.epoch}")
         outcomes[k] = Outcome(st.status, st)
     return [outcomes[k] for k in range(len(members))]
+
+
+def _keep_previous(folder: Path) -> None:
+    """checkpoint.pt as checkpoint-previous.pt (a hard link: no copy) before the next round replaces it."""
+    current, tmp = folder / CHECKPOINT_FILE, folder / f".{PREVIOUS_CHECKPOINT}.{os.getpid()}.tmp"
+    if not current.exists():
+        return
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(current, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(current, tmp)
+    os.replace(tmp, folder / PREVIOUS_CHECKPOINT)
 
 
 def _replay(m: Member, state: TrainState) -> Outcome:

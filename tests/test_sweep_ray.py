@@ -83,7 +83,7 @@ def test_small_sweep_end_to_end(reference, capfd):
     assert record["packs"] == [[IDS[0]], IDS[1:]]
     for pack_id, members in ((IDS[0], IDS[:1]), (IDS[1] + "+1", IDS[1:])):
         # its folder keeps exactly one checkpoint: the final epoch's exact trainer state of every member
-        tune_dirs = [d for d in exp.iterdir() if d.name.startswith(pack_id.replace("/", "_") + "_")]
+        tune_dirs = [d for d in (exp / "tune").iterdir() if d.name.startswith(pack_id.replace("/", "_") + "_")]
         assert len(tune_dirs) == 1
         checkpoints = sorted(tune_dirs[0].glob("checkpoint_*"))
         assert len(checkpoints) == 1
@@ -189,12 +189,12 @@ def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_f
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--only", "EP", "--no-aggregate"], capsys)
     assert code == 0 and "cep-sweep small: 1 trial(s) of 3" in out and "1 trial(s): 1 finished" in out
     assert [p.name for p in (exp / "trials").iterdir()] == ["EP"]
-    assert len(list((exp / "subsets").glob("only-*/tuner.pkl"))) == 1  # Tune's files of the subset run
+    assert (exp / "tune" / "tuner.pkl").exists()  # Tune's files of the latest run (never read back)
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate"], capsys)
     assert code == 0 and "3 trial(s): 3 finished, 0 errored (1 complete before this run, not rerun)" in out
-    assert "= EP/seed=0: already finished earlier (epoch 4); not rerun" in out
+    assert "EP/seed=0" not in out  # its pack is complete: not even replayed
     lines = log_lines(exp / "trials/EP/seed=0")
-    assert sum(ln.startswith("epoch") for ln in lines) == EPOCHS and lines[-1].startswith("replay: already finished")
+    assert sum(ln.startswith("epoch") for ln in lines) == EPOCHS and lines[-1].startswith("end: finished")
     for tid in IDS:
         assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
     # --restart --only: just that trial afresh
@@ -222,7 +222,7 @@ def test_a_sweep_that_only_adds_trials_or_epochs_grows_the_experiment(reference,
     assert "growing the experiment" in out and "2 trial(s) added (e.g. C-VF/angle=0/seed=0)" in out
     assert "1 trial(s) with more epochs (e.g. EP/seed=0)" in out and "3 trial(s): 3 finished" in out
     record = json.loads((exp / "sweep.json").read_text())
-    assert [t["id"] for t in record["trials"]] == IDS and record["created"] == created and record["separate_tune"]
+    assert [t["id"] for t in record["trials"]] == IDS and record["created"] == created
     for tid in IDS:  # EP/seed=0 ran 2 epochs, then 2 more: the same numbers as 4 from the start
         assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid)
     assert "EP" in (exp / "summary" / "table.md").read_text() and "C-VF" in (exp / "summary" / "table.md").read_text()

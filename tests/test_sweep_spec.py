@@ -19,11 +19,11 @@ from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, par
 from cep.sweep.store import (
     SWEEP_FILE,
     check_experiment,
+    delete_discarded,
+    discard,
     grown_record,
     outcomes,
     resolve_trials,
-    restart,
-    subset_tune_dir,
     sweep_record,
     trial_dir,
     write_sweep_record,
@@ -254,7 +254,7 @@ def test_experiment_folder_refuses_a_changed_sweep(tmp_path):
     write_sweep_record(exp, sweep_record(spec, trials[:4]))  # two trials fewer, fewer epochs: it grows
     record = check_experiment(exp, grown)
     new = grown_record(record, spec, grown)
-    assert new is not None and new["created"] == record["created"] and new["separate_tune"]
+    assert new is not None and new["created"] == record["created"]
     assert new["grown"][-1]["what"] == "2 trial(s) added (e.g. B/angle=22.5/seed=0); 4 trial(s) with more epochs " \
         "(e.g. A/seed=0)"
     assert [t["id"] for t in new["trials"]] == [t.id for t in grown]
@@ -275,6 +275,8 @@ def test_completion_is_read_from_the_trial_folders(tmp_path):
         if s is not None:
             write_atomic(Path(t.config.out_dir) / "summary.json", json.dumps(s))
     write_atomic(Path(trials[3].config.out_dir) / "error.txt", "Traceback ...\nValueError: boom\n")
+    write_atomic(Path(trials[0].config.out_dir) / "metrics.csv", "epoch,test_error\n1,9.9\n2,9.5\n")
+    write_atomic(Path(trials[1].config.out_dir) / "metrics.csv", "epoch,test_error\n1,9.9\n")
     got = [(o.status, o.complete, o.detail(trial_dir(tmp_path, i)).split(" (see")[0])
            for i, o in outcomes(tmp_path, trials).items()]
     assert got == [("finished", True, ""), ("diverged", True, "diverged at epoch 2"),
@@ -289,16 +291,14 @@ def test_restart_discards_only_sweep_folders(tmp_path):
     write_sweep_record(exp, sweep_record(spec, trials))
     for t in trials:
         Path(t.config.out_dir).mkdir(parents=True)
-    subset = subset_tune_dir(exp, ["A/seed=0"])
-    subset.mkdir(parents=True)
-    restart(exp, ["A/seed=0"])
-    assert not trial_dir(exp, "A/seed=0").exists() and trial_dir(exp, "A/seed=1").exists() and not subset.exists()
-    restart(exp)
-    assert not exp.exists()
+    assert delete_discarded(discard(exp, ["A/seed=0"])) == ""
+    assert not trial_dir(exp, "A/seed=0").exists() and trial_dir(exp, "A/seed=1").exists()
+    assert delete_discarded(discard(exp)) == ""
+    assert not exp.exists() and list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("")
     with pytest.raises(SweepError, match="not a cep-sweep experiment"):
-        restart(tmp_path / "mine")
+        discard(tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").exists()
 
 

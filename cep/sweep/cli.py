@@ -20,23 +20,28 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
-from cep.results import STATUSES, FolderState, unwritable
+from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
+from cep.sweep.lock import ExperimentLock, check_unlocked
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
+    RAY_LOG,
+    SWEEP_FILE,
     check_experiment,
+    check_ours,
+    delete_discarded,
+    discard,
     experiment_dir,
     grown_record,
     is_uri,
     outcomes,
     resolve_trials,
-    restart,
+    stale_discarded,
     sweep_record,
     torch_threads,
     trial_device,
     trial_dir,
-    tune_dir,
     write_sweep_record,
 )
 from cep.text import duration, text_table
@@ -118,8 +123,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         packs = make_packs(chosen, pack_size(spec))
         click.echo(dry_run_table(spec, chosen, packs))
         _estimate_packs(spec, packs)
-        click.echo(_experiment_state(exp_dir, all_trials, selected))
-        return 0
+        return _dry_run_state(exp_dir, all_trials, selected)
     why = unwritable(exp_dir)  # before Ray starts: a trial would fail on its first write
     problems = [f"--storage {storage}: {exp_dir}: {why}; choose writable storage"] if why else []
     problems += _address_problems(address)  # before --restart discards anything
@@ -128,61 +132,87 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     try:
         faults = tuple(parse_faults(os.environ.get(FAULT_ENV)))
         sleep = epoch_sleep(os.environ.get(SLEEP_ENV))
-        if restart and not subset:
-            restart_experiment(exp_dir, None)
-        record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
-        if restart and subset:
-            restart_experiment(exp_dir, [t.id for t in selected])
+        check_ours(exp_dir, restart)  # before the lock: our lock file never goes into another program's folder
     except SweepError as e:
         return _fail(e.problems)
     from cep.sweep.driver import SweepRun  # Ray is imported only from here on
 
-    # Ray Tune cannot add trials to an experiment it restores: once an experiment grew (more trials or
-    # epochs), each run gives its unfinished trials a Tune folder of their own (as --only does); the trial
-    # folders decide what is complete, so finished trials are kept and not rerun
-    grown = grown_record(record, spec, all_trials) if record is not None else None
-    separate = subset or grown is not None or bool(record and record.get("separate_tune"))
-    to_run = selected
-    if separate and not subset:
-        done = outcomes(exp_dir, selected)
-        to_run = [t for t in selected if not done[t.id].complete] or selected
-    if grown is not None:
-        click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
-    packs = make_packs(to_run, pack_size(spec))
-    run = SweepRun(spec, to_run, packs, exp_dir, tune_dir(exp_dir, packs, not separate, record), address=address,
-                   faults=faults, epoch_sleep=sleep, progress_interval=progress_interval, verbose=verbose)
-    new_record = sweep_record(spec, all_trials, make_packs(all_trials, pack_size(spec))) if record is None else grown
-    return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
+    made = [p for p in [exp_dir, *exp_dir.parents] if not p.exists()]  # to leave nothing on refusal
+    lock = ExperimentLock(exp_dir)
+    try:
+        lock.acquire()  # before --restart discards anything and before sweep.json is written
+        for stale in stale_discarded(exp_dir):  # what a killed --restart left
+            delete_discarded(stale)
+        if restart and not subset:
+            restart_experiment(exp_dir, None, lock)
+        record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
+        if restart and subset:
+            restart_experiment(exp_dir, [t.id for t in selected], lock)
+        # the packs with an incomplete member, by our trial folders (Ray Tune's state is never restored)
+        done = outcomes(exp_dir, selected) if record is not None else {}
+        packs = [p for p in make_packs(selected, pack_size(spec))
+                 if not all(t.id in done and done[t.id].complete for t in p.members)]
+        grown = grown_record(record, spec, all_trials) if record is not None else None
+        if grown is not None:
+            click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
+        run = SweepRun(spec, [t for p in packs for t in p.members], packs, exp_dir, address=address, faults=faults,
+                       epoch_sleep=sleep, progress_interval=progress_interval, verbose=verbose)
+        new_record = grown if record is not None else sweep_record(spec, all_trials,
+                                                                   make_packs(all_trials, pack_size(spec)))
+        return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
+    except SweepError as e:
+        return _fail(e.problems)
+    finally:
+        lock.release(remove=True)
+        _remove_made(exp_dir, made)
 
 
 def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], new_record: dict | None, new: bool,
                no_aggregate: bool, t_start: float) -> int:
-    """Run the selected trials that are not complete yet (run.trials), then summarise all selected ones;
-    returns the exit code. `new_record`: sweep.json to write once Ray is up (a new or grown experiment)."""
+    """Run the packs that are not complete yet (run.packs), then summarise all selected trials; returns the
+    exit code. `new_record`: sweep.json to write (atomically) before Ray starts (a new or grown experiment)."""
     from cep.sweep.driver import execute_sweep
 
     spec, exp_dir = run.spec, run.exp_dir
     click.echo(f"cep-sweep {spec.name}: {len(selected)} trial(s)"
                + (f" of {len(all_trials)}" if len(selected) != len(all_trials) else "") + f"; results in {exp_dir}")
     before = {} if new else outcomes(exp_dir, selected)
-    if before and all(o.complete for o in before.values()):
+    if not run.packs:
         click.echo("every selected trial is already complete; nothing to run (--restart to start afresh)")
         code = _summary(spec, exp_dir, before, before, time.monotonic() - t_start, None)
         _aggregate(exp_dir, no_aggregate)
         return code
+    if before:
+        click.echo(f"resuming the experiment in {exp_dir}: {sum(o.complete for o in before.values())} of "
+                   f"{len(before)} selected trial(s) complete; the others continue from their own checkpoints")
     _prefetch_data(run.trials)
-    if new_record is not None:  # once Ray is up and the trials fit its resources: record the experiment, then start
-        run.prepare = lambda: write_sweep_record(exp_dir, new_record)
+    old = (exp_dir / SWEEP_FILE).read_bytes() if new_record is not None and not new else None
+    if new_record is not None:  # before anything else of the run: a kill from here on leaves an experiment
+        write_sweep_record(exp_dir, new_record)
     try:
         execute_sweep(run)
-    except SweepError as e:
-        return _fail(e.problems)
+    except SweepError:  # refused before any trial started: as it was before this run
+        if old is not None:
+            write_atomic(exp_dir / SWEEP_FILE, old)
+        elif new_record is not None:
+            (exp_dir / SWEEP_FILE).unlink(missing_ok=True)
+            (exp_dir / RAY_LOG).unlink(missing_ok=True)
+        raise
     results = outcomes(exp_dir, selected)
     walls = wall_times(selected, run.progress.spans(), spec.name) if run.progress is not None else ""
     code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal, walls)
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
     return code
+
+
+def _remove_made(exp_dir: Path, made: list[Path]) -> None:
+    """After a refused start: the folders this run made, if they are empty (never anything else)."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _storage_problems(storage: str, address: str | None, name: str | None) -> list[str]:
@@ -252,23 +282,34 @@ def _read_up_to(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def _experiment_state(exp_dir: Path, all_trials: list[Trial], selected: list[Trial]) -> str:
-    """For --dry-run: what running it now would do with the experiment folder."""
+def _dry_run_state(exp_dir: Path, all_trials: list[Trial], selected: list[Trial]) -> int:
+    """For --dry-run: what running it now would do with the experiment folder; exit 2 when it would refuse."""
     try:
+        check_unlocked(exp_dir)
         record = check_experiment(exp_dir, all_trials)
     except SweepError as e:
-        return f"experiment: {e.problems[0]}"
+        click.echo("experiment: running it now would be refused (see the error below)")
+        return _fail(e.problems)
     if record is None:
-        return f"experiment: {exp_dir} (new)"
+        click.echo(f"experiment: {exp_dir} (new)")
+        return 0
     done = sum(o.complete for o in outcomes(exp_dir, selected).values())
     growth = compare(record["trials"], all_trials).growth
     growth = f"; it grows: {growth}" if growth else ""
-    return (f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete{growth}; running resumes "
-            "the rest)")
+    click.echo(f"experiment: {exp_dir} ({done} of {len(selected)} selected trial(s) complete{growth}; running "
+               "resumes the rest)")
+    return 0
 
 
-def restart_experiment(exp_dir: Path, trial_ids: list[str] | None) -> None:
-    restart(exp_dir, trial_ids)
+def restart_experiment(exp_dir: Path, trial_ids: list[str] | None, lock: ExperimentLock) -> None:
+    """--restart: move the experiment (or those trials) out of the way in one rename, then delete it; the
+    lock moves with the folder, so it is taken again on the new one."""
+    trash = discard(exp_dir, trial_ids)
+    if trash is not None and trial_ids is None:
+        lock.acquire()
+    warning = delete_discarded(trash) if trash is not None else ""
+    if warning:
+        click.echo(warning, err=True)
     click.echo(f"--restart: discarded {'the results of ' + str(len(trial_ids)) + ' trial(s) in ' if trial_ids else ''}"
                f"{exp_dir}")
 

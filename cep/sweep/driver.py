@@ -1,9 +1,10 @@
-"""Run a sweep's trials with Ray Tune: Tuner build/restore, the cluster checks, stop signals.
+"""Run a sweep's packs with Ray Tune: a fresh Tuner per run, the cluster checks, stop signals.
 
-Ray Tune schedules the trials (cep.sweep.trainable), retries failed ones
-(FailureConfig), keeps one checkpoint per trial and restores experiments
-(Tuner.restore); cep.sweep.progress shows what happens. After fit() the
-results folders, not Tune's view, decide what is complete (cep.sweep.store).
+Ray Tune schedules the packs (cep.sweep.trainable) and retries failed ones
+(FailureConfig) while the driver lives; cep.sweep.progress shows what happens.
+Tune's state is never restored (its files are pickles): every run gets the packs
+that our trial folders say are incomplete, and each trial resumes exactly from its
+own checkpoint.pt. After fit() the trial folders decide what is complete.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
@@ -36,10 +36,9 @@ from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
-from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
+from cep.sweep.store import RAY_LOG, STORAGE_PROBE, TUNE_DIR, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
 
-RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
 
@@ -49,17 +48,15 @@ class SweepRun:
     """What one `cep-sweep` invocation runs, and where."""
 
     spec: SweepSpec
-    trials: list[Trial]  # the selected trials, resolved (out_dir under exp_dir/trials)
-    packs: list[Pack]  # the selected trials grouped into packs; one Ray Tune trial per pack
+    trials: list[Trial]  # the trials of `packs`, resolved (out_dir under exp_dir/trials)
+    packs: list[Pack]  # the packs to run (those with an incomplete member); one Ray Tune trial per pack
     exp_dir: Path
-    tune_dir: Path  # Ray Tune's experiment folder (exp_dir itself, or a subsets/ folder for --only)
     address: str | None = None
     faults: tuple[Fault, ...] = ()
     epoch_sleep: float = 0.0
     progress_interval: float = 30.0
     verbose: bool = False  # Ray's and Tune's log lines on the terminal too (they always go to <exp_dir>/ray.log)
     out: TextIO | None = None
-    prepare: Callable[[], None] | None = None  # called once Ray is up, before any trial starts (writes sweep.json)
     stop_signal: int | None = field(default=None, init=False)
     progress: ProgressTable | None = field(default=None, init=False)  # this run's live table (wall times)
 
@@ -70,33 +67,16 @@ class SweepRun:
 
 
 def _tuner(run: SweepRun, trainable: Any, callbacks: list[tune.Callback]) -> tune.Tuner:
-    """A new Tuner for the run, or the restored one when its Tune folder holds an earlier attempt."""
-    failure = tune.FailureConfig(max_failures=run.spec.max_failures)
-    if tune.Tuner.can_restore(str(run.tune_dir)):
-        try:
-            tuner = tune.Tuner.restore(str(run.tune_dir), trainable, resume_unfinished=True, resume_errored=True)
-        except Exception as e:  # e.g. killed before Tune's first snapshot: our checkpoints still resume every trial
-            run.say(f"warning: cannot restore Ray Tune's state in {run.tune_dir} ({type(e).__name__}: {e}); "
-                    "starting Tune afresh, trials continue from their own checkpoints")
-            for p in run.tune_dir.glob("experiment_state-*.json"):
-                p.unlink()
-            (run.tune_dir / "tuner.pkl").unlink(missing_ok=True)
-        else:
-            # The RunConfig comes back from tuner.pkl; refresh what this run may change (callbacks, retries).
-            # No public API for this in Ray 2.60: without it the pickled settings are used, which also works.
-            internal = getattr(tuner, "_local_tuner", None)
-            if internal is not None and hasattr(internal, "get_run_config"):
-                run_config = internal.get_run_config()
-                run_config.callbacks, run_config.failure_config, run_config.verbose = callbacks, failure, 0
-            run.say(f"resuming the experiment in {run.tune_dir} (Ray Tune restore)")
-            return tuner
+    """A new Tuner over the run's packs, its files in <exp_dir>/tune/ (emptied first; never restored)."""
+    fresh_tune_dir(run.exp_dir)
     return tune.Tuner(
         trainable,
         param_space={"trial_id": tune.grid_search([p.id for p in run.packs])},
         tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=run.tune_dir.name, storage_path=str(run.tune_dir.parent),
-                                  failure_config=failure, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(run.exp_dir),
+                                  failure_config=tune.FailureConfig(max_failures=run.spec.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   verbose=0, callbacks=callbacks))
 
 
@@ -151,7 +131,6 @@ def _check_shared_storage(run: SweepRun) -> None:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    run.exp_dir.mkdir(parents=True, exist_ok=True)  # on refusal, execute_sweep removes what this run made
     token = uuid.uuid4().hex
     probe = run.exp_dir / f"{STORAGE_PROBE}{token}"
     write_atomic(probe, token)
@@ -186,8 +165,9 @@ def _check_shared_storage(run: SweepRun) -> None:
 
 
 def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
-    """Run the selected trials to completion (or until stopped); returns every selected trial's outcome."""
-    made = [p for p in [run.exp_dir, *run.exp_dir.parents] if not p.exists()]  # to leave nothing on refusal
+    """Run the packs to completion (or until stopped); returns each of their trials' outcome.
+
+    A SweepError (no Ray, a cluster that cannot run the trials) comes before any trial starts."""
     started_ray = False
     try:
         started_ray = _start_ray(run)
@@ -195,10 +175,7 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
     except SweepError:
         if started_ray:
             ray.shutdown()
-        _remove_made(run.exp_dir, made)
         raise
-    if run.prepare is not None:
-        run.prepare()
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
                        {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
@@ -239,17 +216,6 @@ def _schedule(run: SweepRun) -> Schedule:
     cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
             for p in run.packs}
     return Schedule(cost, max(1, min(fits, default=1)))
-
-
-def _remove_made(exp_dir: Path, made: list[Path]) -> None:
-    """Undo what a refused run wrote: its ray.log, and the folders it made for it (never anything else)."""
-    if exp_dir in made:
-        (exp_dir / RAY_LOG).unlink(missing_ok=True)
-    for folder in made:
-        try:
-            folder.rmdir()
-        except OSError:
-            break
 
 
 def _start_ray(run: SweepRun) -> bool:
@@ -351,4 +317,4 @@ def _check_cluster(run: SweepRun) -> None:
             f"per trial {run.spec.resources['cpu']:g} CPU, {run.spec.resources['gpu']:g} GPU"
             + "".join(f", {v:g} {k}" for k, v in custom.items())
             + (f" (a pack of trials shares one trial's resources: {len(run.trials)} trials in {len(run.packs)} "
-               "Ray Tune trials)" if len(run.packs) < len(run.trials) else ""))
+               f"Ray Tune trial{'s' if len(run.packs) > 1 else ''})" if len(run.packs) < len(run.trials) else ""))

@@ -5,10 +5,10 @@ Layout (the aggregator relies on it):
     <storage>/<name>/trials/<trial id>/    the trial's results folder (cep.results): config.yaml,
                                            metrics.csv, summary.json, learning_curve.png, checkpoint.pt,
                                            trial.log, node.txt, error.txt, errors.log
-    <storage>/<name>/...                   Ray Tune's own files (tuner.pkl, experiment_state-*.json,
-                                           one folder per trial with checkpoint_00000N/)
-    <storage>/<name>/subsets/only-<hash>/  Ray Tune's files of an `--only` run, or of a grown experiment's
-                                           unfinished trials (its trials still write into trials/<trial id>/)
+    <storage>/<name>/tune/                 Ray Tune's own files of the latest run (tuner.pkl, ...), made
+                                           afresh by every run and never read back (see OWN_FILES)
+    <storage>/<name>/.cep-sweep.lock       held by the process that runs the experiment (cep.sweep.lock)
+    <storage>/<name>/ray.log               Ray's and Tune's log lines, the trials' worker output
 
 The trial id's `/`-separated segments are nested folders under trials/.
 """
@@ -16,22 +16,26 @@ The trial id's `/`-separated segments are nested folders under trials/.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.results import FolderState, read_folder, write_atomic
+from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
-SUBSETS_DIR = "subsets"
+TUNE_DIR = "tune"
+RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
+DISCARDED = ".discarded-"  # what --restart moves out of the way before deleting it
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -99,9 +103,7 @@ def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, 
     exp_dir = Path(exp_dir)
     record = read_sweep_record(exp_dir)
     if record is None:
-        if exp_dir.exists() and any(exp_dir.iterdir()):
-            raise SweepError([f"{exp_dir}: exists and is not a cep-sweep experiment (no {SWEEP_FILE}); "
-                              "choose another --name or --storage"])
+        check_ours(exp_dir)
         return None
     change = describe_change(record["trials"], trials)
     if change:
@@ -110,11 +112,19 @@ def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, 
     return record
 
 
+def _own_file(name: str) -> bool:
+    """Whether a file without sweep.json beside it is what a run of ours leaves when killed before writing
+    sweep.json, or while undoing a refused start: the folder is then no other program's, and a run starts it."""
+    from cep.sweep.lock import LOCK_FILE
+
+    return (name in (LOCK_FILE, RAY_LOG, TUNE_DIR) or name.startswith((STORAGE_PROBE, DISCARDED))
+            or (name.startswith(f".{Path(SWEEP_FILE).stem}.") and name.endswith(".tmp.json")))
+
+
 def grown_record(record: dict[str, Any], spec: SweepSpec, trials: Sequence[Trial]) -> dict[str, Any] | None:
     """sweep.json for a trial list that grows the recorded one (more trials, more epochs); None when the same.
 
-    Keeps `created`; `separate_tune` says that Ray Tune's own state in the folder (which cannot take new
-    trials) is no longer used: from now on each run's unfinished trials get a Tune folder of their own.
+    Keeps `created` and the history of growth.
     """
     change = compare(record["trials"], trials)
     if not change.growth:
@@ -122,34 +132,77 @@ def grown_record(record: dict[str, Any], spec: SweepSpec, trials: Sequence[Trial
     grown = sweep_record(spec, trials)
     grown["created"] = record.get("created", grown["created"])
     grown["grown"] = [*record.get("grown", []), {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": change.growth}]
-    grown["separate_tune"] = True
     return grown
 
 
-def restart(exp_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None:
-    """Discard an experiment (only a cep-sweep folder), or with `trial_ids` just those trials' results."""
-    exp_dir = Path(exp_dir)
+def discard(exp_dir: Path, trial_ids: Sequence[str] | None = None) -> Path | None:
+    """--restart's first step: move the experiment (only a cep-sweep folder), or with `trial_ids` those trials'
+    folders, out of the way in one rename each; returns what to delete next (None: nothing there).
+
+    The experiment path is at every moment the old experiment or nothing (or, per trial, the old trial or
+    nothing), whatever fails later: deleting the moved folder is `delete_discarded`'s job.
+    """
     if not exp_dir.exists():
-        return
-    if not (exp_dir / SWEEP_FILE).exists() and any(exp_dir.iterdir()):
-        raise SweepError([f"--restart: {exp_dir} is not a cep-sweep experiment (no {SWEEP_FILE}); "
-                          "not deleting it"])
+        return None
     if trial_ids is None:
-        shutil.rmtree(exp_dir)
+        check_ours(exp_dir, restarting=True)
+        trash = exp_dir.with_name(f"{DISCARDED}{exp_dir.name}-{uuid.uuid4().hex[:8]}")
+        _rename(exp_dir, trash)
+        return trash
+    trash = exp_dir / f"{DISCARDED}{uuid.uuid4().hex[:8]}"
+    trash.mkdir()
+    for k, tid in enumerate(trial_ids):
+        if trial_dir(exp_dir, tid).exists():
+            _rename(trial_dir(exp_dir, tid), trash / str(k))
+    return trash
+
+
+def check_ours(exp_dir: Path, restarting: bool = False) -> None:
+    """Refuse (SweepError) a folder that holds another program's files: no sweep.json, and more than what a
+    killed run of ours leaves."""
+    if (exp_dir / SWEEP_FILE).exists() or not exp_dir.is_dir():
         return
-    for tid in trial_ids:
-        shutil.rmtree(trial_dir(exp_dir, tid), ignore_errors=True)
-    # Ray Tune's files of partial runs: a restored one would count the discarded trials as done there
-    shutil.rmtree(Path(exp_dir) / SUBSETS_DIR, ignore_errors=True)
+    if any(not _own_file(p.name) for p in exp_dir.iterdir()):
+        what = f"{exp_dir} is not a cep-sweep experiment (no {SWEEP_FILE})"
+        raise SweepError([f"--restart: {what}; not deleting it" if restarting else
+                          f"{exp_dir}: exists and is not a cep-sweep experiment (no {SWEEP_FILE}); "
+                          "choose another --name or --storage"])
 
 
-def subset_tune_dir(exp_dir: str | Path, keys: Sequence[str]) -> Path:
-    """Where Ray Tune keeps its files for a run of these trials or packs (stable per selection), when it is
-    not the experiment's own plan: an `--only` selection, or another packing."""
-    import hashlib
+def _rename(src: Path, dst: Path) -> None:
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        raise SweepError([f"--restart: {src}: cannot move it out of the way to discard it ({e.strerror}); "
+                          "nothing was discarded; fix that, or use --name NEW to start another experiment"]
+                         ) from None
 
-    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:10]
-    return Path(exp_dir) / SUBSETS_DIR / f"only-{digest}"
+
+def delete_discarded(trash: Path) -> str:
+    """Delete what `discard` moved away; "" when done, else a warning line naming what is left."""
+    try:
+        shutil.rmtree(trash)
+    except OSError as e:
+        return (f"warning: --restart: could not delete all of the discarded {trash} ({e.strerror}: {e.filename}); "
+                "the experiment starts afresh without it; delete it when that is fixed")
+    return ""
+
+
+def stale_discarded(exp_dir: Path) -> list[Path]:
+    """What earlier, killed or failed --restart runs of this experiment left to delete (only its lock's holder
+    may call this: a live --restart holds the lock while it deletes)."""
+    return [*exp_dir.parent.glob(f"{DISCARDED}{exp_dir.name}-*"), *exp_dir.glob(f"{DISCARDED}*")]
+
+
+def fresh_tune_dir(exp_dir: Path) -> Path:
+    """Ray Tune's folder for this run, emptied: Tune's state is never read back (its files are pickles that a
+    copied or shared folder could have crafted); each run's Tuner covers what our trial folders say remains."""
+    path = exp_dir / TUNE_DIR
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    return path
 
 
 def pack_plan(packs: Sequence[Pack]) -> list[list[str]]:
@@ -157,21 +210,26 @@ def pack_plan(packs: Sequence[Pack]) -> list[list[str]]:
     return [p.ids for p in packs]
 
 
-def tune_dir(exp_dir: Path, packs: Sequence[Pack], full: bool, record: dict[str, Any] | None) -> Path:
-    """Ray Tune's folder for running these packs: the experiment folder itself when they are the plan it
-    was started with (so Tune restores it), else a folder of their own (trials still resume exactly from
-    their checkpoints; only Tune's bookkeeping is new)."""
-    plan = pack_plan(packs)
-    recorded = (record or {}).get("packs", [[t["id"]] for t in (record or {}).get("trials", []) if isinstance(t, dict)])
-    if full and (record is None or recorded == plan):
-        return exp_dir
-    return subset_tune_dir(exp_dir, [p.id if len(p.ids) == 1 else f"{p.id}={','.join(p.ids)}" for p in packs])
-
-
 # ----------------------------------------------------------- completion check
 def outcomes(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, FolderState]:
     """Where each trial stands according to its results folder (the truth, whatever Ray Tune says), by id."""
-    return {t.id: read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs) for t in trials}
+    return {t.id: _rerun_damaged(read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs),
+                                 t.config.action) for t in trials}
+
+
+def _rerun_damaged(st: FolderState, action: str) -> FolderState:
+    """A trained trial whose metrics.csv is missing or damaged is incomplete for the sweep: a rerun replays
+    it from its checkpoint, rewriting its files (the aggregator still shows what it can read)."""
+    if not st.complete or action != "train":
+        return st
+    lost = [n for n in st.notes if n.startswith((f"{METRICS_FILE} unreadable", f"no {METRICS_FILE}"))]
+    if st.status == "finished" and not lost and [r.get("epoch") for r in st.metrics] != list(
+            range(1, st.epochs_done + 1)):
+        lost = [f"{METRICS_FILE} does not list epochs 1 to {st.epochs_done}"]
+    if lost:
+        st.status = "interrupted"
+        st.notes.extend(n for n in lost if n not in st.notes)
+    return st
 
 
 # ------------------------------------------------------- how a trial runs
