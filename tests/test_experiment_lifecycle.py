@@ -342,3 +342,31 @@ def test_chaos_kills_at_any_moment_then_the_same_results(ray_address, tmp_path, 
     for tid, folder in zip(ids, folders, strict=True):
         assert metrics(folder) == metrics(tmp_path / "ref" / "chaos" / "trials" / tid), tid
         assert [r["epoch"] for r in metrics(folder)] == [str(e) for e in range(1, 6)], tid  # each epoch once
+
+
+def test_a_lock_is_refused_while_its_process_lives_and_taken_over_once_it_is_killed(tmp_path):
+    from cep.sweep.lock import ExperimentLock
+    from cep.sweep.spec import SweepError
+
+    exp = tmp_path / "life"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from cep.sweep.lock import ExperimentLock as L; L(Path(sys.argv[1])).acquire(); "
+                               "print('held', flush=True); time.sleep(120)", str(exp)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        lock = ExperimentLock(exp)
+        with pytest.raises(SweepError) as e:
+            lock.acquire()
+        assert e.value.problems == [f"{exp}: in use by cep-sweep pid {holder.pid} on host {socket.gethostname()} "
+                                    f"(since {e.value.problems[0].split('(since ')[1].split(')')[0]}); wait for it "
+                                    f"to end, or stop it (Ctrl-C, or kill {holder.pid} on that host) and rerun"]
+        holder.kill()
+        holder.wait(30)
+        lock.acquire()  # SIGKILL released it: taken over silently
+        assert f"pid {os.getpid()} " in (exp / ".cep-sweep.lock").read_text()
+        lock.release(remove=True)
+        assert list(exp.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait(30)

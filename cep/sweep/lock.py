@@ -70,6 +70,9 @@ class ExperimentLock:
             if old is not None:  # re-taken after --restart moved the old folder (and its lock file) away
                 os.close(old)
             return
+        if self.fd is not None:  # the lock of a folder --restart moved away: nothing to release there any more
+            os.close(self.fd)
+            self.fd = None
         raise _in_use(self.exp_dir)
 
     def release(self, remove: bool = False) -> None:
