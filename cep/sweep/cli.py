@@ -118,7 +118,6 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
     selected = [t for t in all_trials if t.id in chosen_ids]
-    subset = len(selected) != len(all_trials)
     if dry_run:
         packs = make_packs(chosen, pack_size(spec))
         click.echo(dry_run_table(spec, chosen, packs))
@@ -132,7 +131,11 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     try:
         faults = tuple(parse_faults(os.environ.get(FAULT_ENV)))
         sleep = epoch_sleep(os.environ.get(SLEEP_ENV))
-        check_ours(exp_dir, restart)  # before the lock: our lock file never goes into another program's folder
+        # before Ray and the lock (our lock file never goes into another program's folder); again once locked
+        if restart and len(selected) == len(all_trials):
+            check_ours(exp_dir, restarting=True)
+        else:
+            check_experiment(exp_dir, all_trials)
     except SweepError as e:
         return _fail(e.problems)
     from cep.sweep.driver import SweepRun  # Ray is imported only from here on
@@ -141,30 +144,39 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     lock = ExperimentLock(exp_dir)
     try:
         lock.acquire()  # before --restart discards anything and before sweep.json is written
-        for stale in stale_discarded(exp_dir):  # what a killed --restart left
-            delete_discarded(stale)
-        if restart and not subset:
-            restart_experiment(exp_dir, None, lock)
-        record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
-        if restart and subset:
-            restart_experiment(exp_dir, [t.id for t in selected], lock)
-        # the packs with an incomplete member, by our trial folders (Ray Tune's state is never restored)
-        done = outcomes(exp_dir, selected) if record is not None else {}
-        packs = [p for p in make_packs(selected, pack_size(spec))
-                 if not all(t.id in done and done[t.id].complete for t in p.members)]
-        grown = grown_record(record, spec, all_trials) if record is not None else None
-        if grown is not None:
-            click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
-        run = SweepRun(spec, [t for p in packs for t in p.members], packs, exp_dir, address=address, faults=faults,
-                       epoch_sleep=sleep, progress_interval=progress_interval, verbose=verbose)
-        new_record = grown if record is not None else sweep_record(spec, all_trials,
-                                                                   make_packs(all_trials, pack_size(spec)))
-        return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
+        run = SweepRun(spec, [], [], exp_dir, address=address, faults=faults, epoch_sleep=sleep,
+                       progress_interval=progress_interval, verbose=verbose)
+        return _run_locked(run, all_trials, selected, restart, lock, no_aggregate, t_start)
     except SweepError as e:
         return _fail(e.problems)
     finally:
         lock.release(remove=True)
         _remove_made(exp_dir, made)
+
+
+def _run_locked(run: SweepRun, all_trials: list[Trial], selected: list[Trial], restart: bool, lock: ExperimentLock,
+                no_aggregate: bool, t_start: float) -> int:
+    """Holding the experiment's lock: --restart, the experiment check, the packs with an incomplete member (by
+    our trial folders: Ray Tune's state is never restored), then the run."""
+    spec, exp_dir = run.spec, run.exp_dir
+    subset = len(selected) != len(all_trials)
+    for stale in stale_discarded(exp_dir):  # what a killed --restart left
+        delete_discarded(stale)
+    if restart and not subset:
+        restart_experiment(exp_dir, None, lock)
+    record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
+    if restart and subset:
+        restart_experiment(exp_dir, [t.id for t in selected], lock)
+    done = outcomes(exp_dir, selected) if record is not None else {}
+    run.packs = [p for p in make_packs(selected, pack_size(spec))
+                 if not all(t.id in done and done[t.id].complete for t in p.members)]
+    run.trials = [t for p in run.packs for t in p.members]
+    grown = grown_record(record, spec, all_trials) if record is not None else None
+    if grown is not None:
+        click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
+    new_record = grown if record is not None else sweep_record(spec, all_trials,
+                                                               make_packs(all_trials, pack_size(spec)))
+    return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 
 
 def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], new_record: dict | None, new: bool,

@@ -191,7 +191,9 @@ def delete_discarded(trash: Path) -> str:
 def stale_discarded(exp_dir: Path) -> list[Path]:
     """What earlier, killed or failed --restart runs of this experiment left to delete (only its lock's holder
     may call this: a live --restart holds the lock while it deletes)."""
-    return [*exp_dir.parent.glob(f"{DISCARDED}{exp_dir.name}-*"), *exp_dir.glob(f"{DISCARDED}*")]
+    ours = re.compile(re.escape(f"{DISCARDED}{exp_dir.name}-") + "[0-9a-f]{8}")  # not those of "<name>-2"
+    return [*(p for p in exp_dir.parent.glob(f"{DISCARDED}*") if ours.fullmatch(p.name)),
+            *exp_dir.glob(f"{DISCARDED}*")]
 
 
 def fresh_tune_dir(exp_dir: Path) -> Path:
