@@ -372,3 +372,46 @@ def test_a_lock_is_refused_while_its_process_lives_and_taken_over_once_it_is_kil
     finally:
         holder.kill()
         holder.wait(30)
+
+
+def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_path):
+    """Ray Tune's checkpoint is no longer restored: a member saved a round ahead of the others continues from
+    its checkpoint-previous.pt, so the pack runs as it would have, bit for bit."""
+    import torch
+
+    from cep.config import TrialConfig
+    from cep.results import CHECKPOINT_FILE
+    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, run_pack
+
+    small = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
+                 dataset="mnist5k", device="cpu", dtype="float64", epochs=3, checkpoint=True)
+
+    def pack(root: Path) -> list[Member]:
+        return [Member(c, Path(c.out_dir)) for c in
+                (TrialConfig(**small, seed=s, out_dir=str(root / f"m{s}")) for s in (1, 2))]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_pack(pack(tmp_path / "whole"))
+        members = pack(tmp_path / "killed")
+
+        def on_round(states):
+            if states[0].epoch == 1:
+                shutil.copyfile(members[1].folder / CHECKPOINT_FILE, tmp_path / "m2-round1.pt")
+            if states[0].epoch == 2:
+                raise KeyboardInterrupt  # the kill, after the round was saved ...
+
+        with pytest.raises(KeyboardInterrupt):
+            run_pack(members, on_round=on_round)
+        # ... as if it came after member 1 saved round 2 and before member 2 did
+        shutil.copyfile(tmp_path / "m2-round1.pt", members[1].folder / CHECKPOINT_FILE)
+        (members[1].folder / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
+        again = pack(tmp_path / "killed")
+        resume_pack(again, {})
+        assert [m.resumed.epoch for m in again] == [1, 1] and again[0].resumed.source == PREVIOUS_CHECKPOINT
+        run_pack(again)
+    finally:
+        torch.set_num_threads(threads)
+    for s in (1, 2):
+        assert metrics(tmp_path / "killed" / f"m{s}") == metrics(tmp_path / "whole" / f"m{s}")

@@ -5,8 +5,8 @@ A thin wrapper of `cep.runner.run_pack`: every epoch the runner writes each memb
 results folder (trials/<id>/, checkpoint.pt included) and after each round this
 module reports every member's metrics to Tune, with their states as the Tune
 checkpoint. A (re)started member continues from the newest of its Tune checkpoint
-and its checkpoint.pt (Tune's experiment snapshot may lag behind the trial); a
-member whose state has already ended is not rerun. An error lands in each
+(a retry within this run) and its checkpoint.pt (every run: Tune's state is never
+restored); a member whose state has already ended is not rerun. An error lands in each
 unfinished member's error.txt (and errors.log) before Tune sees it.
 """
 
