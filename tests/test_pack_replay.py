@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,8 @@ def test_a_finished_folder_run_again_keeps_its_result_files(tmp_path):
     cfg = TrialConfig(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=4, Kmax=2, train_samples=40, test_samples=20,
                       epochs=1, seed=0, dataset="mnist5k", checkpoint=True, out_dir=str(tmp_path))
     assert run(cfg, tmp_path).status == "finished"
+    summary = json.loads((tmp_path / "summary.json").read_text())  # as written on another node (a sweep's)
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "host": "node-7"}, indent=2) + "\n")
     before = {k: v for k, v in hashes(tmp_path).items() if k != "trial.log"}
     outcome = run(cfg, tmp_path)
     assert outcome.replayed
