@@ -135,3 +135,95 @@ def test_a_finished_folder_run_again_keeps_its_result_files(tmp_path):
     (tmp_path / "learning_curve.png").unlink()  # a file that is missing is written again
     run(cfg, tmp_path)
     assert (tmp_path / "learning_curve.png").exists()
+
+
+# ------------------------------------------------- a collapse seen in test error
+def rows(*errors: tuple[float, float]) -> list[dict[str, float]]:
+    """A metrics history from (train error, test error) per epoch."""
+    return [{"epoch": e, "train_error": tr, "test_error": te} for e, (tr, te) in enumerate(errors, 1)]
+
+
+def test_a_collapse_seen_in_test_error_is_found_like_one_in_train_error():
+    from cep.results import collapse_line, find_collapse
+
+    learns = [(50, 40), (15, 12)]
+    assert find_collapse(rows(*learns, (10, 95), (8, 96))) is None  # two epochs at chance: not yet
+    assert find_collapse(rows(*learns, (10, 95), (8, 96), (9, 50), (7, 97), (6, 98))) is None  # not in a row
+    assert find_collapse(rows((99, 99), (99, 98), (99, 99), (90, 90))) is None  # never learned (a 180° start)
+    assert find_collapse(rows(*learns, (30, 95), (25, 96), (40, 97))) is None  # train error not low
+    c = find_collapse(rows(*learns, (10, 95), (8, 96), (9, 91), (85, 90)))
+    assert c == {"epoch": 5, "train_error_before": 15, "train_error_after": 9, "test_error_before": 12,
+                 "test_error_after": 91, "epoch_before": 2, "seen_in": "test_error", "since_epoch": 3}
+    assert collapse_line(c) == ("collapsed at epoch 5, seen in test error: test error 12.00% (epoch 2) -> 91.00%, "
+                                "at chance level since epoch 3 while the train error is 9.00%")
+    from cep.aggregate.summary import _collapse_words
+
+    assert _collapse_words(c) == ("collapsed at epoch 5, seen in test error (test error 91.00%, at chance level "
+                                  "since epoch 3, while the train error is 9.00%)")
+    # whichever shows first: here the train error collapses (epoch 4) before three test epochs are at chance
+    t = find_collapse(rows(*learns, (10, 95), (85, 96), (9, 91), (8, 90)))
+    assert t["seen_in"] == "train_error" and t["epoch"] == 4
+    assert collapse_line(t) == "collapsed at epoch 4: train error 10.00% (epoch 3) -> 85.00%"
+
+
+@pytest.fixture
+def test_labels_shifted(monkeypatch):
+    """A run that learns while its evaluation is at chance: the test labels moved by one class."""
+    import cep.train
+
+    real = cep.train.load_data
+
+    def shifted(cfg):
+        data = real(cfg)
+        data.y_test = (data.y_test + 1) % 10
+        return data
+
+    monkeypatch.setattr(cep.train, "load_data", shifted)
+
+
+SMALL_EP = dict(rule="ep", size_tab=(10, 32, 784), lr_tab=(0.1, 0.2), T=10, Kmax=4, train_samples=20,
+                test_samples=20, batch_size=10, seed=0, dataset="mnist5k", device="cpu")
+
+
+def test_a_run_whose_test_error_collapses_is_flagged_and_stopped(test_labels_shifted, tmp_path, capsys):
+    from cep.cli import execute
+    from cep.config import TrialConfig
+    from cep.results import read_folder
+
+    cfg = TrialConfig(epochs=12, stop_on_collapse=True, checkpoint=True, out_dir=str(tmp_path), **SMALL_EP)
+    assert execute(cfg, quiet=True) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    c = summary["collapsed"]
+    assert summary["status"] == "collapsed" and c["seen_in"] == "test_error"
+    assert summary["epochs_done"] == c["epoch"] == c["since_epoch"] + 2 < 12
+    assert set(c) >= {"epoch", "train_error_before", "train_error_after", "test_error_before", "test_error_after",
+                      "epoch_before"}
+    assert c["train_error_after"] <= 20 and c["test_error_after"] >= 80
+    err = capsys.readouterr().err
+    assert f"collapsed at epoch {c['epoch']}, seen in test error" in err and "stopped there (stop_on_collapse)" in err
+    assert f"collapsed at epoch {c['epoch']}, seen in test error" in (tmp_path / "trial.log").read_text()
+    folder = read_folder(tmp_path, "train", 12)
+    assert folder.complete and folder.status == "collapsed"
+    train_on = TrialConfig(epochs=c["epoch"] + 1, **SMALL_EP)  # without stop_on_collapse it trains on
+    from cep.train import train
+
+    state = train(train_on)
+    assert state.status == "finished" and state.info["collapsed"] == c
+
+
+def test_the_live_table_says_a_collapse_was_seen_in_test_error():
+    pytest.importorskip("ray")
+    import io
+    from types import SimpleNamespace
+
+    from cep.sweep.progress import ProgressTable
+
+    out = io.StringIO()
+    table = ProgressTable({"a": 5}, interval=1e9, out=out)
+    trial = SimpleNamespace(config={"trial_id": "a"}, trial_id="t0", num_failures=0)
+    table.on_trial_start(0, [], trial)
+    table.on_trial_result(0, [], trial, {"members": [
+        {"id": "a", "epoch": 3, "epochs": 5, "train_error": 5.0, "test_error": 91.0, "status": "running",
+         "collapsed_epoch": 3, "collapse_seen_in": "test_error"}]})
+    assert ("! a: collapsed at epoch 3 (seen in test error: test error 91.00% at chance while train error 5.00%); "
+            "training on") in out.getvalue()
