@@ -227,3 +227,58 @@ def test_the_live_table_says_a_collapse_was_seen_in_test_error():
          "collapsed_epoch": 3, "collapse_seen_in": "test_error"}]})
     assert ("! a: collapsed at epoch 3 (seen in test error: test error 91.00% at chance while train error 5.00%); "
             "training on") in out.getvalue()
+
+
+# ------------------------------------------------------ pack: auto packs where it pays
+def test_auto_packs_by_net_size_threads_and_device():
+    from cep.config import paper_config
+    from cep.sweep.plan import auto_pack, step_synapses
+
+    one, two, gpu = {"cpu": 1, "gpu": 0}, {"cpu": 2, "gpu": 0}, {"cpu": 1, "gpu": 0.25}
+    for name in ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h"):
+        cfg = paper_config(name)
+        small = name.endswith("1h")
+        # measured (README, Packs): on 1 thread 1h packs pay and 2h packs are slower per trial; on 2 both pay
+        assert auto_pack(cfg, one)[0] == (9 if small else 1), name
+        assert auto_pack(cfg, two)[0] == 9 and auto_pack(cfg, gpu)[0] == 45, name
+        assert auto_pack(cfg.replace(device="cuda"), one)[0] == 45
+    assert step_synapses(paper_config("C-VF-1h")) == 2 * 512 * 10
+    assert step_synapses(paper_config("EP-2h")) == 512 * 10 + 512 * 512
+    wide = paper_config("C-VF-1h").replace(size_tab=(10, 2048, 784))  # break-even measured: alone
+    narrow = paper_config("C-VF-2h").replace(size_tab=(10, 256, 256, 784))  # 2x slower packed: alone
+    assert auto_pack(wide, one)[0] == auto_pack(narrow, one)[0] == 1
+    assert "a pack would be slower per trial there than the trials alone" in auto_pack(narrow, one)[1]
+
+
+MIXED = """\
+name: mixed
+base: {lr_tab: [0.1, 0.2], epochs: 1, train_samples: 40, test_samples: 20, dataset: mnist5k}
+experiments:
+  small: {size_tab: [10, 32, 784]}
+  deep: {size_tab: [10, 512, 512, 784], lr_tab: [0.1, 0.2, 0.3]}
+grid:
+  seed: [0, 1, 2]
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+def test_dry_run_shows_what_auto_packing_chose(tmp_path, capsys):
+    from cep.sweep.plan import make_packs, pack_sizes
+    from cep.sweep.spec import load_sweep
+
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED)
+    spec = load_sweep(path)
+    assert [p.ids for p in make_packs(spec.trials, pack_sizes(spec))] == [
+        ["small/seed=0", "small/seed=1", "small/seed=2"], ["deep/seed=0"], ["deep/seed=1"], ["deep/seed=2"]]
+    two = load_sweep(path, ["resources.cpu=2"])
+    assert [len(p.ids) for p in make_packs(two.trials, pack_sizes(two))] == [3, 3]
+    pinned = load_sweep(path, ["pack=2"])  # pack: N is what the user asked for
+    assert [len(p.ids) for p in make_packs(pinned.trials, pack_sizes(pinned))] == [2, 1, 2, 1]
+    code, out, err = run_cli([str(path), "--dry-run", "--storage", str(tmp_path / "results")], capsys)
+    assert code == 0, err
+    assert "4 pack(s) of up to 9 trial(s) (pack: auto)" in out
+    assert "pack: auto: small: up to 9 per pack (320 synapses per step: a small net, packs pay even on 1 CPU thread)" \
+        in out
+    assert ("pack: auto: deep: each trial alone (267k synapses per step on 1 CPU thread, above 32.8k: a pack would "
+            "be slower per trial there than the trials alone; with 2+ CPUs per trial they pack)") in out

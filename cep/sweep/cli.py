@@ -22,7 +22,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_sizes, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
@@ -117,7 +117,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     selected = [t for t in all_trials if t.id in chosen_ids]
     subset = len(selected) != len(all_trials)
     if dry_run:
-        packs = make_packs(chosen, pack_size(spec))
+        packs = make_packs(chosen, pack_sizes(spec))
         click.echo(dry_run_table(spec, chosen, packs))
         _estimate_packs(spec, packs)
         click.echo(_experiment_state(exp_dir, all_trials, selected))
@@ -150,10 +150,10 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         to_run = [t for t in selected if not done[t.id].complete] or selected
     if grown is not None:
         click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
-    packs = make_packs(to_run, pack_size(spec))
+    packs = make_packs(to_run, pack_sizes(spec))
     run = SweepRun(spec, to_run, packs, exp_dir, tune_dir(exp_dir, packs, not separate, record), address=address,
                    faults=faults, epoch_sleep=sleep, progress_interval=progress_interval, verbose=verbose)
-    new_record = sweep_record(spec, all_trials, make_packs(all_trials, pack_size(spec))) if record is None else grown
+    new_record = sweep_record(spec, all_trials, make_packs(all_trials, pack_sizes(spec))) if record is None else grown
     return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 
 

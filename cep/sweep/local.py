@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cep.config import TrialConfig
-from cep.sweep.plan import Pack, make_packs, pack_size
+from cep.sweep.plan import Pack, make_packs, pack_sizes
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 from cep.sweep.store import SWEEP_FILE, torch_threads, trial_device
 
@@ -27,7 +27,7 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     import torch
 
     trial = spec.trial(trial_id)
-    pack = next(p for p in make_packs(spec.trials, pack_size(spec)) if trial.id in p.ids)
+    pack = next(p for p in make_packs(spec.trials, pack_sizes(spec)) if trial.id in p.ids)
     members = [trial] if alone else list(pack.members)
     folders = member_folders(spec, trial, members, out)
     refuse_experiment_folders(folders, trial, spec.name)
