@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cep.sweep.cli import main
 
@@ -111,6 +112,19 @@ def test_out_inside_an_experiment_is_refused_before_anything_runs(sweep_file, tm
         assert code == 2 and err.startswith(f"error: --out {target}: inside the sweep experiment folder ")
         assert len(err.splitlines()) == 1
     assert hashes(exp) == before
+
+
+def test_alone_and_the_pack_replay_default_to_separate_folders():
+    """An --alone run's own trajectory must never be resumed as the pack's replay (or the reverse)."""
+    from cep.sweep.local import member_folders
+    from cep.sweep.spec import parse_sweep
+
+    spec = parse_sweep(yaml.safe_load(SWEEP))
+    members = [spec.trial(i) for i in CVF]
+    packed = member_folders(spec, members[1], members, None)
+    alone = member_folders(spec, members[1], members[1:2], None, alone=True)
+    assert packed == {i: Path("runs/replay") / i for i in CVF}
+    assert alone == {CVF[1]: Path("runs/replay.alone") / CVF[1]}
 
 
 def test_alone_needs_local(sweep_file, capsys):

@@ -29,7 +29,7 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     trial = spec.trial(trial_id)
     pack = next(p for p in make_packs(spec.trials, pack_sizes(spec)) if trial.id in p.ids)
     members = [trial] if alone else list(pack.members)
-    folders = member_folders(spec, trial, members, out)
+    folders = member_folders(spec, trial, members, out, alone)
     refuse_experiment_folders(folders, trial, spec.name)
     threads = torch_threads(spec.resources)
     torch.set_num_threads(threads)
@@ -52,11 +52,13 @@ def others_root(spec: SweepSpec, out: str | None) -> Path:
     return Path(out) / PACK_DIR if out else Path("runs") / spec.name
 
 
-def member_folders(spec: SweepSpec, trial: Trial, members: list[Trial], out: str | None) -> dict[str, Path]:
-    """Each member's results folder: the trial's is --out (default runs/<sweep>/<id>), the others' under
+def member_folders(spec: SweepSpec, trial: Trial, members: list[Trial], out: str | None,
+                   alone: bool = False) -> dict[str, Path]:
+    """Each member's results folder: the trial's is --out (default runs/<sweep>/<id>, or runs/<sweep>.alone/<id>
+    with --alone: a trial's own trajectory must not resume its pack's, nor the reverse), the others' under
     others_root."""
     folders = {t.id: others_root(spec, out) / t.id for t in members}
-    folders[trial.id] = Path(out) if out else Path("runs") / spec.name / trial.id
+    folders[trial.id] = Path(out) if out else Path("runs") / (spec.name + (".alone" if alone else "")) / trial.id
     return folders
 
 
