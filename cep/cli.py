@@ -212,7 +212,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
     "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
-                                                 "end the run when its train error collapses back to chance"),
+                                                 "end the run when it collapses (train error back to chance, or test "
+                                                 "error at chance while train error is low)"),
 }
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
