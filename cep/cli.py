@@ -120,7 +120,6 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
-    from cep.results import CHECKPOINT_FILE
     from cep.runner import Resumed, run
 
     check_out_dir(cfg, overwrite)
@@ -140,6 +139,13 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
                   progress=None if quiet else ProgressLine(cfg.epochs),
                   restart_hint="use another --out folder, or delete it to start afresh")
+    return print_outcome(cfg, outcome)
+
+
+def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
+    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
+    from cep.results import CHECKPOINT_FILE
+
     final = outcome.state
     if final is None:  # the gdu action prints its own report
         return 0
@@ -206,7 +212,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
     "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
-                                                 "end the run when its train error collapses back to chance"),
+                                                 "end the run when it collapses (train error back to chance, or test "
+                                                 "error at chance while train error is low)"),
 }
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 

@@ -56,10 +56,11 @@ METRIC_COLUMNS = ("epoch", "train_error", "test_error", "train_loss", "test_loss
 # (fraction of output units within SATURATION_MARGIN of 0 or 1 on the test set).
 SATURATION_MARGIN = 1e-3
 
-# A collapse: the train error of a whole epoch back at chance level after it had been low.
-COLLAPSE_LOW = 20.0  # % train error the run must have reached first
-COLLAPSE_HIGH = 80.0  # % train error of the epoch that collapses (chance is 90% for 10 classes)
-
+# A collapse: the train error of a whole epoch back at chance level after it had been low; or, seen in test
+# error, COLLAPSE_TEST_EPOCHS epochs in a row with the test error at chance level while the train error is low.
+COLLAPSE_LOW = 20.0  # % train error the run must have reached first (or stay at, for a collapse seen in test error)
+COLLAPSE_HIGH = 80.0  # % error of an epoch at chance level (chance is 90% for 10 classes)
+COLLAPSE_TEST_EPOCHS = 3  # epochs of chance-level test error (train error low) that make a collapse
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -119,26 +120,66 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
 
 
 def find_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first collapse of a run, seen in train error (_train_collapse) or in test error (_test_collapse),
+    whichever shows first; `seen_in` says which. None when the run never collapsed. A function of the history
+    alone, so a resumed run finds what the uninterrupted one found, and the aggregator can find it in an older
+    metrics.csv."""
+    found = [c for c in (_train_collapse(history), _test_collapse(history)) if c is not None]
+    return min(found, key=lambda c: c["epoch"]) if found else None
+
+
+def _train_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The first epoch whose train error is back at chance level (>= COLLAPSE_HIGH) after an epoch at or
-    below COLLAPSE_LOW, with the errors of that good epoch (the last one before it) and of the collapse;
-    None when the run never collapsed. A function of the history alone, so a resumed run finds what the
-    uninterrupted one found, and the aggregator can find it in an older metrics.csv."""
+    below COLLAPSE_LOW, with the errors of that good epoch (the last one before it) and of the collapse."""
     good: dict[str, Any] | None = None
     for row in history:
         train = row.get("train_error", math.nan)
         if good is not None and train >= COLLAPSE_HIGH:
             return {"epoch": int(row["epoch"]), "train_error_before": good["train_error"],
                     "train_error_after": train, "test_error_before": good.get("test_error"),
-                    "test_error_after": row.get("test_error"), "epoch_before": int(good["epoch"])}
+                    "test_error_after": row.get("test_error"), "epoch_before": int(good["epoch"]),
+                    "seen_in": "train_error"}
         if train <= COLLAPSE_LOW:
+            good = row
+    return None
+
+
+def _test_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch that makes COLLAPSE_TEST_EPOCHS in a row with the test error at chance level while the train
+    error is low (the run learns, its evaluation does not), with the errors of the last epoch before them
+    whose test error was below chance level (None: none was) and of that epoch; `since_epoch`: the first."""
+    streak: list[dict[str, Any]] = []
+    good: dict[str, Any] = {}
+    for row in history:
+        test, train = row.get("test_error", math.nan), row.get("train_error", math.nan)
+        if test >= COLLAPSE_HIGH and train <= COLLAPSE_LOW:
+            streak.append(row)
+            if len(streak) == COLLAPSE_TEST_EPOCHS:
+                return {"epoch": int(row["epoch"]), "train_error_before": good.get("train_error"),
+                        "train_error_after": train, "test_error_before": good.get("test_error"),
+                        "test_error_after": test, "epoch_before": int(good["epoch"]) if good else None,
+                        "seen_in": "test_error", "since_epoch": int(streak[0]["epoch"])}
+            continue
+        streak = []
+        if test < COLLAPSE_HIGH:
             good = row
     return None
 
 
 def collapse_line(collapse: dict[str, Any]) -> str:
     """A collapse record in words, for logs and terminals."""
-    return (f"collapsed at epoch {collapse['epoch']}: train error {collapse['train_error_before']:.2f}% "
-            f"(epoch {collapse['epoch_before']}) -> {collapse['train_error_after']:.2f}%")
+    def pct(key: str) -> str:
+        value = collapse.get(key)
+        return f"{value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+
+    if collapse.get("seen_in") == "test_error":
+        before = f"{pct('test_error_before')} (epoch {collapse['epoch_before']})" if collapse.get(
+            "epoch_before") is not None else "never below chance"
+        return (f"collapsed at epoch {collapse['epoch']}, seen in test error: test error {before} -> "
+                f"{pct('test_error_after')}, at chance level since epoch {collapse.get('since_epoch', '?')} while "
+                f"the train error is {pct('train_error_after')}")
+    return (f"collapsed at epoch {collapse['epoch']}: train error {pct('train_error_before')} "
+            f"(epoch {collapse['epoch_before']}) -> {pct('train_error_after')}")
 
 
 def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[str, Any] | None:

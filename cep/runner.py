@@ -31,7 +31,17 @@ import torch
 
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
-from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, collapse_line, run_title, write_results
+from cep.results import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CURVE_FILE,
+    SUMMARY_FILE,
+    append_log,
+    collapse_line,
+    read_folder,
+    run_title,
+    write_results,
+)
 from cep.train import (
     CheckpointError,
     Progress,
@@ -192,10 +202,12 @@ class Member:
 
 def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, before_save: OnEpoch | None = None,
              on_epoch: OnEpoch | None = None, on_round: Callable[[list[TrainState]], None] | None = None,
-             progress: Progress | None = None, restart_hint: str = "delete it to start afresh") -> list[Outcome]:
+             progress: Progress | None = None, restart_hint: str = "delete it to start afresh",
+             show: int | None = None) -> list[Outcome]:
     """Run trials that share their structure as one program (cep.train.train_pack), each in its own folder
     exactly as `run` runs a trial alone: resumed from its own saved state, replayed if it has ended, its
-    folder written after each of its epochs. `on_round(states)` after each round of epochs."""
+    folder written after each of its epochs. `on_round(states)` after each round of epochs; `progress`
+    shows members[show] (default: the first member that trains)."""
     device = resolve_device(members[0].cfg.device)  # fail early and clearly on an unusable device
     for m in members:
         if m.resumed is None:
@@ -246,8 +258,13 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         if on_round is not None:
             on_round(active)
 
+    shown = None
+    if show is not None:
+        shown = next((st for st in states if by_state[id(st)][0] == show), None)
+        progress = progress if shown is not None else None  # that member has ended: nothing to show
     if states:
-        train_pack(states, report=report, progress=progress, on_round=save_round, stacked=len(members) > 1)
+        train_pack(states, report=report, progress=progress, on_round=save_round, stacked=len(members) > 1,
+                   show=shown)
     for st in states:
         k, m = by_state[id(st)]
         if m.folder is not None:
@@ -271,14 +288,26 @@ def _keep_previous(folder: Path) -> None:
 
 
 def _replay(m: Member, state: TrainState) -> Outcome:
-    """A member whose saved state has ended: its folder's files are rewritten, nothing is trained."""
+    """A member whose saved state has ended: nothing is trained; its folder's files are rewritten unless they
+    already record that end (a finished folder run again stays byte for byte as it was)."""
     if m.folder is not None:
-        if m.cfg.checkpoint and m.resumed is not None and m.resumed.source != CHECKPOINT_FILE:
+        from_folder = m.resumed is not None and m.resumed.source == CHECKPOINT_FILE
+        if m.cfg.checkpoint and not from_folder:
             save_state(state, m.folder / CHECKPOINT_FILE)
-        _finish(m.folder, state)
+        if not (from_folder and _records_end(m.folder, state)):
+            _finish(m.folder, state)
     m.log(f"replay: already {state.status} after epoch {state.epoch} ({m.resumed.source if m.resumed else ''}); "
           "not rerun")
     return Outcome(state.status, state, replayed=True)
+
+
+def _records_end(folder: Path, state: TrainState) -> bool:
+    """Whether the folder's files already say how `state` ended (status, epochs, the figure)."""
+    found = read_folder(folder, state.config.action, state.config.epochs)
+    summary = found.summary or {}
+    return (summary.get("status") == state.status and summary.get("epochs_done") == state.epoch
+            and len(found.metrics) == len(state.history) and (folder / CONFIG_FILE).is_file()
+            and (not state.history or (folder / CURVE_FILE).is_file()))
 
 
 def _finish(folder: str | Path, state: TrainState) -> None:

@@ -256,9 +256,10 @@ class _Pack:
                 m.params.copy_(self.params.member(i))
 
 
-def _train_epoch(pack: _Pack, data: Data, progress: Progress | None) -> tuple[list[float], list[float]]:
+def _train_epoch(pack: _Pack, data: Data, progress: Progress | None, shown: int = 0) -> tuple[list[float], list[float]]:
     """One pass of every member over the training set, each in its own order (drawn from its own
-    generator, as alone); returns per member (train error %, train loss) from the free phases."""
+    generator, as alone); returns per member (train error %, train loss) from the free phases.
+    `progress` shows the member at index `shown`."""
     cfg, P, device = pack.cfg, pack.size, data.x_train.device
     n = len(data.y_train)
     n_batches = math.ceil(n / cfg.batch_size)
@@ -285,7 +286,7 @@ def _train_epoch(pack: _Pack, data: Data, progress: Progress | None) -> tuple[li
         if progress is not None and (time.monotonic() - last_shown > 0.25 or k == n_batches - 1):
             last_shown = time.monotonic()
             done = min(n, (k + 1) * cfg.batch_size)
-            progress(pack.members[0].epoch + 1, done, n, 100.0 * int(errors[0]) / done)
+            progress(pack.members[shown].epoch + 1, done, n, 100.0 * int(errors[shown]) / done)
     return [100.0 * e / n for e in errors.tolist()], [v / n for v in loss.tolist()]
 
 
@@ -318,7 +319,7 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
 
 def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
                on_round: Callable[[list[TrainState]], None] | None = None,
-               stacked: bool | None = None) -> list[TrainState]:
+               stacked: bool | None = None, show: TrainState | None = None) -> list[TrainState]:
     """Train several trials that share their structure (cep.config.pack_problems) as one program.
 
     Every round, each member that has epochs to go trains its next one (members may stand at different
@@ -329,7 +330,8 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
     with the members that trained in it. `stacked` (default: more than one state) keeps the leading trial
     dimension even when one member is left, so that a pack runs one program whichever members remain (in
     float32 a member's last bits still depend on its companions: exact resume comes from saving a pack's
-    rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did.
+    rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did. `progress` shows
+    the member `show` (default: the first that trains in a round; none once `show` has ended).
     """
     problems = pack_problems([s.config for s in states])
     if problems:
@@ -345,7 +347,9 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
                 return states
             start = time.monotonic()
             pack = _Pack.of(active, stacked)
-            train_errors, train_losses = _train_epoch(pack, data, progress)
+            shown = next((i for i, s in enumerate(active) if s is show), None) if show is not None else 0
+            train_errors, train_losses = _train_epoch(pack, data, progress if shown is not None else None,
+                                                      shown or 0)
             pack.unstack()
             alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
                      if math.isfinite(loss) and m.params.all_finite()]

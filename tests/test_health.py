@@ -62,7 +62,7 @@ def test_collapse_rule():
     assert find_collapse(h(30, 15, 60, 79.9)) is None  # bad, but not chance level
     assert find_collapse(h(30, 15, 20, 60, 90, 92, 10, 95)) == {
         "epoch": 5, "train_error_before": 20, "train_error_after": 90, "test_error_before": 21,
-        "test_error_after": 91, "epoch_before": 3}
+        "test_error_after": 91, "epoch_before": 3, "seen_in": "train_error"}
 
 
 def _collapse_after_first_epoch(metrics, state, seeds=(0,)):

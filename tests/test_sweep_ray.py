@@ -136,7 +136,7 @@ def test_train_local_and_ray_trial_run_through_one_runner_alike(reference, sweep
 
 
 def test_a_packed_trial_computes_what_it_computes_alone(sweep_file, ray_address, tmp_path, capsys):
-    """float64: each member of the C-VF pack equals `--trial ID --local` (the trial alone) to 1e-9; float32
+    """float64: each member of the C-VF pack equals `--trial ID --local --alone` (the trial alone) to 1e-9; float32
     would drift apart chaotically, since the pack sums in another order."""
     sets = ["--set", "dtype=float64", "--set", "epochs=2"]
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate", *sets], capsys)
@@ -144,7 +144,8 @@ def test_a_packed_trial_computes_what_it_computes_alone(sweep_file, ray_address,
     assert "3 trials in 2 Ray Tune trials" in out
     for tid in IDS[1:]:
         alone = tmp_path / "alone" / tid
-        code, out, err = run_cli([str(sweep_file), "--trial", tid, "--local", "--out", str(alone), *sets], capsys)
+        code, out, err = run_cli([str(sweep_file), "--trial", tid, "--local", "--alone", "--out", str(alone), *sets],
+                                 capsys)
         assert code == 0, err
         packed = metrics(tmp_path / "small" / "trials" / tid)
         assert [r["epoch"] for r in packed] == ["1", "2"]
@@ -177,10 +178,9 @@ def test_trial_local_gives_the_sweeps_metrics(reference, sweep_file, tmp_path, c
     finally:
         torch.set_num_threads(threads)
     assert code == 0 and "locally on cpu (1 thread(s))" in out and "epoch   4" in out
-    # (its metrics equal the sweep's to summation order: test_a_packed_trial_computes_what_it_computes_alone)
-    assert "note: the sweep trains this trial in a pack of 2 (C-VF/angle=0/seed=0+1)" in out
-    assert [r["epoch"] for r in metrics(tmp_path / "local")] == [r["epoch"] for r in metrics(
-        exp / "trials/C-VF/angle=90/seed=0")]
+    # it trains its whole pack here, so its metrics equal the sweep's bit for bit (tests/test_pack_replay.py)
+    assert "the sweep trains this trial in a pack of 2 (C-VF/angle=0/seed=0+1): training that whole pack" in out
+    assert metrics(tmp_path / "local") == metrics(exp / "trials/C-VF/angle=90/seed=0")
 
 
 def test_only_runs_a_subset_and_the_full_run_does_not_redo_it(reference, sweep_file, tmp_path, capsys):

@@ -76,6 +76,10 @@ def _collapse_words(c: dict[str, Any]) -> str:
     def pct(key: str) -> str:
         return f"{c[key]:.2f}%" if finite(c.get(key)) else "?"
 
+    if c.get("seen_in") == "test_error":
+        return (f"collapsed at epoch {c.get('epoch', '?')}, seen in test error (test error {pct('test_error_after')}, "
+                f"at chance level since epoch {c.get('since_epoch', '?')}, while the train error is "
+                f"{pct('train_error_after')})")
     return (f"collapsed at epoch {c.get('epoch', '?')} (train error {pct('train_error_before')} at epoch "
             f"{c.get('epoch_before', '?')} -> {pct('train_error_after')}, test error {pct('test_error_after')})")
 

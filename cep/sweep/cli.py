@@ -23,7 +23,7 @@ from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_sizes, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     RAY_LOG,
@@ -40,7 +40,6 @@ from cep.sweep.store import (
     stale_discarded,
     sweep_record,
     torch_threads,
-    trial_device,
     trial_dir,
     write_sweep_record,
 )
@@ -81,6 +80,9 @@ def _fail(problems: list[str]) -> int:
 @click.option("--local", is_flag=True, help="run --trial ID here, without Ray, with the trainer's progress display")
 @click.option("--out", default=None, metavar="DIR",
               help="with --local: results folder (default runs/<sweep name>/<trial id>)")
+@click.option("--alone", is_flag=True,
+              help="with --local: train the trial by itself, not with the pack the sweep trains it in (its numbers "
+                   "then differ from the sweep's; C-VF's within an epoch)")
 @click.option("--progress-interval", default=30.0, show_default=True, metavar="SECONDS",
               help="how often the table of running trials is printed")
 @click.option("--no-aggregate", is_flag=True, help="do not summarise the experiment after the run")
@@ -90,7 +92,7 @@ def _fail(problems: list[str]) -> int:
 @click.version_option(package_name="cep")
 def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, storage: str,
                   name: str | None, address: str | None, restart: bool, trial_id: str | None, local: bool,
-                  out: str | None, progress_interval: float, no_aggregate: bool, verbose: bool) -> int:
+                  out: str | None, alone: bool, progress_interval: float, no_aggregate: bool, verbose: bool) -> int:
     """Run the trials of SWEEP_FILE with Ray Tune; rerun the same command to resume after any interruption.
 
     \b
@@ -106,8 +108,8 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     t_start = time.monotonic()
     try:
         spec = load_sweep(sweep_file, sets)
-        if trial_id is not None or local:
-            return _run_local(spec, trial_id, local, out)
+        if trial_id is not None or local or alone:
+            return _run_local(spec, trial_id, local, out, alone)
         chosen = select(spec.trials, only)
     except SweepError as e:
         return _fail(e.problems)
@@ -119,7 +121,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     chosen_ids = {t.id for t in chosen}
     selected = [t for t in all_trials if t.id in chosen_ids]
     if dry_run:
-        packs = make_packs(chosen, pack_size(spec))
+        packs = make_packs(chosen, pack_sizes(spec))
         click.echo(dry_run_table(spec, chosen, packs))
         _estimate_packs(spec, packs)
         return _dry_run_state(exp_dir, all_trials, selected)
@@ -168,14 +170,14 @@ def _run_locked(run: SweepRun, all_trials: list[Trial], selected: list[Trial], r
     if restart and subset:
         restart_experiment(exp_dir, [t.id for t in selected], lock)
     done = outcomes(exp_dir, selected) if record is not None else {}
-    run.packs = [p for p in make_packs(selected, pack_size(spec))
+    run.packs = [p for p in make_packs(selected, pack_sizes(spec))
                  if not all(t.id in done and done[t.id].complete for t in p.members)]
     run.trials = [t for p in run.packs for t in p.members]
     grown = grown_record(record, spec, all_trials) if record is not None else None
     if grown is not None:
         click.echo(f"growing the experiment in {exp_dir}: {grown['grown'][-1]['what']}; finished trials are kept")
     new_record = grown if record is not None else sweep_record(spec, all_trials,
-                                                               make_packs(all_trials, pack_size(spec)))
+                                                               make_packs(all_trials, pack_sizes(spec)))
     return _run_sweep(run, all_trials, selected, new_record, record is None, no_aggregate, t_start)
 
 
@@ -326,27 +328,13 @@ def restart_experiment(exp_dir: Path, trial_ids: list[str] | None, lock: Experim
                f"{exp_dir}")
 
 
-def _run_local(spec: SweepSpec, trial_id: str | None, local: bool, out: str | None) -> int:
+def _run_local(spec: SweepSpec, trial_id: str | None, local: bool, out: str | None, alone: bool = False) -> int:
     """`--trial ID --local`: the trial exactly as the sweep runs it, in this process (breakpoints work)."""
     if trial_id is None or not local:
         raise SweepError(["--trial ID and --local go together (to run some trials on Ray, use --only PATTERN)"])
-    trial: Trial = spec.trial(trial_id)
-    import torch
+    from cep.sweep.local import run_local
 
-    from cep.cli import execute
-
-    torch.set_num_threads(torch_threads(spec.resources))
-    # as the sweep runs it (checkpoint on: rerunning resumes), in a folder of its own
-    cfg = trial.config.replace(out_dir=out or str(Path("runs") / spec.name / trial.id), checkpoint=True,
-                               device=trial_device(trial.config, spec.resources))
-    click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfg.device} "
-               f"({torch_threads(spec.resources)} thread(s))")
-    pack = next(p for p in make_packs(spec.trials, pack_size(spec)) if trial.id in p.ids)
-    if len(pack.ids) > 1:
-        click.echo(f"note: the sweep trains this trial in a pack of {len(pack.ids)} ({pack.id}); alone it computes "
-                   "the same up to floating-point summation order (to ~1e-12 in float64; float32 runs drift apart "
-                   "chaotically); set pack: 1 for bit-identical runs")
-    return execute(cfg)
+    return run_local(spec, trial_id, out, alone)
 
 
 def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:

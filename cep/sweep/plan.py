@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,9 @@ from cep.sweep.spec import SweepError, SweepSpec, Trial, format_value
 from cep.text import text_table
 
 AUTO_PACK = {"gpu": 45, "cpu": 9}  # pack: auto, with or without a GPU share per pack
+# pack: auto on one CPU thread: nets whose dynamics touch more synapses per step than this train alone, where
+# a pack is slower per trial than a trial alone (measured: README, Packs; C-VF-1h packs pay, 2h nets do not)
+ONE_THREAD_STEP_SYNAPSES = 32_768
 # Images per split (spec: mnist5k is the embedded 4,000/1,000 split; mnist is torchvision's).
 DATASET_SIZES = {"mnist5k": (4000, 1000), "mnist": (60000, 10000)}
 
@@ -46,18 +49,55 @@ class Pack:
 
 
 def pack_size(spec: SweepSpec) -> int:
-    """The most trials per pack: the sweep's `pack`, or for auto 45 when packs get a GPU share, else 9."""
+    """The most trials per pack: the sweep's `pack`, or for auto 45 when packs get a GPU share, else 9
+    (auto_pack may give fewer, by the net)."""
     return spec.pack or AUTO_PACK["gpu" if spec.resources.get("gpu", 0) > 0 else "cpu"]
 
 
-def make_packs(trials: Sequence[Trial], size: int) -> list[Pack]:
-    """Group trials of the same structure (cep.config.pack_key; training only) into packs of at most `size`,
-    in the order of their first member; the same trials and size always give the same packs."""
+def pack_sizes(spec: SweepSpec) -> Callable[[TrialConfig], int]:
+    """The most trials per pack for trials like a config: the sweep's `pack`, or auto_pack's choice."""
+    return lambda cfg: spec.pack or auto_pack(cfg, spec.resources)[0]
+
+
+def torch_threads(resources: Mapping[str, float]) -> int:
+    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results)."""
+    return max(1, int(resources.get("cpu", 1)))
+
+
+def step_synapses(cfg: TrialConfig) -> int:
+    """Synapses the dynamics use at every step: all but the input layer's (the feedback matrices of vf too);
+    the input layer's drive is computed once per phase."""
+    hidden = sum(a * b for a, b in zip(cfg.size_tab[:-2], cfg.size_tab[1:-1], strict=True))
+    return hidden * (2 if cfg.rule == "vf" else 1)
+
+
+def auto_pack(cfg: TrialConfig, resources: Mapping[str, float]) -> tuple[int, str]:
+    """`pack: auto` for trials like `cfg`: the most per pack, and why. Packs pay on a GPU (launches) and on
+    two or more CPU threads (one batched product per step splits better); on one thread only for small nets
+    (a pack of 2h nets is slower per trial there: its members' matrices no longer stay in cache)."""
+    if cfg.device.startswith("cuda") or (cfg.device == "auto" and resources.get("gpu", 0) > 0):
+        return AUTO_PACK["gpu"], "packs get a GPU share"
+    threads = torch_threads(resources)
+    if threads > 1:
+        return AUTO_PACK["cpu"], f"{threads} CPU threads per pack"
+    synapses = step_synapses(cfg)
+    if synapses <= ONE_THREAD_STEP_SYNAPSES:
+        return AUTO_PACK["cpu"], (f"{_human(synapses)} synapses per step: a small net, packs pay even on 1 CPU "
+                                  "thread")
+    return 1, (f"{_human(synapses)} synapses per step on 1 CPU thread, above {_human(ONE_THREAD_STEP_SYNAPSES)}: a "
+               "pack would be slower per trial there than the trials alone; with 2+ CPUs per trial they pack")
+
+
+def make_packs(trials: Sequence[Trial], size: int | Callable[[TrialConfig], int]) -> list[Pack]:
+    """Group trials of the same structure (cep.config.pack_key; training only) into packs of at most `size`
+    (or `size(config)`, e.g. pack_sizes), in the order of their first member; the same trials and size always
+    give the same packs."""
     groups: dict[str, list[list[Trial]]] = {}
     for t in trials:
-        key = pack_key(t.config) if t.config.action == "train" and size > 1 else t.id
+        most = size(t.config) if callable(size) else size
+        key = pack_key(t.config) if t.config.action == "train" and most > 1 else t.id
         chunks = groups.setdefault(key, [[]])
-        if len(chunks[-1]) == size:
+        if len(chunks[-1]) == most:
             chunks.append([])
         chunks[-1].append(t)
     packs = [c for chunks in groups.values() for c in chunks]
@@ -190,7 +230,20 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
     if packs:
         lines.append(f"{len(packs)} pack(s) of up to {pack_size(spec)} trial(s) (pack: {spec.pack or 'auto'}); a "
                      "pack trains as one program and runs as one Ray Tune trial with the resources above")
+        lines += auto_pack_lines(spec, trials) if spec.pack is None else []
     return "\n".join(lines)
+
+
+def auto_pack_lines(spec: SweepSpec, trials: Sequence[Trial]) -> list[str]:
+    """For the dry run: what `pack: auto` chose for each experiment's trials, and why."""
+    chosen: dict[tuple[int, str], list[str]] = {}
+    for t in trials:
+        if t.config.action == "train":
+            names = chosen.setdefault(auto_pack(t.config, spec.resources), [])
+            if (t.experiment or spec.name) not in names:
+                names.append(t.experiment or spec.name)
+    return [f"pack: auto: {', '.join(names)}: " + (f"up to {most} per pack" if most > 1 else "each trial alone")
+            + f" ({why})" for (most, why), names in chosen.items()]
 
 
 def _some(groups: list[tuple[list[str], str]]) -> str:

@@ -133,8 +133,8 @@ class ProgressTable(tune.Callback):
             if collapsed is not None and row.collapsed_epoch is None:
                 row.collapsed_epoch = int(collapsed)
                 then = "stopped there" if row.status == "collapsed" else "training on"
-                self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} (train error "
-                            f"{_percent(row.train_error)}); {then} [{self._elapsed()}]")
+                self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} ({_collapse_seen(rec)}); "
+                            f"{then} [{self._elapsed()}]")
             if isinstance(rec.get("epoch_seconds"), (int, float)) and not result.get("replayed"):
                 row.epoch_seconds = float(rec["epoch_seconds"])
             if row.status in COMPLETE and row.started is not None and row.ended is None:
@@ -282,3 +282,9 @@ def _ended(folder: Path) -> bool:
         return False
 
 
+def _collapse_seen(rec: dict[str, Any]) -> str:
+    """The error that showed a member's collapse, for the live table's line."""
+    if rec.get("collapse_seen_in") == "test_error":
+        return (f"seen in test error: test error {_percent(rec.get('test_error'))} at chance while train error "
+                f"{_percent(rec.get('train_error'))}")
+    return f"train error {_percent(rec.get('train_error'))}"

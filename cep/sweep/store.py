@@ -28,7 +28,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
-from cep.sweep.plan import Pack, compare, describe_change, fingerprint
+from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
 SWEEP_FILE = "sweep.json"
@@ -240,11 +240,6 @@ def trial_device(cfg: TrialConfig, resources: dict[str, float]) -> str:
     if cfg.device != "auto":
         return cfg.device
     return "cuda" if resources.get("gpu", 0) > 0 else "cpu"
-
-
-def torch_threads(resources: dict[str, float]) -> int:
-    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results)."""
-    return max(1, int(resources.get("cpu", 1)))
 
 
 # ---------------------------------------------------------- shared storage
