@@ -83,6 +83,7 @@ def test_leftovers_of_a_run_killed_before_sweep_json_start_the_experiment(refere
     (exp / "ray.log").write_text("--- cep-sweep life, pid 1\n")
     (exp / ".cep-sweep.lock").write_text("pid 999999 host elsewhere started 2026-01-01T00:00:00+0000\n")
     (exp / ".sweep.4242.tmp.json").write_text('{"na')
+    (exp / ".write-probe.4242").write_text("")
     args = [str(sweep_file), "--storage", str(tmp_path), "--no-aggregate", "--progress-interval", "0"]
     code, out, err = run_cli([*args, "--only", "C-VF/*"], capsys)
     assert code == 0, err

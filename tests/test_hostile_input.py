@@ -149,11 +149,11 @@ def test_a_damaged_sweep_json_is_one_line(content, dry, tmp_path, capsys, monkey
     (tmp_path / "s.yaml").write_text(SWEEP)
     (tmp_path / "results" / "s").mkdir(parents=True)
     (tmp_path / "results" / "s" / "sweep.json").write_bytes(content.encode("latin-1"))
-    if dry:  # the dry run says what running would do, and runs nothing
+    if dry:  # the dry run says what running would do, runs nothing, and exits 2 (it could not run it)
         with pytest.raises(SystemExit) as e:
             sweep_main(["s.yaml", "--dry-run"])
-        out = capsys.readouterr().out
-        assert e.value.code == 0 and "sweep.json: damaged" in out and "--restart" in out
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "sweep.json: damaged" in err and "--restart" in err
     else:
         line = one_line_exit_2(["s.yaml"], capsys, sweep=True)
         assert "sweep.json: damaged" in line and "--restart" in line

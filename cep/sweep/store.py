@@ -117,7 +117,7 @@ def _own_file(name: str) -> bool:
     sweep.json, or while undoing a refused start: the folder is then no other program's, and a run starts it."""
     from cep.sweep.lock import LOCK_FILE
 
-    return (name in (LOCK_FILE, RAY_LOG, TUNE_DIR) or name.startswith((STORAGE_PROBE, DISCARDED))
+    return (name in (LOCK_FILE, RAY_LOG, TUNE_DIR) or name.startswith((STORAGE_PROBE, DISCARDED, ".write-probe."))
             or (name.startswith(f".{Path(SWEEP_FILE).stem}.") and name.endswith(".tmp.json")))
 
 
