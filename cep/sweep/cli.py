@@ -22,6 +22,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
+from cep.sweep.guard import link_problems, restore_edited_configs
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
@@ -39,7 +40,7 @@ from cep.sweep.store import (
     tune_dir,
     write_sweep_record,
 )
-from cep.text import duration, text_table
+from cep.text import duration, printable, text_table
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -50,7 +51,7 @@ ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
 
 def _fail(problems: list[str]) -> int:
     for p in problems:
-        click.echo(f"error: {p}", err=True)
+        click.echo(f"error: {printable(p)}", err=True)
     return EXIT_USAGE
 
 
@@ -131,6 +132,11 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         if restart and not subset:
             restart_experiment(exp_dir, None)
         record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
+        links = link_problems(exp_dir, all_trials) if record is not None else []
+        if links:
+            return _fail(links)
+        for line in restore_edited_configs(exp_dir, all_trials) if record is not None else []:
+            click.echo(f"warning: {line}", err=True)
         if restart and subset:
             restart_experiment(exp_dir, [t.id for t in selected])
     except SweepError as e:

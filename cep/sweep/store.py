@@ -26,6 +26,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import FolderState, read_folder, write_atomic
+from cep.safe_files import refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
@@ -46,6 +47,11 @@ def experiment_dir(storage: str, name: str) -> Path:
 
 def trial_dir(exp_dir: str | Path, trial_id: str) -> Path:
     return Path(exp_dir) / TRIALS_DIR / trial_id
+
+
+def experiment_of(folder: str | Path, trial_id: str) -> Path:
+    """The experiment folder of a trial folder trials/<trial id>/ (the inverse of trial_dir)."""
+    return Path(folder).parents[len(Path(trial_id).parts)]
 
 
 def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path | None = None) -> list[Trial]:
@@ -137,6 +143,8 @@ def restart(exp_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None
     if trial_ids is None:
         shutil.rmtree(exp_dir)
         return
+    for tid in trial_ids:  # never through a link out of the experiment (a copied or shared folder)
+        refuse_links(exp_dir, trial_dir(exp_dir, tid), "delete")
     for tid in trial_ids:
         shutil.rmtree(trial_dir(exp_dir, tid), ignore_errors=True)
     # Ray Tune's files of partial runs: a restored one would count the discarded trials as done there
@@ -171,7 +179,8 @@ def tune_dir(exp_dir: Path, packs: Sequence[Pack], full: bool, record: dict[str,
 # ----------------------------------------------------------- completion check
 def outcomes(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, FolderState]:
     """Where each trial stands according to its results folder (the truth, whatever Ray Tune says), by id."""
-    return {t.id: read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs) for t in trials}
+    return {t.id: read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs, root=exp_dir)
+            for t in trials}
 
 
 # ------------------------------------------------------- how a trial runs
