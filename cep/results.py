@@ -138,7 +138,7 @@ def config_edits(folder: str | Path, recorded: dict[str, Any]) -> list[str]:
         return ["unreadable"]
     if not isinstance(written, dict):
         return ["unreadable"]
-    return result_differences(written, recorded)
+    return [k for k in result_differences(written, recorded) if k != "epochs"]  # epochs may grow on a rerun
 
 
 def config_edit_line(trial: str, edits: list[str]) -> str:
