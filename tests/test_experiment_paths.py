@@ -222,6 +222,21 @@ def test_sweep_rerun_refuses_a_link_before_anything_starts(where, tmp_path, caps
     assert "symbolic link" in line and snapshot(v) == before
 
 
+@pytest.mark.parametrize("name", ["sweep.json", "ray.log"])
+def test_sweep_refuses_its_own_files_as_links(name, tmp_path, capsys):
+    """sweep.json (read) or ray.log (appended to) a link to a file outside: refused in one line, before Ray."""
+    sweep, storage, exp = finished_sweep(tmp_path)
+    (trial_dir(exp, "EP/seed=1") / "summary.json").unlink()  # something left to run: the driver starts
+    v = victim(tmp_path)
+    if name == "sweep.json":
+        (exp / name).rename(v / name)
+    make_link(exp / name, v / (name if name == "sweep.json" else "trial.log"))
+    before = snapshot(v)
+    line = one_line_exit_2(lambda: sweep_main([str(sweep), "--storage", str(storage), "--no-aggregate"]), capsys)
+    assert str(exp / name) in line and "symbolic link" in line
+    assert snapshot(v) == before
+
+
 # --------------------------------------------------- 2. temporaries of a kill
 def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -271,6 +286,18 @@ def test_a_rerun_removes_the_temporaries_a_killed_run_left_and_keeps_live_ones(t
         train([*QUICK, "--epochs", "2", "--checkpoint", "--out", str(out)])
     assert e.value.code == 0, capsys.readouterr().err
     assert not any(p.exists() for p in dead) and live.exists() and other_host.exists()
+
+
+def test_a_sweep_rerun_removes_temporaries_in_the_experiment_and_finished_trials(tmp_path, capsys):
+    sweep, storage, exp = finished_sweep(tmp_path)
+    left = [exp / f"{TEMP_PREFIX}{dead_pid()}@{os.uname().nodename}~sweep.json",
+            trial_dir(exp, "EP/seed=0") / f"{TEMP_PREFIX}{dead_pid()}@{os.uname().nodename}~checkpoint.pt"]
+    for p in left:
+        p.write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        sweep_main([str(sweep), "--storage", str(storage), "--no-aggregate"])
+    assert e.value.code == 0, capsys.readouterr().err  # every trial finished: nothing runs, no Ray
+    assert not any(p.exists() for p in left)
 
 
 # -------------------------------------------------------------- 3. escaping

@@ -22,7 +22,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.guard import link_problems, restore_edited_configs
+from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
@@ -135,6 +135,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         links = link_problems(exp_dir, all_trials) if record is not None else []
         if links:
             return _fail(links)
+        remove_temporaries(exp_dir, all_trials)
         for line in restore_edited_configs(exp_dir, all_trials) if record is not None else []:
             click.echo(f"warning: {line}", err=True)
         if restart and subset:

@@ -31,6 +31,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from cep.results import FolderState, write_atomic  # noqa: E402
+from cep.safe_files import refuse_links  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
@@ -280,6 +281,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _ray_log_file(run: SweepRun) -> Path:
     run.exp_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(run.exp_dir, run.exp_dir / RAY_LOG)  # appended to: never through a link out of the experiment
     return run.exp_dir / RAY_LOG
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from cep.results import CONFIG_FILE, config_edit_line, config_edits, result_link, write_atomic
-from cep.safe_files import LinkRefused
+from cep.safe_files import LinkRefused, remove_stale_temps
 from cep.sweep.spec import Trial
 from cep.sweep.store import trial_dir
 
@@ -27,6 +27,13 @@ def link_problems(exp_dir: str | Path, trials: Sequence[Trial]) -> list[str]:
         if link is not None and link not in found:
             found[link] = str(LinkRefused(link, "write"))
     return list(found.values())
+
+
+def remove_temporaries(exp_dir: str | Path, trials: Sequence[Trial]) -> None:
+    """Remove what killed runs left half-written in the experiment folder and its trial folders (also of
+    trials that will not run again)."""
+    for folder in [Path(exp_dir), *(trial_dir(exp_dir, t.id) for t in trials)]:
+        remove_stale_temps(folder)
 
 
 def restore_edited_configs(exp_dir: str | Path, trials: Sequence[Trial]) -> list[str]:

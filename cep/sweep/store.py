@@ -26,7 +26,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import FolderState, read_folder, write_atomic
-from cep.safe_files import refuse_links
+from cep.safe_files import read_bytes, refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
@@ -82,7 +82,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(read_bytes(path).decode("utf-8"))  # never through a link (LinkRefused)
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
