@@ -27,7 +27,7 @@ class LinkRefused(UsageProblem):
     """A symbolic link where cep would read, write or delete inside a results folder (one line)."""
 
     def __init__(self, link: Path, doing: str):
-        self.link = link
+        self.link, self.doing = link, doing
         try:
             target = f" to {os.readlink(link)}"
         except OSError:
@@ -35,12 +35,19 @@ class LinkRefused(UsageProblem):
         super().__init__(f"{link}: a symbolic link{target}; cep does not {doing} through links inside a results "
                          "folder; replace the link with a real copy (cp -rL) or remove it, and rerun")
 
+    def __reduce__(self) -> tuple:  # crosses processes (a Ray trial's error) with its own arguments
+        return type(self), (self.link, self.doing)
+
 
 class DiskFull(UsageProblem):
     """No space left where a file is written (one line; the old file is kept)."""
 
     def __init__(self, path: Path):
+        self.path = path
         super().__init__(f"{path}: no space left on device; free space and rerun the same command to resume")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.path,)
 
 
 def find_link(root: str | Path, path: str | Path) -> Path | None:
@@ -184,9 +191,12 @@ def disk_full(error: BaseException, path: Path) -> bool:
     """Whether a failed write of `path` failed for want of space (torch.save says only RuntimeError)."""
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(error, RuntimeError):
-        try:
-            return shutil.disk_usage(path.parent).free < LOW_SPACE
-        except OSError:
-            return False
-    return False
+    return isinstance(error, RuntimeError) and out_of_space(path.parent)
+
+
+def out_of_space(folder: Path) -> bool:
+    """Whether the filesystem of `folder` is (nearly) full: then a failure there is reported as that."""
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
