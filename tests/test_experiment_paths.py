@@ -438,3 +438,21 @@ def test_a_sweep_rerun_rewrites_an_edited_config_from_sweep_json(tmp_path, capsy
     err = [ln for ln in capsys.readouterr().err.splitlines() if "config.yaml" in ln]
     assert len(err) == 1 and "trial EP/seed=1" in err[0] and "lr_tab" in err[0]
     assert yaml.safe_load(path.read_text())["lr_tab"] == [0.05, 0.1]
+
+
+@pytest.mark.ray
+def test_a_sweep_on_a_full_disk_is_one_line(tiny_disk, ray_address, tmp_path):
+    """A trial's ENOSPC (and Tune's own files failing on the full disk) reach the terminal as short lines:
+    the trial's DiskFull on its status line, then one `error:` line, exit 2, no traceback."""
+    sweep = tmp_path / "full.yaml"
+    sweep.write_text(SWEEP.format(description='"full"').replace("seed: [0, 1]", "seed: [0]") + "max_failures: 0\n")
+    fill(tiny_disk, leave=150_000)  # room for sweep.json and Tune's first files, not for the trial's
+    p = subprocess.run([sys.executable, "-c", "from cep.sweep.cli import main; main()", str(sweep), "--storage",
+                        str(tiny_disk), "--address", ray_address, "--no-aggregate", "--progress-interval", "0"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr and len(p.stdout.splitlines()) < 10
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "no space left on device; free space and rerun the same command" in err[0], p.stderr
+    assert "no space left on device" in p.stdout  # the trial's own line says why it failed
