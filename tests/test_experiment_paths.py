@@ -133,6 +133,12 @@ def test_aggregate_reads_nothing_through_a_link(where, tmp_path, capsys):
     trials = (exp / "summary" / "trials.csv").read_text()
     assert "42.4242" not in md + trials + (exp / "summary" / "index.html").read_text()
     assert "symbolic link; not read" in md and "symbolic link; not read" in out
+    with pytest.raises(SystemExit):
+        run_main(status_command, {}, [str(exp)])
+    status = capsys.readouterr().out
+    assert "42.42" not in status
+    if not where.endswith((".csv", ".json")):  # the folder itself refused: its row says why
+        assert "symbolic link; not read" in status
     assert snapshot(v) == before
 
 
