@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from cep.config import result_differences
 from cep.safe_files import (
     DiskFull,
     LinkRefused,
@@ -40,6 +41,7 @@ from cep.safe_files import (
     refuse_links,
     temp_path,
 )
+from cep.yaml_file import YAMLFileError, read_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -125,9 +127,6 @@ def config_edits(folder: str | Path, recorded: dict[str, Any]) -> list[str]:
     """The result fields in which a folder's config.yaml differs from the trial's recorded configuration
     (sweep.json's, the checkpoint's): a hand edit; ["unreadable"] when it cannot be read, [] when it agrees
     or is absent. The record is the truth: readers use it, and the next run rewrites config.yaml."""
-    from cep.config import result_differences
-    from cep.yaml_file import YAMLFileError, read_yaml
-
     path = Path(folder) / CONFIG_FILE
     if not os.path.lexists(path):
         return []

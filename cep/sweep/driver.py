@@ -37,10 +37,9 @@ from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
-from cep.sweep.store import STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
+from cep.sweep.store import RAY_LOG, STORAGE_PROBE, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
 
-RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
 

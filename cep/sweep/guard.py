@@ -14,19 +14,18 @@ from pathlib import Path
 import yaml
 
 from cep.results import CONFIG_FILE, config_edit_line, config_edits, result_link, write_atomic
-from cep.safe_files import LinkRefused, remove_stale_temps
+from cep.safe_files import LinkRefused, find_link, remove_stale_temps
 from cep.sweep.spec import Trial
-from cep.sweep.store import trial_dir
+from cep.sweep.store import RAY_LOG, SWEEP_FILE, trial_dir
 
 
 def link_problems(exp_dir: str | Path, trials: Sequence[Trial]) -> list[str]:
-    """One line per symbolic link on the way to a trial folder or at its files (the first of each trial)."""
-    found: dict[Path, str] = {}
-    for t in trials:
-        link = result_link(exp_dir, trial_dir(exp_dir, t.id))
-        if link is not None and link not in found:
-            found[link] = str(LinkRefused(link, "write"))
-    return list(found.values())
+    """One line per symbolic link at the experiment's own files, on the way to a trial folder or at its files
+    (the first of each trial)."""
+    exp_dir = Path(exp_dir)
+    links = [find_link(exp_dir, exp_dir / name) for name in (SWEEP_FILE, RAY_LOG)]
+    links += [result_link(exp_dir, trial_dir(exp_dir, t.id)) for t in trials]
+    return [str(LinkRefused(link, "write")) for link in dict.fromkeys(link for link in links if link is not None)]
 
 
 def remove_temporaries(exp_dir: str | Path, trials: Sequence[Trial]) -> None:

@@ -31,6 +31,7 @@ from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
 SWEEP_FILE = "sweep.json"
+RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
 TRIALS_DIR = "trials"
 SUBSETS_DIR = "subsets"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
