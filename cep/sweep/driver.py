@@ -232,7 +232,10 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
         if started_ray:
             ray.shutdown()
-    return outcomes(run.exp_dir, run.trials)
+    results = outcomes(run.exp_dir, run.trials)
+    if out_of_space(run.exp_dir) and not all(o.complete for o in results.values()):
+        raise DiskFull(run.exp_dir)  # whatever each trial's failure looked like, this is the one to fix
+    return results
 
 
 def _schedule(run: SweepRun) -> Schedule:
