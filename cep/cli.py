@@ -30,6 +30,8 @@ from cep.config import (
 )
 from cep.errors import DataError, UsageProblem
 from cep.results import default_out_dir
+from cep.safe_files import DiskFull, disk_full
+from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml
 
 EXIT_USAGE = 2
@@ -50,14 +52,19 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
         click.echo("interrupted", err=True)  # Ctrl-C, and only Ctrl-C, is exit code 130
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
+        click.echo(f"error: {printable(e.format_message())}", err=True)
         sys.exit(EXIT_USAGE)
     except ConfigError as e:
         for field, message in e.problems:
-            click.echo(f"error: {names.get(field, field)}: {message}", err=True)
+            click.echo(f"error: {printable(names.get(field, field))}: {printable(message)}", err=True)
         sys.exit(EXIT_USAGE)
     except (DataError, UsageProblem) as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {printable(e)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as e:  # a full disk outside the atomic writer (a log, a folder): one line too
+        if not disk_full(e, Path(e.filename or ".")):
+            raise
+        click.echo(f"error: {printable(DiskFull(Path(e.filename or 'the results folder')))}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else 0)
 

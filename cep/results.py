@@ -27,6 +27,22 @@ from typing import Any
 
 import yaml
 
+from cep.config import result_differences
+from cep.safe_files import (
+    DiskFull,
+    LinkRefused,
+    append_text,
+    create_exclusive,
+    disk_full,
+    find_link,
+    fsync_dir,
+    fsync_file,
+    read_bytes,
+    refuse_links,
+    temp_path,
+)
+from cep.yaml_file import YAMLFileError, read_yaml
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -63,34 +79,73 @@ COLLAPSE_HIGH = 80.0  # % error of an epoch at chance level (chance is 90% for 1
 COLLAPSE_TEST_EPOCHS = 3  # epochs of chance-level test error (train error low) that make a collapse
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to; renamed to `path` when the block ends without error.
+def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; fsynced and renamed to `path` when the block ends without error.
 
-    Readers see either the old or the new file, never half of it (a crash leaves the old one).
-    The temporary name keeps the suffix, for writers that choose the format by it (matplotlib).
+    Readers see either the old or the new file, never half of it (a crash leaves the old one, and the next run
+    removes the temporary: remove_stale_temps). The temporary name keeps the suffix, for writers that choose
+    the format by it (matplotlib). No component of `path` below `root` (default: its folder), nor `path`
+    itself, may be a symbolic link (LinkRefused); a full disk raises DiskFull.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    refuse_links(root if root is not None else path.parent, path)
+    tmp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_exclusive(tmp)
         yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:
+        if disk_full(e, path):
+            raise DiskFull(path) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
+def write_atomic(path: str | Path, data: str | bytes, root: str | Path | None = None) -> None:
     """Write a whole file atomically (see atomic_path)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, root) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def append_log(folder: str | Path, line: str) -> None:
-    """One line of trial.log: time, host, pid, then what happened."""
+    """One line of trial.log: time, host, pid, then what happened (never through a link)."""
+    append_text(Path(folder) / LOG_FILE,
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} pid={os.getpid()} {line}\n")
+
+
+def result_link(root: str | Path, folder: str | Path) -> Path | None:
+    """The first symbolic link on the way from `root` to a results folder or at one of its files (None: none)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOG_FILE, "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} pid={os.getpid()} {line}\n")
+    return next((link for link in (find_link(root, folder), *(find_link(folder, folder / n) for n in RESULT_FILES))
+                 if link is not None), None)
+
+
+def config_edits(folder: str | Path, recorded: dict[str, Any]) -> list[str]:
+    """The result fields in which a folder's config.yaml differs from the trial's recorded configuration
+    (sweep.json's, the checkpoint's): a hand edit; ["unreadable"] when it cannot be read, [] when it agrees
+    or is absent. The record is the truth: readers use it, and the next run rewrites config.yaml."""
+    path = Path(folder) / CONFIG_FILE
+    if not os.path.lexists(path):
+        return []
+    try:
+        refuse_links(folder, path, "read")
+        written = read_yaml(path, "trial config")
+    except (YAMLFileError, LinkRefused):
+        return ["unreadable"]
+    if not isinstance(written, dict):
+        return ["unreadable"]
+    return [k for k in result_differences(written, recorded) if k != "epochs"]  # epochs may grow on a rerun
+
+
+def config_edit_line(trial: str, edits: list[str]) -> str:
+    """The one line that says a trial's config.yaml was edited by hand."""
+    what = "is unreadable" if edits == ["unreadable"] else f"differs in {', '.join(edits)}"
+    return (f"trial {trial}: {CONFIG_FILE} {what} from the trial's recorded configuration (edited by hand?); "
+            "the recorded one is used, and a rerun rewrites the file from it")
 
 
 def json_safe(value: Any) -> Any:
@@ -248,14 +303,17 @@ def summarize(state: Any) -> dict[str, Any]:
 
 def earlier_results(folder: str | Path) -> list[str]:
     """The files of an earlier run in `folder` (RESULT_FILES that exist), by name."""
-    return [name for name in RESULT_FILES if (Path(folder) / name).exists()]
+    return [name for name in RESULT_FILES if os.path.lexists(Path(folder) / name)]
 
 
 def discard_results(folder: str | Path) -> None:
     """Remove an earlier run's files (RESULT_FILES) from `folder`, leaving anything else there."""
     import shutil
 
-    for name in earlier_results(folder):
+    found = earlier_results(folder)
+    for name in found:  # a link is refused before anything is deleted
+        refuse_links(folder, Path(folder) / name, "delete")
+    for name in found:
         path = Path(folder) / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -305,12 +363,14 @@ def run_title(cfg: Any) -> str:
 
 # ---------------------------------------------------------------- reading
 def read_summary(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / SUMMARY_FILE).read_text())
+    """summary.json of a trial folder (never through a link: LinkRefused)."""
+    return json.loads(read_bytes(Path(path) / SUMMARY_FILE))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    with open(Path(path) / METRICS_FILE, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+    """metrics.csv of a trial folder (never through a link: LinkRefused)."""
+    rows = csv.DictReader(io.StringIO(read_bytes(Path(path) / METRICS_FILE).decode("utf-8"), newline=""))
+    return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in rows]
 
 
 def error_line(text: str) -> str:
@@ -320,6 +380,22 @@ def error_line(text: str) -> str:
         return "(error.txt is empty)"
     line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
     return line if len(line) <= 200 else line[:197] + "..."
+
+
+LINK_FIX = "cep reads no links inside a results folder; replace it with a real copy (cp -rL) or remove it"
+
+
+def _read_part(folder: Path, name: str, read: Any, st: FolderState) -> Any:
+    """read(folder) when `name` is there (None when not); why it cannot be read goes to st.notes."""
+    if not os.path.lexists(folder / name):
+        return None
+    try:
+        return read(folder)
+    except LinkRefused:
+        st.notes.append(f"{name} is a symbolic link; not read ({LINK_FIX})")
+    except (OSError, ValueError, csv.Error) as e:
+        st.notes.append(f"{name} unreadable ({type(e).__name__}: {e})")
+    return None
 
 
 @dataclass
@@ -333,6 +409,7 @@ class FolderState:
     metrics: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None  # error_line of error.txt
     notes: list[str] = field(default_factory=list)  # what could not be read, and oddities
+    refused: bool = False  # the folder is a symbolic link (error says where): not read at all
 
     @property
     def complete(self) -> bool:
@@ -349,6 +426,8 @@ class FolderState:
             return f"diverged at epoch {(self.summary or {}).get('diverged_at_epoch', self.epochs_done + 1)}"
         if self.status == "collapsed":
             return f"collapsed at epoch {self.epochs_done}; stopped there (stop_on_collapse)"
+        if self.status == "errored" and self.refused:
+            return str(self.error)
         if self.status == "errored":
             return f"{self.error} (see {Path(folder) / ERROR_FILE})"
         if self.status == "interrupted":
@@ -356,35 +435,33 @@ class FolderState:
         return ""
 
 
-def read_folder(folder: str | Path, action: str = "train", epochs: int = 1) -> FolderState:
-    """Read a trial folder; damaged or missing files become notes, never exceptions."""
+def read_folder(folder: str | Path, action: str = "train", epochs: int = 1,
+                root: str | Path | None = None) -> FolderState:
+    """Read a trial folder; damaged or missing files become notes, never exceptions. Nothing is read through
+    a symbolic link (below `root`, e.g. the experiment folder, or in the folder itself): a trial folder
+    that is a link is "errored" with the reason, a file that is one a note."""
     folder = Path(folder)
     epochs = epochs if action == "train" else 1
+    link = find_link(root, folder) if root is not None else None
+    if link is not None:
+        return FolderState("errored", 0, epochs, error=f"{link} is a symbolic link; not read ({LINK_FIX})",
+                           refused=True)
     if not folder.is_dir():
         return FolderState("pending", 0, epochs)
     st = FolderState("interrupted", 0, epochs)
-    if (folder / SUMMARY_FILE).exists():
-        try:
-            summary = read_summary(folder)
-            if not isinstance(summary, dict):
-                raise ValueError("not a JSON object")
-            st.summary = summary
-        except (OSError, ValueError) as e:
-            st.notes.append(f"{SUMMARY_FILE} unreadable ({type(e).__name__}: {e})")
-    elif action == "train":
+    summary = _read_part(folder, SUMMARY_FILE, read_summary, st)
+    if isinstance(summary, dict):
+        st.summary = summary
+    elif summary is not None:
+        st.notes.append(f"{SUMMARY_FILE} unreadable (not a JSON object)")
+    elif action == "train" and not os.path.lexists(folder / SUMMARY_FILE):
         st.notes.append(f"no {SUMMARY_FILE} yet (no epoch reported)")
-    if (folder / METRICS_FILE).exists():
-        try:
-            st.metrics = read_metrics(folder)
-        except (OSError, ValueError, csv.Error) as e:
-            st.notes.append(f"{METRICS_FILE} unreadable ({type(e).__name__}: {e})")
-    elif action == "train" and st.summary is not None and st.summary.get("epochs_done"):
+    st.metrics = _read_part(folder, METRICS_FILE, read_metrics, st) or []
+    if not os.path.lexists(folder / METRICS_FILE) and action == "train" and (st.summary or {}).get("epochs_done"):
         st.notes.append(f"no {METRICS_FILE}")
-    if (folder / ERROR_FILE).exists():
-        try:
-            st.error = error_line((folder / ERROR_FILE).read_text(errors="replace"))
-        except OSError as e:
-            st.error = f"error.txt unreadable ({e})"
+    text = _read_part(folder, ERROR_FILE, lambda f: read_bytes(f / ERROR_FILE).decode(errors="replace"), st)
+    if text is not None:
+        st.error = error_line(text)
     summary = st.summary or {}
     done = summary.get("epochs_done")
     st.epochs_done = int(done) if isinstance(done, (int, float)) and math.isfinite(done) else len(st.metrics)

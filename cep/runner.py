@@ -19,9 +19,9 @@ line, a Tune report). Here, for every trial (every member of a pack):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +35,19 @@ from cep.results import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVE_FILE,
+    GDU_DIR,
     SUMMARY_FILE,
     append_log,
     collapse_line,
+    config_edit_line,
+    config_edits,
     read_folder,
+    read_summary,
+    result_link,
     run_title,
     write_results,
 )
+from cep.safe_files import LinkRefused, remove_stale_temps
 from cep.train import (
     CheckpointError,
     Progress,
@@ -181,6 +187,7 @@ def run(cfg: TrialConfig, folder: str | Path | None = None, *, resumed: Resumed 
     and `on_epoch` after the epoch is saved.
     """
     if cfg.action == "gdu":
+        prepare_folder(Member(cfg, Path(folder) if folder is not None else None))
         return _run_analysis(cfg, folder, on_start, _TrialLog(folder))
     member = Member(cfg, Path(folder) if folder is not None else None, resumed)
     return run_pack([member], on_start=on_start, before_save=before_save, on_epoch=on_epoch, progress=progress,
@@ -194,10 +201,28 @@ class Member:
     cfg: TrialConfig
     folder: Path | None
     resumed: Resumed | None = None  # None: resume(cfg, folder)
+    root: Path | None = None  # the folder no link may be below (a sweep's experiment folder); None: `folder`
     log: _TrialLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = _TrialLog(self.folder)
+
+
+def prepare_folder(m: Member, name: str | None = None) -> None:
+    """Before a member runs: no link on the way to its folder or at its files (LinkRefused), no temporary
+    left by a killed run, and a hand-edited config.yaml said in one line (stderr, trial.log; rewritten)."""
+    if m.folder is None:
+        return
+    link = result_link(m.root or m.folder, m.folder)
+    if link is not None:
+        raise LinkRefused(link, "write")
+    for folder in (m.folder, m.folder / GDU_DIR):
+        remove_stale_temps(folder)
+    edits = config_edits(m.folder, m.cfg.to_dict())
+    if edits:
+        line = config_edit_line(name or str(m.folder), edits)
+        print(f"warning: {line}", file=sys.stderr)
+        m.log(f"warning: {line}")
 
 
 def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, before_save: OnEpoch | None = None,
@@ -209,6 +234,8 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
     folder written after each of its epochs. `on_round(states)` after each round of epochs; `progress`
     shows members[show] (default: the first member that trains)."""
     device = resolve_device(members[0].cfg.device)  # fail early and clearly on an unusable device
+    for m in members:
+        prepare_folder(m)
     for m in members:
         if m.resumed is None:
             m.resumed = resume(m.cfg, m.folder, restart_hint=restart_hint)
@@ -329,8 +356,8 @@ def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:
         try:
-            done = json.loads(summary.read_text()).get("status", "finished") == "finished"
-        except (OSError, ValueError, AttributeError):
+            done = read_summary(summary.parent).get("status", "finished") == "finished"
+        except (OSError, ValueError, AttributeError, LinkRefused):
             done = False
         if done:
             log("replay: gdu analysis already done; not rerun")

@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
+
+# What makes Markdown render text as something else (table.md shows text from sweep.json and trial folders):
+# raw HTML and entities (< &), code, emphasis and strike-through (` * ~; _ at a word's edge), table cells (|),
+# links and link definitions (a ] followed by ( [ or :), headings and quotes at a line's start (# >).
+_MD_SIGNIFICANT = re.compile(r"[\\`*~|]|(?<!\w)_|_(?!\w)|\](?=[(\[:])|^[ \t]*[#>]", re.MULTILINE)
+
+
+def printable(text: object, keep: str = "\n") -> str:
+    """`text` with control and bidirectional-override characters shown as escapes (\\x1b, \\u202e): an
+    escape sequence from a sweep or trial file cannot move the cursor, recolour or rewrite the terminal, and
+    no text can hide in a Markdown file. Characters in `keep` (a newline) stay."""
+    return "".join(ch if ch in keep or not _hidden(ch) else ascii(ch)[1:-1] for ch in str(text))
+
+
+def _hidden(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in "\x85"
+
+
+def md_escape(text: object) -> str:
+    """Text for Markdown that renders as itself: control characters shown as escapes, < and & as HTML
+    entities, Markdown's significant characters backslash-escaped (readable characters such as [1], a_b or
+    -> are left as they are: they render as themselves)."""
+    text = printable(text, keep="\n\t").replace("&", "&amp;").replace("<", "&lt;")
+    return _MD_SIGNIFICANT.sub(lambda m: m.group()[:-1] + "\\" + m.group()[-1], text)
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "",
@@ -11,6 +37,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str
 
     `right`: indices of right-aligned columns (numbers); `indent` starts every line.
     """
+    header, rows = [printable(x, "") for x in header], [[printable(x, "") for x in r] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
@@ -21,7 +48,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = [[str(c).replace("|", "\\|") for c in r] for r in [header, *rows]]
+    esc = [[md_escape(c).replace("\n", " ") for c in r] for r in [header, *rows]]
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])
 

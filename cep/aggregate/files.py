@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import fmt_value, hidden_layers
 from cep.aggregate.table import Table
 from cep.config import FIELD_NAMES
-from cep.results import STATUSES
+from cep.results import LINK_FIX, STATUSES
+from cep.safe_files import LinkRefused, find_link, read_bytes
 
 
 # ----------------------------------------------------------------- writing
@@ -84,10 +86,11 @@ def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:
     for t in exp.gdu_trials:
         rows: list[dict[str, Any]] = []
         path = t.path / "gdu" / "agreement.csv"
-        if path.is_file():
+        if os.path.lexists(path):
             try:
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
+                rows = list(csv.DictReader(io.StringIO(read_bytes(path, t.path).decode("utf-8"), newline="")))
+            except LinkRefused:
+                t.notes.append(f"gdu/agreement.csv is a symbolic link; not read ({LINK_FIX})")
             except (OSError, csv.Error, UnicodeDecodeError) as e:
                 t.notes.append(f"gdu/agreement.csv unreadable ({e})")
         elif t.summary and isinstance(t.summary.get("agreement"), list):
@@ -106,7 +109,10 @@ def _num(v: Any) -> float:
 
 
 def gdu_figures(t: Trial) -> list[Path]:
+    """The gradient analysis's figures, regular files only: a link would show a file from outside the trial."""
     folder = t.path / "gdu"
-    return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".pdf")) if folder.is_dir() else []
+    if find_link(t.path, folder) is not None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".pdf") and not p.is_symlink() and p.is_file())
 
 

@@ -35,7 +35,9 @@ from cep.results import (
     STATUSES,
     SUMMARY_FILE,
 )
+from cep.safe_files import LinkRefused, read_text
 from cep.sweep.store import SWEEP_FILE
+from cep.text import printable
 
 PAGE_FILE = "index.html"
 # the trial files the page links, in this order, when they exist
@@ -80,8 +82,9 @@ class Figure:
 
 # ----------------------------------------------------------------- helpers
 def esc(text: Any) -> str:
-    """Any text from the data, safe in element content and in quoted attributes."""
-    return html.escape(str(text), quote=True)
+    """Any text from the data, safe in element content and in quoted attributes (control characters shown
+    as escapes)."""
+    return html.escape(printable(text), quote=True)
 
 
 def href(path: Path, start: Path) -> str:
@@ -121,10 +124,10 @@ def node_of(t: Trial) -> str:
     if t.summary and t.summary.get("host"):
         return str(t.summary["host"])
     try:
-        for line in (t.path / NODE_FILE).read_text(errors="replace").splitlines():
+        for line in read_text(t.path / NODE_FILE, errors="replace").splitlines():
             if line.startswith("host "):
                 return line[5:].strip()
-    except OSError:
+    except (OSError, LinkRefused):
         pass
     return "—"
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
-from cep.results import STATUSES, FolderState, best_epoch, find_collapse, read_folder
+from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
+from cep.safe_files import LinkRefused, read_bytes
 from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
@@ -155,7 +156,10 @@ def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> Trial:
     if any(p in (".", "..") for p in parts) or not parts:
         trial.notes.append("trial id is not a relative folder path; not read")
         return trial
-    trial.folder = read_folder(trial.path, trial.action, trial.epochs or 1)
+    trial.folder = read_folder(trial.path, trial.action, trial.epochs or 1, root=experiment_dir)
+    edits = config_edits(trial.path, trial.config) if not trial.folder.refused else []
+    if edits:  # sweep.json's configuration is the trial's: the one used here
+        trial.notes.append(config_edit_line(tid, edits))
     if trial.summary and isinstance(trial.summary.get("config"), dict):
         ran = trial.summary["config"]
         if trial.config.get("seed") is None and ran.get("seed") is not None:
@@ -309,7 +313,9 @@ def load_experiment(path: str | Path) -> Experiment:
     if not sweep_path.is_file():
         raise NotAnExperiment(f"{path} is not an experiment directory (no {SWEEP_FILE}){_hint(path)}")
     try:
-        sweep = json.loads(sweep_path.read_text())
+        sweep = json.loads(read_bytes(sweep_path))
+    except LinkRefused as e:
+        raise NotAnExperiment(str(e)) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise NotAnExperiment(f"{sweep_path} is unreadable: {e}") from None
     trials = sweep.get("trials") if isinstance(sweep, dict) else None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cep.aggregate.figdata import METRICS, angle_curve_csv, angle_lines, fig5a_points, learning_panels, paper_fig5a
 from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, trials_csv
@@ -20,8 +21,10 @@ from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, load_experiment
 from cep.aggregate.stats import finite
 from cep.aggregate.table import Table, build_table
+from cep.errors import UsageProblem
 from cep.results import write_atomic
-from cep.text import md_table, text_table
+from cep.safe_files import refuse_links, remove_stale_temps
+from cep.text import md_escape, md_table, printable, text_table
 
 SUMMARY_DIR = "summary"
 # outputs of this module and of cep.aggregate.plots; stale ones (a figure that no longer applies) are removed
@@ -89,10 +92,10 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
     """table.md: the banner, the Fig. 4 table with the paper's numbers, what needs attention, the figures,
     the other files (`written`: what this aggregation wrote before it)."""
     figures = [p for p in written if p.suffix in (".png", ".pdf")]
-    out = [f"# {exp.name}", ""]
+    out = [f"# {md_escape(exp.name)}", ""]
     if exp.sweep.get("description"):
-        out += [str(exp.sweep["description"]), ""]
-    out += [f"**{exp.banner}**", ""]
+        out += [md_escape(exp.sweep["description"]), ""]
+    out += [f"**{md_escape(exp.banner)}**", ""]
     if table.rows:
         out += ["## Error rates (the table of Fig. 4)", "", md_table(table.header(), [table.cells(r) for r in
                                                                                    table.rows]), ""]
@@ -106,11 +109,11 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
         if table.with_angle_grad:
             out += ["Angle-grad: initial angle between the total EP update and the total BPTT gradient "
                     "(Fig. 5a); paper values are approximate, read off the published plot.", ""]
-        out += [f"[{i}] {n}" for i, n in enumerate(table.notes, 1)] + ([""] if table.notes else [])
+        out += [f"[{i}] {md_escape(n)}" for i, n in enumerate(table.notes, 1)] + ([""] if table.notes else [])
     lines = attention(exp)
     if lines:
         out += ["## Trials needing attention", ""]
-        out += [f"- {ln}" for ln in lines[:MAX_LISTED]]
+        out += [f"- {md_escape(ln)}" for ln in lines[:MAX_LISTED]]
         if len(lines) > MAX_LISTED:
             out.append(f"- ... and {len(lines) - MAX_LISTED} more: see trials.csv")
         out.append("")
@@ -120,7 +123,7 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
     if exp.gdu_trials:
         out += ["## Gradient analysis (EP updates versus BPTT gradients)", ""]
         for t in exp.gdu_trials:
-            out += [f"### {t.id} ({t.status})", ""]
+            out += [f"### {md_escape(t.id)} ({t.status})", ""]
             if finite(t.angle_grad):
                 out += [f"Angle between the total EP update and the total BPTT gradient: {t.angle_grad:.1f}°", ""]
             rows = [r for r in gdu if r["id"] == t.id]
@@ -130,8 +133,10 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
                                   for r in rows]), ""]
             figs = gdu_figures(t)
             if figs:
-                out += ["Figures: " + ", ".join(f"[{p.name}]({_rel(p, exp.path / SUMMARY_DIR)})" for p in figs), ""]
-                out += [f"![{t.id}: {p.stem}]({_rel(p, exp.path / SUMMARY_DIR)})" for p in figs if p.suffix == ".png"]
+                out += ["Figures: " + ", ".join(f"[{md_escape(p.name)}]({_rel(p, exp.path / SUMMARY_DIR)})"
+                                                for p in figs), ""]
+                out += [f"![{md_escape(t.id)}: {md_escape(p.stem)}]({_rel(p, exp.path / SUMMARY_DIR)})" for p in figs
+                        if p.suffix == ".png"]
                 out.append("")
     if figures:
         out += ["## Figures", ""]
@@ -148,7 +153,8 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
 
 
 def _rel(p: Path, start: Path) -> str:
-    return Path(os.path.relpath(p, start)).as_posix()
+    """A relative link target, percent-encoded (a trial id's characters cannot end the link)."""
+    return quote(Path(os.path.relpath(p, start)).as_posix(), safe="/=+,@")
 
 
 # --------------------------------------------------------------- the entry
@@ -180,6 +186,9 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     """
     exp = load_experiment(experiment_dir)
     out = exp.path / SUMMARY_DIR
+    for name in OUTPUT_FILES:  # before anything is written: no link where an output goes (or is cleaned up)
+        refuse_links(exp.path, out / name)
+    remove_stale_temps(out)  # of a killed aggregation
     table = build_table(exp)
     gdu = gdu_rows(exp)
     files: list[Path] = []
@@ -215,15 +224,15 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
         figures, shown = _draw_figures(exp, out, lines, metric, warnings)
     files += figures
     write("table.md", table_md(exp, table, files, gdu, metric)
-          + "".join(f"\nWarning: {w}\n" for w in warnings))
+          + "".join(f"\nWarning: {md_escape(w)}\n" for w in warnings))
     if not unwritable:
         gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
-        files.append(out / PAGE_FILE)  # listed on the page itself
-        write_atomic(out / PAGE_FILE, render_page(exp, table, shown, gdu, gdu_figs, attention(exp), files,
-                                                  TABLE_FILES, warnings, plots))
+        page = render_page(exp, table, shown, gdu, gdu_figs, attention(exp), [*files, out / PAGE_FILE],
+                           TABLE_FILES, warnings, plots)  # the page lists itself
+        write(PAGE_FILE, page)
     for name in OUTPUT_FILES if not unwritable else ():  # an output that applied before but not now
         drawn = Path(name).suffix in (".png", ".pdf")
-        if out / name not in files and (out / name).exists() and (plots or not drawn):
+        if out / name not in files and os.path.lexists(out / name) and (plots or not drawn):
             (out / name).unlink()
     agg = Aggregate(exp, table, out, files, warnings, unwritable)
     if echo:
@@ -248,6 +257,8 @@ def _draw_figures(exp: Experiment, out: Path, lines: list[Any], metric: str,
             continue  # the data decides which figures apply
         try:
             drawn = draw(data, out / name, exp.name)
+        except UsageProblem:  # a full disk, a link: the whole aggregation stops in one line
+            raise
         except Exception as e:  # one broken figure must not cost the tables and the other figures
             warnings.append(f"{name} failed: {type(e).__name__}: {e}")
             continue
@@ -283,5 +294,5 @@ def terminal_report(agg: Aggregate) -> str:
     if not agg.unwritable:
         out += ["", f"summary in {agg.summary_dir}/ ({', '.join(p.name for p in agg.files)}); "
                     f"open {agg.summary_dir / PAGE_FILE} in a browser"]
-    return "\n".join(out)
+    return printable("\n".join(out))  # names, notes and errors come from files: no escape sequence reaches the terminal
 

@@ -22,6 +22,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
+from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_sizes, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
@@ -43,7 +44,7 @@ from cep.sweep.store import (
     trial_dir,
     write_sweep_record,
 )
-from cep.text import duration, text_table
+from cep.text import duration, printable, text_table
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -54,7 +55,7 @@ ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
 
 def _fail(problems: list[str]) -> int:
     for p in problems:
-        click.echo(f"error: {p}", err=True)
+        click.echo(f"error: {printable(p)}", err=True)
     return EXIT_USAGE
 
 
@@ -167,6 +168,13 @@ def _run_locked(run: SweepRun, all_trials: list[Trial], selected: list[Trial], r
     if restart and not subset:
         restart_experiment(exp_dir, None, lock)
     record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
+    if record is not None:  # a copied or shared folder: nothing through a link, no leftovers, no edited configs
+        problems = link_problems(exp_dir, all_trials)
+        if problems:
+            raise SweepError(problems)
+        remove_temporaries(exp_dir, all_trials)
+        for line in restore_edited_configs(exp_dir, all_trials):
+            click.echo(f"warning: {line}", err=True)
     if restart and subset:
         restart_experiment(exp_dir, [t.id for t in selected], lock)
     done = outcomes(exp_dir, selected) if record is not None else {}

@@ -31,6 +31,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from cep.results import FolderState, write_atomic  # noqa: E402
+from cep.safe_files import DiskFull, out_of_space, refuse_links  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
@@ -196,6 +197,10 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
     previous = _install_stop_handlers(run)
     try:
         _tuner(run, trainable, callbacks).fit()
+    except Exception:  # Ray Tune's own files on a full disk fail in many ways (a truncated pickle, ...)
+        if out_of_space(run.exp_dir):
+            raise DiskFull(run.exp_dir) from None
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -205,7 +210,10 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
         if started_ray:
             ray.shutdown()
-    return outcomes(run.exp_dir, run.trials)
+    results = outcomes(run.exp_dir, run.trials)
+    if out_of_space(run.exp_dir) and not all(o.complete for o in results.values()):
+        raise DiskFull(run.exp_dir)  # whatever each trial's failure looked like, this is the one to fix
+    return results
 
 
 def _schedule(run: SweepRun) -> Schedule:
@@ -246,7 +254,15 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _ray_log_file(run: SweepRun) -> Path:
     run.exp_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(run.exp_dir, run.exp_dir / RAY_LOG)  # appended to: never through a link out of the experiment
     return run.exp_dir / RAY_LOG
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """ray.log's handler: a line that cannot be written (a full disk) is dropped, not printed as a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
 
 
 def _route_ray_logs(run: SweepRun) -> None:
@@ -255,7 +271,7 @@ def _route_ray_logs(run: SweepRun) -> None:
     path = _ray_log_file(run)
     with open(path, "a", encoding="utf-8") as f:
         f.write(f"--- cep-sweep {run.spec.name}, pid {os.getpid()}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    handlers: list[logging.Handler] = [_QuietFileHandler(path, encoding="utf-8")]
     if run.verbose:
         handlers.append(logging.StreamHandler(sys.stderr))
     ray_logger = logging.getLogger("ray")
@@ -289,8 +305,11 @@ def _route_worker_output(run: SweepRun) -> None:
             return
         where = " ".join(str(x) for x in (data.get("actor_name") or data.get("task_name"),
                                            f"pid={data.get('pid')}", f"ip={data.get('ip')}") if x)
-        with open(path, "a", encoding="utf-8") as f:
-            f.writelines(f"({where}) {line}\n" for line in data.get("lines", []))
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.writelines(f"({where}) {line}\n" for line in data.get("lines", []))
+        except OSError:  # a full disk: the trials' own lines are lost, not the sweep (nor a traceback per line)
+            pass
 
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", to_file)

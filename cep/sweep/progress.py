@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from cep.errors import UsageProblem
 from cep.results import COMPLETE, ERROR_FILE, read_summary, write_atomic
 from cep.text import duration, text_table
 
@@ -271,7 +272,10 @@ class ErrorFiles(tune.Callback):
             if (folder / ERROR_FILE).exists() or _ended(folder):
                 continue
             text = Path(path).read_text() if path and Path(path).exists() else "trial failed (no details from Ray)\n"
-            write_atomic(folder / ERROR_FILE, text)
+            try:
+                write_atomic(folder / ERROR_FILE, text)
+            except (OSError, UsageProblem):  # a full disk, a link: the summary still says the trial failed
+                continue
 
 
 def _ended(folder: Path) -> bool:

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import click
 
-from cep.results import LOG_FILE, METRICS_FILE, NODE_FILE, SUMMARY_FILE, FolderState, read_folder
+from cep.results import (
+    LOG_FILE,
+    METRICS_FILE,
+    NODE_FILE,
+    SUMMARY_FILE,
+    FolderState,
+    config_edit_line,
+    config_edits,
+    read_folder,
+)
+from cep.safe_files import LinkRefused, read_text
 from cep.sweep.spec import SweepError
 from cep.sweep.store import read_sweep_record, trial_dir
 from cep.text import duration, text_table
@@ -32,6 +42,7 @@ class TrialStatus:
     host: str | None
     updated: float | None  # seconds since the epoch of the newest file, None when there is none
     why: str = ""  # how liveness was judged
+    edited: str = ""  # config.yaml differs from sweep.json's record (config_edit_line), "" when not
 
     def cells(self, now: float) -> list[str]:
         err = self.folder.test_error
@@ -47,8 +58,8 @@ def _ago(seconds: float) -> str:
 def _node(folder: Path) -> dict[str, str]:
     """node.txt as key -> value (host, node_ip, ray_node_id, pid, started); {} when absent or unreadable."""
     try:
-        lines = (folder / NODE_FILE).read_text(errors="replace").splitlines()
-    except OSError:
+        lines = read_text(folder / NODE_FILE, errors="replace").splitlines()
+    except (OSError, LinkRefused):
         return {}
     return dict(ln.split(" ", 1) for ln in lines if " " in ln)
 
@@ -65,19 +76,23 @@ def _pid_alive(pid: int) -> bool:
 
 def _last_log_line(folder: Path) -> str:
     try:
-        lines = (folder / LOG_FILE).read_text(errors="replace").splitlines()
-    except OSError:
+        lines = read_text(folder / LOG_FILE, errors="replace").splitlines()
+    except (OSError, LinkRefused):
         return ""
     return lines[-1].split(" ", 3)[3] if lines and lines[-1].count(" ") >= 3 else ""
 
 
-def trial_status(trial_id: str, folder: Path, action: str, epochs: int, host: str | None = None) -> TrialStatus:
-    """Where one trial stands, with liveness judged on this host (`host`: this machine's name)."""
+def trial_status(trial_id: str, folder: Path, action: str, epochs: int, host: str | None = None,
+                 root: Path | None = None) -> TrialStatus:
+    """Where one trial stands, with liveness judged on this host (`host`: this machine's name); nothing is read
+    through a link below `root` (the experiment folder)."""
     host = host or socket.gethostname()
-    st = read_folder(folder, action, epochs)
+    st = read_folder(folder, action, epochs, root=root)
+    if st.refused:
+        return TrialStatus(trial_id, st.status, st, None, None, str(st.error))
     node = _node(folder)
-    times = [p.stat().st_mtime for p in (folder / n for n in (LOG_FILE, SUMMARY_FILE, METRICS_FILE, NODE_FILE))
-             if p.exists()]
+    times = [p.lstat().st_mtime for p in (folder / n for n in (LOG_FILE, SUMMARY_FILE, METRICS_FILE, NODE_FILE))
+             if os.path.lexists(p)]
     row = TrialStatus(trial_id, st.status, st, node.get("host"), max(times) if times else None)
     if st.status != "interrupted":
         return row
@@ -109,7 +124,11 @@ def experiment_status(exp_dir: str | Path) -> list[TrialStatus]:
             continue
         cfg = t.get("config") if isinstance(t.get("config"), dict) else {}
         epochs = cfg.get("epochs") if isinstance(cfg.get("epochs"), int) else 1
-        rows.append(trial_status(t["id"], trial_dir(exp_dir, t["id"]), str(cfg.get("action", "train")), epochs))
+        folder = trial_dir(exp_dir, t["id"])
+        row = trial_status(t["id"], folder, str(cfg.get("action", "train")), epochs, root=exp_dir)
+        edits = config_edits(folder, cfg) if not row.folder.refused else []
+        row.edited = config_edit_line(t["id"], edits) if edits else ""
+        rows.append(row)
     return rows
 
 
@@ -128,5 +147,8 @@ def status_command(results_dir: Path) -> int:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
+    for r in rows:
+        if r.edited:
+            click.echo(f"warning: {r.edited}")
     click.echo(f"\n{len(rows)} trial(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0

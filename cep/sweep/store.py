@@ -28,6 +28,7 @@ from typing import Any
 from cep import __version__
 from cep.config import TrialConfig
 from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
+from cep.safe_files import read_bytes, refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
@@ -50,6 +51,11 @@ def experiment_dir(storage: str, name: str) -> Path:
 
 def trial_dir(exp_dir: str | Path, trial_id: str) -> Path:
     return Path(exp_dir) / TRIALS_DIR / trial_id
+
+
+def experiment_of(folder: str | Path, trial_id: str) -> Path:
+    """The experiment folder of a trial folder trials/<trial id>/ (the inverse of trial_dir)."""
+    return Path(folder).parents[len(Path(trial_id).parts)]
 
 
 def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path | None = None) -> list[Trial]:
@@ -80,7 +86,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(read_bytes(path).decode("utf-8"))  # never through a link (LinkRefused)
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
@@ -149,6 +155,8 @@ def discard(exp_dir: Path, trial_ids: Sequence[str] | None = None) -> Path | Non
         trash = exp_dir.with_name(f"{DISCARDED}{exp_dir.name}-{uuid.uuid4().hex[:8]}")
         _rename(exp_dir, trash)
         return trash
+    for tid in trial_ids:  # never through a link out of the experiment (a copied or shared folder)
+        refuse_links(exp_dir, trial_dir(exp_dir, tid), "delete")
     trash = exp_dir / f"{DISCARDED}{uuid.uuid4().hex[:8]}"
     trash.mkdir()
     for k, tid in enumerate(trial_ids):
@@ -215,7 +223,8 @@ def pack_plan(packs: Sequence[Pack]) -> list[list[str]]:
 # ----------------------------------------------------------- completion check
 def outcomes(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, FolderState]:
     """Where each trial stands according to its results folder (the truth, whatever Ray Tune says), by id."""
-    return {t.id: _rerun_damaged(read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs),
+    return {t.id: _rerun_damaged(read_folder(trial_dir(exp_dir, t.id), t.config.action, t.config.epochs,
+                                             root=exp_dir),
                                  t.config.action) for t in trials}
 
 

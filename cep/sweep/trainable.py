@@ -30,10 +30,21 @@ import ray
 from ray import tune
 
 from cep.config import TrialConfig
-from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, write_atomic
+from cep.errors import UsageProblem
+from cep.results import (
+    CHECKPOINT_FILE,
+    ERROR_FILE,
+    ERRORS_LOG,
+    NODE_FILE,
+    append_log,
+    read_folder,
+    result_link,
+    write_atomic,
+)
 from cep.runner import Member, resume_pack, run, run_pack
+from cep.safe_files import LinkRefused, append_text
 from cep.sweep.faults import Fault, FaultInjected, fault_due
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.store import experiment_of, torch_threads, trial_device
 from cep.train import TrainState
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
@@ -136,6 +147,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     cfgs = [TrialConfig.from_dict(ctx.configs[i]) for i in ids]
     cfgs = [c.replace(device=trial_device(c, ctx.resources)) for c in cfgs]
     folders = [Path(c.out_dir or ".") for c in cfgs]
+    roots = [experiment_of(f, i) for f, i in zip(folders, ids, strict=True)]
+    for folder, root in zip(folders, roots, strict=True):  # before anything is read or written there
+        link = result_link(root, folder)
+        if link is not None:
+            raise LinkRefused(link, "write")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ERROR_FILE).unlink(missing_ok=True)  # a new attempt: error.txt means "the last attempt failed"
@@ -144,15 +160,24 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     try:
         _run(pack_id, list(ids), cfgs, folders, ctx)
     except Exception as e:
-        text = "".join(traceback.format_exception(e))
-        for folder in folders:
-            if read_folder(folder, "train" if cfgs[0].action == "train" else "gdu", cfgs[0].epochs).complete:
-                continue  # a member that had ended keeps its result
-            write_atomic(folder / ERROR_FILE, text)
-            with open(folder / ERRORS_LOG, "a") as f:
-                f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {socket.gethostname()}\n{text}")
-            append_log(folder, f"error {type(e).__name__}: {e}")
+        _record_error(e, folders, cfgs[0])
         raise
+
+
+def _record_error(e: Exception, folders: list[Path], cfg: TrialConfig) -> None:
+    """error.txt, errors.log and trial.log of each unfinished member (skipped where even that cannot be
+    written: a full disk, a link; Tune still has the error)."""
+    text = "".join(traceback.format_exception(e))
+    for folder in folders:
+        if read_folder(folder, "train" if cfg.action == "train" else "gdu", cfg.epochs).complete:
+            continue  # a member that had ended keeps its result
+        try:
+            write_atomic(folder / ERROR_FILE, text)
+            append_text(folder / ERRORS_LOG, f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {socket.gethostname()}\n"
+                                             f"{text}")
+            append_log(folder, f"error {type(e).__name__}: {e}")
+        except (OSError, UsageProblem):
+            continue
 
 
 def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Path], ctx: TrialContext) -> None:
@@ -162,7 +187,7 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
                      "replayed": outcome.replayed, "members": [{"id": ids[0], "epoch": 1, "epochs": 1,
                                                                 "status": outcome.status}]})
         return
-    members = [Member(c, f) for c, f in zip(cfgs, folders, strict=True)]
+    members = [Member(c, f, root=experiment_of(f, i)) for c, f, i in zip(cfgs, folders, ids, strict=True)]
     with _tune_saved_states(ids) as saved:
         resume_pack(members, {str(f): saved.get(i, []) for i, f in zip(ids, folders, strict=True)},
                     {str(f): restart_hint(i) for i, f in zip(ids, folders, strict=True)})
