@@ -123,6 +123,11 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     from cep.results import CHECKPOINT_FILE
     from cep.runner import Resumed, run
 
+    import os
+
+    if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
+        raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
+                           f"most {os.cpu_count() or 1}")
     check_out_dir(cfg, overwrite)
     if threads is not None:
         import torch

@@ -27,6 +27,11 @@ from typing import Any
 
 import yaml
 
+from cep.config import MAX_EPOCHS
+from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, read_text_limited
+
+METRICS_BYTES = EPOCH_ROW_BYTES * (MAX_EPOCHS + 1)  # one row per epoch and the header
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -264,12 +269,13 @@ def run_title(cfg: Any) -> str:
 
 # ---------------------------------------------------------------- reading
 def read_summary(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / SUMMARY_FILE).read_text())
+    return json.loads(read_text_limited(Path(path) / SUMMARY_FILE, JSON_BYTES, SUMMARY_FILE))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    with open(Path(path) / METRICS_FILE, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+    text = read_text_limited(Path(path) / METRICS_FILE, METRICS_BYTES, METRICS_FILE)
+    return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text, newline=""))]
 
 
 def error_line(text: str) -> str:
@@ -341,7 +347,7 @@ def read_folder(folder: str | Path, action: str = "train", epochs: int = 1) -> F
         st.notes.append(f"no {METRICS_FILE}")
     if (folder / ERROR_FILE).exists():
         try:
-            st.error = error_line((folder / ERROR_FILE).read_text(errors="replace"))
+            st.error = error_line(read_text_limited(folder / ERROR_FILE, TEXT_BYTES, ERROR_FILE, errors="replace"))
         except OSError as e:
             st.error = f"error.txt unreadable ({e})"
     summary = st.summary or {}

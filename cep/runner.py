@@ -19,7 +19,6 @@ line, a Tune report). Here, for every trial (every member of a pack):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,16 @@ import torch
 
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
-from cep.results import CHECKPOINT_FILE, CURVE_FILE, SUMMARY_FILE, append_log, collapse_line, run_title, write_results
+from cep.results import (
+    CHECKPOINT_FILE,
+    CURVE_FILE,
+    SUMMARY_FILE,
+    append_log,
+    collapse_line,
+    read_summary,
+    run_title,
+    write_results,
+)
 from cep.train import (
     CheckpointError,
     Progress,
@@ -280,7 +288,7 @@ def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:
         try:
-            done = json.loads(summary.read_text()).get("status", "finished") == "finished"
+            done = read_summary(folder).get("status", "finished") == "finished"
         except (OSError, ValueError, AttributeError):
             done = False
         if done:

@@ -13,6 +13,7 @@ from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import fmt_value, hidden_layers
 from cep.aggregate.table import Table
 from cep.config import FIELD_NAMES
+from cep.reading import TEXT_BYTES, read_text_limited
 from cep.results import STATUSES
 
 
@@ -86,8 +87,8 @@ def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:
         path = t.path / "gdu" / "agreement.csv"
         if path.is_file():
             try:
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
+                text = read_text_limited(path, TEXT_BYTES, "agreement.csv")
+                rows = list(csv.DictReader(io.StringIO(text, newline="")))
             except (OSError, csv.Error, UnicodeDecodeError) as e:
                 t.notes.append(f"gdu/agreement.csv unreadable ({e})")
         elif t.summary and isinstance(t.summary.get("agreement"), list):

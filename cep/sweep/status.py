@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from cep.reading import TEXT_BYTES, read_text_limited
 from cep.results import LOG_FILE, METRICS_FILE, NODE_FILE, SUMMARY_FILE, FolderState, read_folder
 from cep.sweep.spec import SweepError
 from cep.sweep.store import read_sweep_record, trial_dir
@@ -47,7 +48,7 @@ def _ago(seconds: float) -> str:
 def _node(folder: Path) -> dict[str, str]:
     """node.txt as key -> value (host, node_ip, ray_node_id, pid, started); {} when absent or unreadable."""
     try:
-        lines = (folder / NODE_FILE).read_text(errors="replace").splitlines()
+        lines = read_text_limited(folder / NODE_FILE, TEXT_BYTES, NODE_FILE, errors="replace").splitlines()
     except OSError:
         return {}
     return dict(ln.split(" ", 1) for ln in lines if " " in ln)
@@ -65,7 +66,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _last_log_line(folder: Path) -> str:
     try:
-        lines = (folder / LOG_FILE).read_text(errors="replace").splitlines()
+        lines = read_text_limited(folder / LOG_FILE, TEXT_BYTES, LOG_FILE, errors="replace").splitlines()
     except OSError:
         return ""
     return lines[-1].split(" ", 3)[3] if lines and lines[-1].count(" ") >= 3 else ""

@@ -16,6 +16,7 @@ The trial id's `/`-separated segments are nested folders under trials/.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
+from cep.reading import JSON_BYTES, read_bytes_limited
 from cep.results import FolderState, read_folder, write_atomic
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
@@ -76,7 +78,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(read_bytes_limited(path, JSON_BYTES, SWEEP_FILE).decode("utf-8"))
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
@@ -183,8 +185,10 @@ def trial_device(cfg: TrialConfig, resources: dict[str, float]) -> str:
 
 
 def torch_threads(resources: dict[str, float]) -> int:
-    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results)."""
-    return max(1, int(resources.get("cpu", 1)))
+    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results),
+    at most this machine's CPUs (a cluster's trial may ask more than the node that runs it has; torch crashes
+    at absurd thread counts)."""
+    return max(1, min(int(min(resources.get("cpu", 1), 2**31)), os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------- shared storage
