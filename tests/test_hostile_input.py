@@ -67,7 +67,7 @@ NAN_CASES = [(["train", "--dt", "nan"], "--dt: got nan"), (["train", "--beta", "
 @pytest.mark.parametrize("args,needle", NAN_CASES + [
     (["train", "--sizes", "10,,784"], "--sizes: got '10,,784': an empty item"),
     (["train", "--sizes", ",10,784"], "an empty item"),
-    (["train", "--seed", str(2**64)], "--seed: got 18446744073709551616; an integer from 0 to 2**64-1"),
+    (["train", "--seed", str(2**64)], "--seed: got 18446744073709551616; an integer from 0 to 2**32-1"),
     (["train", "--device", "cuda"], "device cuda: CUDA is not available here"),
     (["train", "--device", "cuda:1"], "device cuda:1: CUDA is not available here"),
     (["gdu", "--device", "cuda"], "device cuda: CUDA is not available here"),

@@ -9,6 +9,7 @@ Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -22,7 +23,7 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_size, select
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_size, sample_steps, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
@@ -308,6 +309,7 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
                f"({torch_threads(spec.resources)} thread(s); a few timed minibatches)"
                + (": the sweep asks for GPUs, this machine has none" if asks_gpu and where == "CPU" else ""))
     measured: dict[tuple[str, int], float] = {}
+    costs: dict[tuple[str, int], float] = {}
     rows = []
     for k, p in enumerate(packs, 1):
         cfg = p.members[0].config
@@ -315,11 +317,31 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
             rows.append([str(k), p.id, "1", "-", "(one analysis)"])
             continue
         key = (pack_key(cfg), len(p.members))
-        if key not in measured:
+        if key not in measured and len(measured) < MAX_CALIBRATIONS:
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
-        rows.append([str(k), p.id, str(len(p.members)), duration(measured[key]),
-                     duration(measured[key] * cfg.epochs)])
+            costs[key] = _epoch_cost(p)
+        per_epoch = measured.get(key) or _scaled(p, measured, costs)
+        mark = "" if key in measured else "~"
+        rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
+                     mark + duration(per_epoch * cfg.epochs)])
     click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
+    if len(measured) == MAX_CALIBRATIONS and any(r[3].startswith("~") for r in rows):
+        click.echo(f"~: scaled by multiply-adds from the {MAX_CALIBRATIONS} pack programs calibrated")
+
+
+MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
+
+
+def _epoch_cost(pack: Pack) -> float:
+    """Multiply-adds of one epoch of a pack (cep.sweep.plan's cost model)."""
+    return sum(sample_steps(t.config) / t.config.epochs * n_weights(t.config) for t in pack.members)
+
+
+def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
+    """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
+    cost = _epoch_cost(pack)
+    key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
+    return measured[key] * cost / max(costs[key], 1.0)
 
 
 def _prefetch_data(trials: list[Trial]) -> None:

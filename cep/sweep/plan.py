@@ -61,7 +61,8 @@ def make_packs(trials: Sequence[Trial], size: int) -> list[Pack]:
             chunks.append([])
         chunks[-1].append(t)
     packs = [c for chunks in groups.values() for c in chunks]
-    packs.sort(key=lambda c: trials.index(c[0]))
+    order = {id(t): k for k, t in enumerate(trials)}
+    packs.sort(key=lambda c: order[id(c[0])])
     return [Pack(c[0].id if len(c) == 1 else f"{c[0].id}+{len(c) - 1}", tuple(c)) for c in packs]
 
 
@@ -153,8 +154,9 @@ def varying_fields(trials: Sequence[Trial]) -> list[str]:
     """Trial fields whose value differs between trials, in TrialConfig order."""
     if len(trials) < 2:
         return []
-    dicts = [t.config.to_dict() for t in trials]
-    return [k for k in FIELD_NAMES if k not in RUN_FIELDS and any(d[k] != dicts[0][k] for d in dicts[1:])]
+    first = trials[0].config
+    return [k for k in FIELD_NAMES if k not in RUN_FIELDS
+            and any(getattr(t.config, k) != getattr(first, k) for t in trials[1:])]
 
 
 def _human(n: float) -> str:
@@ -170,7 +172,7 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
     cols = [c for c in varying if c != "seed"] + (["seed"] if "seed" in varying else [])
     pack_of = {i: k for k, p in enumerate(packs, 1) for i in p.ids}
     header = ["trial"] + cols + ["epochs", "sample-steps"] + (["pack"] if packs else [])
-    rows = [[t.id] + [format_value(t.config.to_dict()[c]) for c in cols]
+    rows = [[t.id] + [format_value(getattr(t.config, c)) for c in cols]
             + [str(t.config.epochs), _human(sample_steps(t.config))] + ([str(pack_of[t.id])] if packs else [])
             for t in trials]
     lines = [text_table(header, rows)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
+MAX_TRIALS = 10_000  # trials of one sweep: the paper's largest sweep has a few hundred
 MAX_SEGMENT = 200  # one `/`-separated part of a trial id, also a folder name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+,-]")
 
@@ -163,6 +165,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     grids = [grid] + [g for _, _, g in experiments]
     problems += [f"--set {key}: {key} is a grid key of this sweep; choose its values with --only "
                  f"(e.g. --only '*/{key}=VALUE*') or edit the grid" for key in sets if any(key in g for g in grids)]
+    problems += _count_problems(experiments, grid)
     if problems:
         raise SweepError(problems)
     trials = _expand(experiments, base, grid, sets, problems)
@@ -232,6 +235,22 @@ def _experiments(data: Mapping[str, Any], grid: dict[str, list[Any]], problems: 
     return experiments
 
 
+def trial_count(experiments: list[Experiment], grid: dict[str, list[Any]]) -> int:
+    """How many trials the experiments' grids give, counted without expanding them."""
+    return sum(math.prod(len(v) for v in {**grid, **own_grid}.values()) for _, _, own_grid in experiments)
+
+
+def _count_problems(experiments: list[Experiment], grid: dict[str, list[Any]]) -> list[str]:
+    """A sweep larger than MAX_TRIALS, refused before a single trial is made."""
+    n = trial_count(experiments, grid)
+    if n <= MAX_TRIALS:
+        return []
+    biggest = max(grid, key=lambda k: len(grid[k]), default=None)
+    hint = f" (grid.{biggest} has {len(grid[biggest])} values)" if biggest else ""
+    return [f"grid: {n:,} trials, more than the {MAX_TRIALS:,} a sweep may have{hint}; use fewer grid values, or "
+            "split it into several sweeps (each with its own name)"]
+
+
 def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str, list[Any]], sets: dict[str, Any],
             problems: list[str]) -> list[Trial]:
     """The cartesian product per experiment, each trial checked by TrialConfig; problems grouped per YAML path."""
@@ -254,8 +273,8 @@ def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str,
                                                                      for k, v in values.items()]
             trial_id = "/".join(segments) or "trial"
             counts[exp_name] = counts.get(exp_name, 0) + 1
-            try:
-                cfg = TrialConfig.from_dict({**base, **fields, **values, **sets})
+            try:  # every value is typed already (typed_fields, typed_grid, parse_sets): no second coercion
+                cfg = TrialConfig(**{**base, **fields, **values, **sets})
             except ConfigError as e:
                 for fname, message in e.problems:
                     key = (_origin_path(fname, origins, exp_path), message)

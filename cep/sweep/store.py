@@ -56,8 +56,8 @@ def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path
     out = []
     for t in trials:
         data_dir = Path(t.config.data_dir).expanduser()
-        cfg = t.config.replace(out_dir=str(trial_dir(exp_dir, t.id)), checkpoint=True,
-                               data_dir=str(data_dir if data_dir.is_absolute() else base / data_dir))
+        cfg = t.config.with_run_fields(out_dir=str(trial_dir(exp_dir, t.id)), checkpoint=True,
+                                       data_dir=str(data_dir if data_dir.is_absolute() else base / data_dir))
         out.append(Trial(t.id, t.experiment, t.grid, cfg))
     return out
 
