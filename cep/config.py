@@ -13,6 +13,8 @@ import math
 import typing
 from dataclasses import dataclass
 
+from cep.paths import length_problem
+
 ACTIVATIONS = ("sigm", "hardsigm", "tanh")
 RULES = ("ep", "vf")
 SETTINGS = ("discrete", "continuous")
@@ -160,6 +162,8 @@ class TrialConfig:
             p.append(("seed", f"got {self.seed}; an integer from 0 to 2**32-1 = {MAX_SEED} (torch's CPU "
                       "generator keeps 32 bits of a seed: larger seeds repeat smaller ones), or null to draw one"))
         p += [(f, m) for f, m in limit_problems(self) if not any(f == g for g, _ in p)]
+        p += [(f, why) for f in ("out_dir", "data_dir") if isinstance(getattr(self, f), str)
+              and (why := length_problem(getattr(self, f)))]
         return p[:len(nonfinite)] + [(f, m) for f, m in p[len(nonfinite):] if f not in nonfinite]
 
     # ------------------------------------------------------------ conversion

@@ -52,7 +52,8 @@ def open_limited(path: str | os.PathLike[str], limit: int, what: str = "file") -
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ReadRefused(f"{name}: the {what} is {file_kind(st.st_mode)}, not a regular file; give a file's path")
+            raise ReadRefused(f"{name}: the {what} is {file_kind(st.st_mode)}, not a regular file; "
+                              "use a regular file there")
         if st.st_size > limit:
             raise ReadRefused(_too_large(name, st.st_size, limit, what))
         return os.fdopen(fd, "rb")

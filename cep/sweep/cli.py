@@ -21,6 +21,7 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
+from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_size, sample_steps, select
@@ -195,6 +196,8 @@ def _storage_problems(storage: str, address: str | None, name: str | None) -> li
                 "storage as an absolute path (e.g. --storage /shared/results)"]
     if name is not None and name_problem(name):
         return [f"--name {name!r}: {name_problem(name)}"]
+    if length_problem(storage):
+        return [f"--storage {storage[:60]}{'...' if len(storage) > 60 else ''}: {length_problem(storage)}"]
     return []
 
 
