@@ -290,7 +290,8 @@ def limit_problems(cfg: TrialConfig) -> list[tuple[str, str]]:
         value = getattr(cfg, name)
         if isinstance(value, int) and value > most:
             p.append((name, f"got {value:,}; at most {most:,} {what}"))
-    if not p and len(cfg.size_tab) >= 2 and all(n > 0 for n in cfg.size_tab) \
+    sized = len(cfg.size_tab) >= 2 and all(n > 0 for n in cfg.size_tab)  # else size_tab's own problem says it
+    if not p and sized and sum(a * b for a, b in zip(cfg.size_tab, cfg.size_tab[1:])) <= MAX_SYNAPSES \
             and (macs := minibatch_macs(cfg)) > MAX_MINIBATCH_MACS:
         p.append(("batch_size", f"one minibatch costs {macs:.3g} multiply-adds (batch_size {cfg.batch_size} x "
                   f"(T {cfg.T} + Kmax {cfg.Kmax}) steps x synapses), more than the {MAX_MINIBATCH_MACS:.0e} a "

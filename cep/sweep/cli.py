@@ -51,9 +51,20 @@ ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
 
 
 def _fail(problems: list[str]) -> int:
-    for p in problems:
+    for p in _blame_sources(problems):
         click.echo(f"error: {p}", err=True)
     return EXIT_USAGE
+
+
+def _blame_sources(problems: list[str]) -> list[str]:
+    """Problems with --address as the user gave it: from the RAY_ADDRESS variable when that is its source."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source("address") is not click.core.ParameterSource.ENVIRONMENT:
+        return problems
+    given = f"--address {ctx.params.get('address')}"
+    env = f"RAY_ADDRESS={ctx.params.get('address')} (from the environment, not --address)"
+    return [p.replace("with --address every", "with RAY_ADDRESS set, every") if p.startswith("--storage") else
+            env + p[len(given):] + "; or unset RAY_ADDRESS" if p.startswith(given) else p for p in problems]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,16 +112,20 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
       cep-sweep status results/quickstart                      # each trial's state, without Ray
     """
     t_start = time.monotonic()
+    # every problem at once: the sweep file's and the options'
+    problems = [] if trial_id is not None or local else _storage_problems(storage, address, name)
+    if out is not None and not local:
+        problems.append("--out: only for --trial ID --local (a sweep writes into <storage>/<name>/trials/); "
+                        "remove --out, or add --trial ID --local")
     try:
         spec = load_sweep(sweep_file, sets)
+        if problems:
+            raise SweepError([])
         if trial_id is not None or local:
             return _run_local(spec, trial_id, local, out)
         chosen = select(spec.trials, only)
     except SweepError as e:
-        return _fail(e.problems)
-    problems = _storage_problems(storage, address, name)
-    if problems:
-        return _fail(problems)
+        return _fail(e.problems + problems)
     exp_dir = experiment_dir(storage, name or spec.name)
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
