@@ -20,8 +20,14 @@ def _limits(path: Path) -> tuple[int, int]:
     return DEFAULT_NAME_MAX, DEFAULT_PATH_MAX
 
 
+SAFE_NAME, SAFE_PATH = 143, 1024  # within every common file system's limits (eCryptfs: 143 bytes a name)
+
+
 def length_problem(path: str | os.PathLike[str]) -> str:
     """Why the file system cannot hold `path` ("" when it can): a component or the whole path too long."""
+    text = os.fspath(path)
+    if len(text) <= SAFE_PATH and all(len(os.fsencode(part)) <= SAFE_NAME for part in text.split(os.sep)):
+        return ""  # the common case, without a system call
     p = Path(path).expanduser()
     try:
         name_max, path_max = _limits(p.absolute())

@@ -26,7 +26,7 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.reading import JSON_BYTES, read_bytes_limited
+from cep.reading import JSON_BYTES, read_bytes_limited, read_text_limited
 from cep.results import FolderState, read_folder, write_atomic
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
@@ -200,6 +200,6 @@ def storage_probe(path: str, token: str) -> tuple[str, bool]:
     import socket
 
     try:
-        return socket.gethostname(), Path(path).read_text() == token
+        return socket.gethostname(), read_text_limited(path, len(token) + 1, "storage probe") == token
     except OSError:
         return socket.gethostname(), False
