@@ -6,10 +6,11 @@ be read until memory runs out, or block forever; every reader of such files goes
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cep.errors import UsageProblem
 
@@ -77,6 +78,14 @@ def read_bytes_limited(path: str | os.PathLike[str], limit: int, what: str = "fi
 def read_text_limited(path: str | os.PathLike[str], limit: int, what: str = "file", errors: str = "strict") -> str:
     """read_bytes_limited as UTF-8 text (a UnicodeDecodeError, a ValueError, when `errors` is strict)."""
     return read_bytes_limited(path, limit, what).decode("utf-8", errors=errors)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """json.loads, with nesting deep enough to exhaust Python's stack a ValueError like any other damage."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be one of our files") from None
 
 
 def regular_file_problem(path: str | Path) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from cep.config import MAX_EPOCHS
-from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, read_text_limited
+from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json, read_text_limited
 
 METRICS_BYTES = EPOCH_ROW_BYTES * (MAX_EPOCHS + 1)  # one row per epoch and the header
 
@@ -269,7 +269,7 @@ def run_title(cfg: Any) -> str:
 
 # ---------------------------------------------------------------- reading
 def read_summary(path: str | Path) -> dict[str, Any]:
-    return json.loads(read_text_limited(Path(path) / SUMMARY_FILE, JSON_BYTES, SUMMARY_FILE))
+    return parse_json(read_text_limited(Path(path) / SUMMARY_FILE, JSON_BYTES, SUMMARY_FILE))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

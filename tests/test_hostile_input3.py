@@ -429,3 +429,17 @@ def test_out_without_local_is_refused(tmp_path, capsys, monkeypatch):
     line = one_line_exit_2(["s.yaml", "--out", "somewhere", "--storage", "st"], capsys, sweep=True)
     assert line.startswith("error: --out: only for --trial ID --local")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_deeply_nested_json_in_an_experiment_is_damage_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from cep.results import read_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP + "grid: {seed: [0]}\n")
+    (tmp_path / "st" / "s").mkdir(parents=True)
+    (tmp_path / "st" / "s" / "sweep.json").write_text("[" * 100_000 + "]" * 100_000)
+    line = one_line_exit_2(["s.yaml", "--storage", "st"], capsys, sweep=True)
+    assert "sweep.json: damaged" in line and "nested too deeply" in line
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert any("nested too deeply" in n for n in read_folder(tmp_path / "t").notes)

@@ -8,7 +8,6 @@ folder: what cannot be read is a note (cep.results.read_folder), not an exceptio
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
-from cep.reading import JSON_BYTES, read_text_limited
+from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import STATUSES, FolderState, best_epoch, find_collapse, read_folder
 from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
 
@@ -310,7 +309,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not sweep_path.is_file():
         raise NotAnExperiment(f"{path} is not an experiment directory (no {SWEEP_FILE}){_hint(path)}")
     try:
-        sweep = json.loads(read_text_limited(sweep_path, JSON_BYTES, SWEEP_FILE))
+        sweep = parse_json(read_text_limited(sweep_path, JSON_BYTES, SWEEP_FILE))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise NotAnExperiment(f"{sweep_path} is unreadable: {e}") from None
     trials = sweep.get("trials") if isinstance(sweep, dict) else None

@@ -26,7 +26,7 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.reading import JSON_BYTES, read_bytes_limited, read_text_limited
+from cep.reading import JSON_BYTES, parse_json, read_bytes_limited, read_text_limited
 from cep.results import FolderState, read_folder, write_atomic
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint
 from cep.sweep.spec import SweepError, SweepSpec, Trial
@@ -78,7 +78,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(read_bytes_limited(path, JSON_BYTES, SWEEP_FILE).decode("utf-8"))
+        record = parse_json(read_bytes_limited(path, JSON_BYTES, SWEEP_FILE).decode("utf-8"))
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all

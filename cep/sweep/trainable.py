@@ -30,7 +30,7 @@ import ray
 from ray import tune
 
 from cep.config import TrialConfig
-from cep.reading import JSON_BYTES, read_text_limited
+from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, write_atomic
 from cep.runner import Member, resume_pack, run, run_pack
 from cep.sweep.faults import Fault, FaultInjected, fault_due
@@ -196,7 +196,7 @@ def _tune_saved_states(ids: list[str]) -> Iterator[dict[str, list[tuple[str, Pat
     with ckpt.as_directory() as d:
         listed = Path(d) / MEMBERS_FILE
         try:
-            names = (json.loads(read_text_limited(listed, JSON_BYTES, MEMBERS_FILE)) if listed.exists()
+            names = (parse_json(read_text_limited(listed, JSON_BYTES, MEMBERS_FILE)) if listed.exists()
                      else ids[:1])  # before packs: one trial
         except (OSError, ValueError):
             names = []
