@@ -203,17 +203,20 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], ne
 
 
 def _storage_problems(storage: str, address: str | None, name: str | None) -> list[str]:
+    """Every problem of --storage and --name (one line each)."""
+    out = []
+    shown = storage if len(storage) <= 60 else storage[:57] + "..."
     if is_uri(storage):
-        return [f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
-                "storage (NFS) and give its absolute path"]
-    if address is not None and not Path(storage).expanduser().is_absolute():
-        return [f"--storage {storage}: with --address every node must see the results, so give shared "
-                "storage as an absolute path (e.g. --storage /shared/results)"]
+        out.append(f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
+                   "storage (NFS) and give its absolute path")
+    elif address is not None and not Path(storage).expanduser().is_absolute():
+        out.append(f"--storage {shown}: with --address every node must see the results, so give shared "
+                   "storage as an absolute path (e.g. --storage /shared/results)")
+    elif length_problem(storage):
+        out.append(f"--storage {shown}: {length_problem(storage)}")
     if name is not None and name_problem(name):
-        return [f"--name {name!r}: {name_problem(name)}"]
-    if length_problem(storage):
-        return [f"--storage {storage[:60]}{'...' if len(storage) > 60 else ''}: {length_problem(storage)}"]
-    return []
+        out.append(f"--name {name!r}: {name_problem(name)}")
+    return out
 
 
 def _address_problems(address: str | None) -> list[str]:
