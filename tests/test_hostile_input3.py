@@ -33,15 +33,16 @@ LONG = "x" * 300  # one path component longer than any common file system allows
 
 def one_line_exit_2(args: list[str], capsys, *, sweep: bool = False, names=TRAIN_FIELD_NAMES,
                     budget_s: float = 20.0) -> str:
-    """Run `cep ARGS` (or `cep-sweep ARGS`) in this process; assert one error line, exit 2, in time; the line."""
-    start = time.monotonic()
+    """Run `cep ARGS` (or `cep-sweep ARGS`) in this process; assert one error line, exit 2, within `budget_s` of
+    CPU time (not wall time: the tests share loaded machines); the line."""
+    start = time.process_time()
     with pytest.raises(SystemExit) as e:
         if sweep:
             sweep_main(args)
         else:
             run_main(cli, names, args)
     err = capsys.readouterr().err
-    assert time.monotonic() - start < budget_s
+    assert time.process_time() - start < budget_s
     assert e.value.code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
@@ -129,11 +130,11 @@ def test_the_plan_of_ten_thousand_trials_takes_seconds(tmp_path):
     from cep.sweep.store import resolve_trials
 
     (tmp_path / "s.yaml").write_text(_grid(10, 4))
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: the tests share loaded machines
     spec = load_sweep(tmp_path / "s.yaml")
     trials = resolve_trials(spec.trials, tmp_path / "exp")
     table = dry_run_table(spec, trials, make_packs(trials, pack_size(spec)))
-    assert time.monotonic() - start < 5  # was ~10 s (quadratic pack order, a second coercion, revalidation)
+    assert time.process_time() - start < 5  # was ~10 s (quadratic pack order, a second coercion, revalidation)
     assert "10000 trial(s) of sweep s" in table
     assert trials[5].config.out_dir == str(tmp_path / "exp" / "trials" / trials[5].id) and trials[5].config.checkpoint
 
@@ -182,10 +183,10 @@ def test_a_huge_checkpoint_is_refused_unread(tmp_path):
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:
         f.truncate(CHECKPOINT_BYTES + 1)  # sparse: no disk used
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(CheckpointError, match="too large for a checkpoint"):
         load_state(path)
-    assert time.monotonic() - start < 2
+    assert time.process_time() - start < 2
 
 
 def test_a_fifo_as_sweep_json_is_one_line(tmp_path):
