@@ -127,8 +127,13 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
+    import os
+
     from cep.runner import Resumed, run
 
+    if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
+        raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
+                           f"most {os.cpu_count() or 1}")
     check_out_dir(cfg, overwrite)
     if threads is not None:
         import torch

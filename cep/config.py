@@ -13,6 +13,8 @@ import math
 import typing
 from dataclasses import dataclass
 
+from cep.paths import length_problem
+
 ACTIVATIONS = ("sigm", "hardsigm", "tanh")
 RULES = ("ep", "vf")
 SETTINGS = ("discrete", "continuous")
@@ -157,8 +159,11 @@ class TrialConfig:
         if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
             p.append(("device", f"got {self.device!r}; use auto, cpu, cuda or cuda:N"))
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            p.append(("seed", f"got {self.seed}; an integer from 0 to 2**64-1 (what torch's generator takes), "
-                      "or null to draw one"))
+            p.append(("seed", f"got {self.seed}; an integer from 0 to 2**32-1 = {MAX_SEED} (torch's CPU "
+                      "generator keeps 32 bits of a seed: larger seeds repeat smaller ones), or null to draw one"))
+        p += [(f, m) for f, m in limit_problems(self) if not any(f == g for g, _ in p)]
+        p += [(f, why) for f in ("out_dir", "data_dir") if isinstance(getattr(self, f), str)
+              and (why := length_problem(getattr(self, f)))]
         return p[:len(nonfinite)] + [(f, m) for f, m in p[len(nonfinite):] if f not in nonfinite]
 
     # ------------------------------------------------------------ conversion
@@ -186,6 +191,16 @@ class TrialConfig:
         if problems:
             raise ConfigError(problems)
         return cls(**kwargs)
+
+    def with_run_fields(self, **changes: str | bool | None) -> TrialConfig:
+        """A copy with where it reads and writes changed (out_dir, data_dir, checkpoint: no validation looks at
+        them, so none is repeated): fast enough for the thousands of trials of a sweep."""
+        types = {"out_dir": (str, type(None)), "data_dir": (str,), "checkpoint": (bool,)}
+        if not all(k in types and isinstance(v, types[k]) for k, v in changes.items()):
+            return self.replace(**changes)
+        copy = object.__new__(TrialConfig)
+        copy.__dict__.update({**self.__dict__, **changes})
+        return copy
 
     def replace(self, **changes: typing.Any) -> TrialConfig:
         """A copy with some fields changed (typed like from_dict)."""
@@ -244,7 +259,51 @@ def rule_label(rule: object, continual: object) -> str:
     return ("C-" if continual else "") + str(rule).upper()
 
 
-MAX_SEED = 2**64 - 1
+MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed keeps the low 32 bits on the CPU: 2**32 would give seed 0 again
+# Per-field maxima: far beyond the paper (T 800, Kmax 80, 150 epochs), below what would run for days before
+# the first output line; the cost of one minibatch is bounded too, like the synapses (MAX_SYNAPSES).
+FIELD_MAXIMA: dict[str, tuple[int, str]] = {
+    "T": (10_000, "free-phase steps (the paper uses at most 800)"),
+    "Kmax": (10_000, "nudged-phase steps (the paper uses at most 80)"),
+    "epochs": (10_000, "epochs (the paper trains at most 150)"),
+    "batch_size": (100_000, "images per minibatch (MNIST has 60,000)"),
+    "test_batch_size": (100_000, "images per evaluation batch (MNIST has 60,000)"),
+    "train_samples": (10_000_000, "images (MNIST has 60,000)"),
+    "test_samples": (10_000_000, "images (MNIST has 10,000)"),
+    "gdu_units": (1_000, "units drawn per layer (each is a line in a figure)"),
+}
+MAX_EPOCHS = FIELD_MAXIMA["epochs"][0]
+MAX_MINIBATCH_MACS = 10**12  # multiply-adds of one training minibatch (EP-2h: 1.6e9); minutes per minibatch on a CPU
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # numpy.finfo(float32): max, smallest normal
+
+
+def minibatch_macs(cfg: TrialConfig) -> int:
+    """Multiply-adds of one minibatch: every image through every synapse at each of the T + Kmax steps."""
+    synapses = sum(a * b for a, b in zip(cfg.size_tab, cfg.size_tab[1:]))
+    return cfg.batch_size * (cfg.T + cfg.Kmax) * synapses
+
+
+def limit_problems(cfg: TrialConfig) -> list[tuple[str, str]]:
+    """Sizes and step counts whose cost is absurd, and numbers that float32 cannot hold (refused up front)."""
+    p: list[tuple[str, str]] = []
+    for name, (most, what) in FIELD_MAXIMA.items():
+        value = getattr(cfg, name)
+        if isinstance(value, int) and value > most:
+            p.append((name, f"got {value:,}; at most {most:,} {what}"))
+    sized = len(cfg.size_tab) >= 2 and all(n > 0 for n in cfg.size_tab)  # else size_tab's own problem says it
+    if not p and sized and sum(a * b for a, b in zip(cfg.size_tab, cfg.size_tab[1:])) <= MAX_SYNAPSES \
+            and (macs := minibatch_macs(cfg)) > MAX_MINIBATCH_MACS:
+        p.append(("batch_size", f"one minibatch costs {macs:.3g} multiply-adds (batch_size {cfg.batch_size} x "
+                  f"(T {cfg.T} + Kmax {cfg.Kmax}) steps x synapses), more than the {MAX_MINIBATCH_MACS:.0e} a "
+                  "trial may take; use smaller layers, fewer steps or smaller minibatches"))
+    if cfg.dtype == "float32":
+        for name in FLOAT_FIELDS:
+            bad = [v for v in _floats(getattr(cfg, name)) if math.isfinite(v) and v != 0
+                   and not FLOAT32_TINY <= abs(v) <= FLOAT32_MAX]
+            if bad:
+                p.append((name, f"got {bad[0]:g}, beyond float32's range (magnitudes {FLOAT32_TINY:.3g} to "
+                          f"{FLOAT32_MAX:.3g}, or 0); use a value in that range, or dtype float64"))
+    return p
 
 
 def _floats(value: typing.Any) -> tuple[float, ...]:

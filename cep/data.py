@@ -10,7 +10,6 @@ import functools
 import gzip
 import importlib.util
 import shutil
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from cep.config import TrialConfig
 from cep.errors import DataError
+from cep.mnist_files import prepare_raw
 
 SPLIT_SEED = 0  # fixed, so every trial sees the same mnist5k split and the same sample limits
 
@@ -71,26 +71,6 @@ def load_mnist5k() -> Data:
     return Data(x[train_idx], y[train_idx], x[test_idx], y[test_idx])
 
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-
-
-def _gunzip_placed_files(raw: Path) -> None:
-    """Unpack .gz files a user put in place by hand (torchvision only reads the unpacked ones)."""
-    for name in MNIST_FILES:
-        packed, target = raw / f"{name}.gz", raw / name
-        if packed.exists() and not target.exists():
-            tmp = raw / f".{name}.tmp"
-            try:
-                with gzip.open(packed, "rb") as f:
-                    tmp.write_bytes(f.read())
-            except (OSError, EOFError, zlib.error) as e:  # truncated download, not gzip at all
-                tmp.unlink(missing_ok=True)
-                raise DataError(f"{packed} is damaged ({type(e).__name__}: {e}); delete it to download MNIST "
-                                "again, or replace it with a good copy") from None
-            tmp.replace(target)
-
-
 def load_mnist(data_dir: str | Path) -> Data:
     """Torchvision's MNIST from `data_dir` (downloading it there when absent)."""
     from torchvision.datasets import MNIST
@@ -98,7 +78,7 @@ def load_mnist(data_dir: str | Path) -> Data:
     root = Path(data_dir).expanduser().resolve()
     existed = root.exists()
     if (root / "MNIST" / "raw").is_dir():
-        _gunzip_placed_files(root / "MNIST" / "raw")
+        prepare_raw(root / "MNIST" / "raw")
     try:
         sets = [MNIST(str(root), train=t, download=False) for t in (True, False)]
     except RuntimeError:

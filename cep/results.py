@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from cep.config import result_differences
+from cep.config import MAX_EPOCHS, result_differences
+from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
 from cep.safe_files import (
     DiskFull,
     LinkRefused,
@@ -42,6 +43,8 @@ from cep.safe_files import (
     temp_path,
 )
 from cep.yaml_file import YAMLFileError, read_yaml
+
+METRICS_BYTES = EPOCH_ROW_BYTES * (MAX_EPOCHS + 1)  # one row per epoch and the header
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -364,13 +367,14 @@ def run_title(cfg: Any) -> str:
 # ---------------------------------------------------------------- reading
 def read_summary(path: str | Path) -> dict[str, Any]:
     """summary.json of a trial folder (never through a link: LinkRefused)."""
-    return json.loads(read_bytes(Path(path) / SUMMARY_FILE))
+    return parse_json(read_bytes(Path(path) / SUMMARY_FILE, limit=JSON_BYTES, what=SUMMARY_FILE))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """metrics.csv of a trial folder (never through a link: LinkRefused)."""
-    rows = csv.DictReader(io.StringIO(read_bytes(Path(path) / METRICS_FILE).decode("utf-8"), newline=""))
-    return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in rows]
+    text = read_bytes(Path(path) / METRICS_FILE, limit=METRICS_BYTES, what=METRICS_FILE).decode("utf-8")
+    return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text, newline=""))]
 
 
 def error_line(text: str) -> str:
@@ -459,7 +463,9 @@ def read_folder(folder: str | Path, action: str = "train", epochs: int = 1,
     st.metrics = _read_part(folder, METRICS_FILE, read_metrics, st) or []
     if not os.path.lexists(folder / METRICS_FILE) and action == "train" and (st.summary or {}).get("epochs_done"):
         st.notes.append(f"no {METRICS_FILE}")
-    text = _read_part(folder, ERROR_FILE, lambda f: read_bytes(f / ERROR_FILE).decode(errors="replace"), st)
+    text = _read_part(folder, ERROR_FILE,
+                      lambda f: read_bytes(f / ERROR_FILE, limit=TEXT_BYTES, what=ERROR_FILE).decode(errors="replace"),
+                      st)
     if text is not None:
         st.error = error_line(text)
     summary = st.summary or {}

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from cep.errors import UsageProblem
+from cep.reading import read_bytes_limited
 
 TEMP_PREFIX = ".cep-tmp-"  # .cep-tmp-<pid>@<host>~<file name>: an atomic write in progress (or a killed one)
 STALE_TEMP_S = 3600.0  # a temporary of another host is stale after this long (its pid cannot be checked here)
@@ -78,24 +79,17 @@ def refuse_links(root: str | Path, path: str | Path, doing: str = "write") -> No
         raise LinkRefused(link, doing)
 
 
-def read_bytes(path: str | Path, root: str | Path | None = None) -> bytes:
-    """A regular file's bytes, never through a link (below `root`, or the file itself): LinkRefused."""
+def read_bytes(path: str | Path, root: str | Path | None = None, *, limit: int, what: str = "file") -> bytes:
+    """A regular file's bytes (at most `limit`: cep.reading), never through a link below `root` or at the
+    file itself: LinkRefused."""
     path = Path(path)
     refuse_links(root if root is not None else path.parent, path, "read")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # replaced by a link since the check
-            raise LinkRefused(path, "read") from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return f.read()
+    return read_bytes_limited(path, limit, what, follow=False)
 
 
-def read_text(path: str | Path, root: str | Path | None = None, errors: str = "strict") -> str:
-    return read_bytes(path, root).decode("utf-8", errors=errors)
+def read_text(path: str | Path, root: str | Path | None = None, *, limit: int, what: str = "file",
+              errors: str = "strict") -> str:
+    return read_bytes(path, root, limit=limit, what=what).decode("utf-8", errors=errors)
 
 
 def append_text(path: str | Path, text: str) -> None:

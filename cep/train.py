@@ -16,15 +16,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
 
-from cep.config import TrialConfig, pack_problems
+from cep.config import MAX_SYNAPSES, TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.errors import UsageProblem
 from cep.model import Params, init_params, relax, weight_angles
+from cep.reading import MB, ReadRefused, open_limited
 from cep.results import SATURATION_MARGIN, atomic_path, find_collapse
 from cep.rules import learn
 
@@ -66,6 +67,11 @@ class TrainState:
         return state
 
 
+# the largest trainer state: forward and feedback weights of the largest net in float64, plus a margin for
+# biases, the generator's state and the history of metrics
+CHECKPOINT_BYTES = 2 * MAX_SYNAPSES * 8 + 64 * MB
+
+
 class CheckpointError(UsageProblem):
     """A file that is not a readable checkpoint of this program (one line naming it)."""
 
@@ -93,9 +99,19 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainSta
     (A pickle with arbitrary objects would execute them on load: checkpoints live on shared storage.)
     """
     try:
+        f = open_limited(path, CHECKPOINT_BYTES, "checkpoint")  # a device or FIFO is refused unread
+    except ReadRefused as e:
+        raise CheckpointError(str(e)) from None
+    with f:
+        return _load_checkpoint(f, path, device)
+
+
+def _load_checkpoint(f: BinaryIO, path: str | Path, device: torch.device | str) -> TrainState:
+    """The state in an open checkpoint file (see load_state)."""
+    try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says more
             warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(f, map_location="cpu", weights_only=True)
         if not isinstance(data, dict):
             raise ValueError(f"holds {type(data).__name__}, not a trainer state")
         return TrainState.from_dict(data, device)

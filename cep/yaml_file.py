@@ -12,8 +12,11 @@ from typing import Any
 
 import yaml
 
-MAX_BYTES = 1_000_000  # a sweep file or trial config is a few KB
+from cep.reading import YAML_BYTES, ReadRefused, read_bytes_limited
+
+MAX_BYTES = YAML_BYTES
 MAX_NODES = 100_000  # scalars, lists and mappings once every alias is expanded
+MAX_DEPTH = 64  # nested lists and mappings (a sweep file needs 4); deeper would overflow Python's stack later
 
 
 class YAMLFileError(ValueError):
@@ -43,14 +46,10 @@ class _Loader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path, what: str = "file") -> Any:
     """The file's content; an unreadable file and YAML syntax errors become a YAMLFileError."""
-    p = Path(path)
     try:
-        if p.stat().st_size > MAX_BYTES:
-            raise YAMLFileError([f"{path}: {p.stat().st_size:,} bytes is too large for a {what} "
-                                 f"(at most {MAX_BYTES:,}); is it the right file?"])
-        text = p.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise YAMLFileError([f"{path}: cannot read the {what} ({e.strerror or e})"]) from None
+        text = read_bytes_limited(path, MAX_BYTES, what).decode("utf-8")
+    except ReadRefused as e:
+        raise YAMLFileError([str(e)]) from None
     except UnicodeDecodeError as e:
         raise YAMLFileError([f"{path}: not a text file (byte {e.start} is not UTF-8); give the YAML {what}"]
                             ) from None
@@ -61,8 +60,11 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
         node = loader.get_single_node()
         problem = _expansion_problem(node)
         if problem:
-            raise YAMLFileError([f"{path}: {problem}; write the values out instead"])
+            raise YAMLFileError([f"{path}: {problem}"])
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:  # the composer recurses once per level, before any check of ours can run
+        raise YAMLFileError([f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a {what} is a few "
+                             "levels deep: fix the brackets or indentation"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -87,7 +89,9 @@ def _expansion_problem(root: yaml.Node | None) -> str:
     sizes: dict[int, int] = {}  # id(node) -> values below it, aliases expanded
     open_nodes: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
+    def size(node: yaml.Node, depth: int = 0) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooDeep
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -96,9 +100,9 @@ def _expansion_problem(root: yaml.Node | None) -> str:
         open_nodes.add(key)
         total = 1
         if isinstance(node, yaml.SequenceNode):
-            total += sum(size(n) for n in node.value)
+            total += sum(size(n, depth + 1) for n in node.value)
         elif isinstance(node, yaml.MappingNode):
-            total += sum(size(k) + size(v) for k, v in node.value)
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
         open_nodes.discard(key)
         sizes[key] = min(total, MAX_NODES + 1)  # saturate: a huge count needs no exact value
         return sizes[key]
@@ -106,13 +110,17 @@ def _expansion_problem(root: yaml.Node | None) -> str:
     try:
         n = size(root)
     except _Circular:
-        return "an alias refers to the value that contains it (a circular structure)"
-    except RecursionError:
-        return "nested too deeply"
+        return "an alias refers to the value that contains it (a circular structure); write the values out instead"
+    except (RecursionError, _TooDeep):
+        return f"nested too deeply (more than {MAX_DEPTH} levels); fix the brackets or indentation"
     if n > MAX_NODES:
-        return f"its aliases (*name) expand it to more than {MAX_NODES:,} values"
+        return f"its aliases (*name) expand it to more than {MAX_NODES:,} values; write the values out instead"
     return ""
 
 
 class _Circular(Exception):
     """An alias inside the value it names."""
+
+
+class _TooDeep(Exception):
+    """More than MAX_DEPTH nested lists and mappings."""

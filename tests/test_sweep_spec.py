@@ -340,7 +340,8 @@ def test_every_kind_of_problem_is_one_line_with_its_path():
     expected = [
         "descripton: unknown key; did you mean description?",
         "epochs: unknown key; trial fields go under base: (or an experiment)",
-        "name: got 'bad name'; use letters, digits and . _ + - (it becomes a folder name)",
+        "name: got 'bad name'; use letters, digits and . _ + -, starting with a letter or digit (it becomes a "
+        "folder name)",
         "base.epoch: unknown trial field 'epoch'; did you mean epochs?",
         "base.beta: got 'high'; expected a number",
         "base.size_tab: got 5; give a non-empty list of integers",  # wording of cep.config
@@ -353,6 +354,9 @@ def test_every_kind_of_problem_is_one_line_with_its_path():
         "--set Kmax: got 'lots'; expected an integer",
         "--set nope: unknown trial field 'nope'; did you mean no_clamp?",
         "experiments.B: expected a mapping of trial fields, got a list [1, 2]",
+        # found in the same pass (issue #19): the trials of what could be read are checked too
+        "experiments.A.grid.angle: got 45.0 with rule ep; weight angles need rule vf (ep ties the feedback to the "
+        "forward weights) (trial A/angle=45)",
     ]
     assert lines == expected
 
@@ -427,7 +431,7 @@ def test_ray_address_from_the_environment_counts_as_address(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as e:
         main([str(sweep), "--storage", "relative/results"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("error: --storage relative/results: with --address every node")
+    assert e.value.code == 2 and err.startswith("error: --storage relative/results: with RAY_ADDRESS set, every node")
     assert not (tmp_path / "relative").exists()
 
 

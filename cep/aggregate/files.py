@@ -14,8 +14,9 @@ from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import fmt_value, hidden_layers
 from cep.aggregate.table import Table
 from cep.config import FIELD_NAMES
+from cep.reading import TEXT_BYTES
 from cep.results import LINK_FIX, STATUSES
-from cep.safe_files import LinkRefused, find_link, read_bytes
+from cep.safe_files import LinkRefused, find_link, read_text
 
 
 # ----------------------------------------------------------------- writing
@@ -88,7 +89,8 @@ def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:
         path = t.path / "gdu" / "agreement.csv"
         if os.path.lexists(path):
             try:
-                rows = list(csv.DictReader(io.StringIO(read_bytes(path, t.path).decode("utf-8"), newline="")))
+                text = read_text(path, t.path, limit=TEXT_BYTES, what="agreement.csv")
+                rows = list(csv.DictReader(io.StringIO(text, newline="")))
             except LinkRefused:
                 t.notes.append(f"gdu/agreement.csv is a symbolic link; not read ({LINK_FIX})")
             except (OSError, csv.Error, UnicodeDecodeError) as e:

@@ -24,6 +24,7 @@ from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import finite, seeds_text
 from cep.aggregate.table import Table
+from cep.reading import TEXT_BYTES
 from cep.results import (
     CONFIG_FILE,
     CURVE_FILE,
@@ -124,7 +125,7 @@ def node_of(t: Trial) -> str:
     if t.summary and t.summary.get("host"):
         return str(t.summary["host"])
     try:
-        for line in read_text(t.path / NODE_FILE, errors="replace").splitlines():
+        for line in read_text(t.path / NODE_FILE, limit=TEXT_BYTES, what=NODE_FILE, errors="replace").splitlines():
             if line.startswith("host "):
                 return line[5:].strip()
     except (OSError, LinkRefused):

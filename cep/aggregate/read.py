@@ -8,7 +8,6 @@ folder: what cannot be read is a note (cep.results.read_folder), not an exceptio
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
+from cep.reading import JSON_BYTES, parse_json
 from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
 from cep.safe_files import LinkRefused, read_bytes
 from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
@@ -313,7 +313,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not sweep_path.is_file():
         raise NotAnExperiment(f"{path} is not an experiment directory (no {SWEEP_FILE}){_hint(path)}")
     try:
-        sweep = json.loads(read_bytes(sweep_path))
+        sweep = parse_json(read_bytes(sweep_path, limit=JSON_BYTES, what=SWEEP_FILE))
     except LinkRefused as e:
         raise NotAnExperiment(str(e)) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:

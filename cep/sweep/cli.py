@@ -9,6 +9,7 @@ Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -20,11 +21,12 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
+from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_sizes, select
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_sizes, sample_steps, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     RAY_LOG,
@@ -54,9 +56,20 @@ ADDRESS_TIMEOUT_S = 10.0  # a live Ray head accepts a connection at once
 
 
 def _fail(problems: list[str]) -> int:
-    for p in problems:
+    for p in _blame_sources(problems):
         click.echo(f"error: {printable(p)}", err=True)
     return EXIT_USAGE
+
+
+def _blame_sources(problems: list[str]) -> list[str]:
+    """Problems with --address as the user gave it: from the RAY_ADDRESS variable when that is its source."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source("address") is not click.core.ParameterSource.ENVIRONMENT:
+        return problems
+    given = f"--address {ctx.params.get('address')}"
+    env = f"RAY_ADDRESS={ctx.params.get('address')} (from the environment, not --address)"
+    return [p.replace("with --address every", "with RAY_ADDRESS set, every") if p.startswith("--storage") else
+            env + p[len(given):] + "; or unset RAY_ADDRESS" if p.startswith(given) else p for p in problems]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,16 +120,20 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
       cep-sweep status results/quickstart                      # each trial's state, without Ray
     """
     t_start = time.monotonic()
+    # every problem at once: the sweep file's and the options'
+    problems = [] if trial_id is not None or local else _storage_problems(storage, address, name)
+    if out is not None and not local:
+        problems.append("--out: only for --trial ID --local (a sweep writes into <storage>/<name>/trials/); "
+                        "remove --out, or add --trial ID --local")
     try:
         spec = load_sweep(sweep_file, sets)
+        if problems:
+            raise SweepError([])
         if trial_id is not None or local or alone:
             return _run_local(spec, trial_id, local, out, alone)
         chosen = select(spec.trials, only)
     except SweepError as e:
-        return _fail(e.problems)
-    problems = _storage_problems(storage, address, name)
-    if problems:
-        return _fail(problems)
+        return _fail(e.problems + problems)
     exp_dir = experiment_dir(storage, name or spec.name)
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
@@ -238,15 +255,20 @@ def _remove_made(exp_dir: Path, made: list[Path]) -> None:
 
 
 def _storage_problems(storage: str, address: str | None, name: str | None) -> list[str]:
+    """Every problem of --storage and --name (one line each)."""
+    out = []
+    shown = storage if len(storage) <= 60 else storage[:57] + "..."
     if is_uri(storage):
-        return [f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
-                "storage (NFS) and give its absolute path"]
-    if address is not None and not Path(storage).expanduser().is_absolute():
-        return [f"--storage {storage}: with --address every node must see the results, so give shared "
-                "storage as an absolute path (e.g. --storage /shared/results)"]
+        out.append(f"--storage {storage}: cloud URIs are not supported yet; mount the bucket or use shared "
+                   "storage (NFS) and give its absolute path")
+    elif address is not None and not Path(storage).expanduser().is_absolute():
+        out.append(f"--storage {shown}: with --address every node must see the results, so give shared "
+                   "storage as an absolute path (e.g. --storage /shared/results)")
+    elif length_problem(storage):
+        out.append(f"--storage {shown}: {length_problem(storage)}")
     if name is not None and name_problem(name):
-        return [f"--name {name!r}: {name_problem(name)}"]
-    return []
+        out.append(f"--name {name!r}: {name_problem(name)}")
+    return out
 
 
 def _address_problems(address: str | None) -> list[str]:
@@ -357,6 +379,7 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
                f"({torch_threads(spec.resources)} thread(s); a few timed minibatches)"
                + (": the sweep asks for GPUs, this machine has none" if asks_gpu and where == "CPU" else ""))
     measured: dict[tuple[str, int], float] = {}
+    costs: dict[tuple[str, int], float] = {}
     rows = []
     for k, p in enumerate(packs, 1):
         cfg = p.members[0].config
@@ -364,11 +387,31 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
             rows.append([str(k), p.id, "1", "-", "(one analysis)"])
             continue
         key = (pack_key(cfg), len(p.members))
-        if key not in measured:
+        if key not in measured and len(measured) < MAX_CALIBRATIONS:
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
-        rows.append([str(k), p.id, str(len(p.members)), duration(measured[key]),
-                     duration(measured[key] * cfg.epochs)])
+            costs[key] = _epoch_cost(p)
+        per_epoch = measured.get(key) or _scaled(p, measured, costs)
+        mark = "" if key in measured else "~"
+        rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
+                     mark + duration(per_epoch * cfg.epochs)])
     click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
+    if len(measured) == MAX_CALIBRATIONS and any(r[3].startswith("~") for r in rows):
+        click.echo(f"~: scaled by multiply-adds from the {MAX_CALIBRATIONS} pack programs calibrated")
+
+
+MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
+
+
+def _epoch_cost(pack: Pack) -> float:
+    """Multiply-adds of one epoch of a pack (cep.sweep.plan's cost model)."""
+    return sum(sample_steps(t.config) / t.config.epochs * n_weights(t.config) for t in pack.members)
+
+
+def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
+    """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
+    cost = _epoch_cost(pack)
+    key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
+    return measured[key] * cost / max(costs[key], 1.0)
 
 
 def _prefetch_data(trials: list[Trial]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,8 +61,10 @@ def pack_sizes(spec: SweepSpec) -> Callable[[TrialConfig], int]:
 
 
 def torch_threads(resources: Mapping[str, float]) -> int:
-    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results)."""
-    return max(1, int(resources.get("cpu", 1)))
+    """Ray does not limit threads: give torch exactly the trial's CPUs (also for --local, for equal results),
+    at most this machine's CPUs (a cluster's trial may ask more than the node that runs it has; torch crashes
+    at absurd thread counts)."""
+    return max(1, min(int(min(resources.get("cpu", 1), 2**31)), os.cpu_count() or 1))
 
 
 def step_synapses(cfg: TrialConfig) -> int:
@@ -101,7 +104,8 @@ def make_packs(trials: Sequence[Trial], size: int | Callable[[TrialConfig], int]
             chunks.append([])
         chunks[-1].append(t)
     packs = [c for chunks in groups.values() for c in chunks]
-    packs.sort(key=lambda c: trials.index(c[0]))
+    order = {id(t): k for k, t in enumerate(trials)}
+    packs.sort(key=lambda c: order[id(c[0])])
     return [Pack(c[0].id if len(c) == 1 else f"{c[0].id}+{len(c) - 1}", tuple(c)) for c in packs]
 
 
@@ -193,8 +197,9 @@ def varying_fields(trials: Sequence[Trial]) -> list[str]:
     """Trial fields whose value differs between trials, in TrialConfig order."""
     if len(trials) < 2:
         return []
-    dicts = [t.config.to_dict() for t in trials]
-    return [k for k in FIELD_NAMES if k not in RUN_FIELDS and any(d[k] != dicts[0][k] for d in dicts[1:])]
+    first = trials[0].config
+    return [k for k in FIELD_NAMES if k not in RUN_FIELDS
+            and any(getattr(t.config, k) != getattr(first, k) for t in trials[1:])]
 
 
 def _human(n: float) -> str:
@@ -210,7 +215,7 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
     cols = [c for c in varying if c != "seed"] + (["seed"] if "seed" in varying else [])
     pack_of = {i: k for k, p in enumerate(packs, 1) for i in p.ids}
     header = ["trial"] + cols + ["epochs", "sample-steps"] + (["pack"] if packs else [])
-    rows = [[t.id] + [format_value(t.config.to_dict()[c]) for c in cols]
+    rows = [[t.id] + [format_value(getattr(t.config, c)) for c in cols]
             + [str(t.config.epochs), _human(sample_steps(t.config))] + ([str(pack_of[t.id])] if packs else [])
             for t in trials]
     lines = [text_table(header, rows)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
+MAX_TRIALS = 10_000  # trials of one sweep: the paper's largest sweep has a few hundred
 MAX_SEGMENT = 200  # one `/`-separated part of a trial id, also a folder name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+,-]")
 
@@ -106,7 +108,8 @@ def name_problem(name: Any) -> str:
     """Why `name` cannot name a sweep or an experiment ("" when it can): the one rule for the sweep file's
     `name`, `--name` and experiment names (each becomes a folder name)."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        return f"got {name!r}; use letters, digits and . _ + - (it becomes a folder name)"
+        return (f"got {name!r}; use letters, digits and . _ + -, starting with a letter or digit (it becomes a "
+                "folder name)")
     if len(name) > MAX_NAME:
         return f"{len(name)} characters; at most {MAX_NAME} (it becomes a folder name)"
     return ""
@@ -163,9 +166,13 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     grids = [grid] + [g for _, _, g in experiments]
     problems += [f"--set {key}: {key} is a grid key of this sweep; choose its values with --only "
                  f"(e.g. --only '*/{key}=VALUE*') or edit the grid" for key in sets if any(key in g for g in grids)]
-    if problems:
-        raise SweepError(problems)
-    trials = _expand(experiments, base, grid, sets, problems)
+    too_many = _count_problems(experiments, grid)
+    if too_many:  # expanding it would take minutes and gigabytes
+        raise SweepError(problems + too_many)
+    # expand what could be read, so that one pass reports every problem (not one round after another)
+    found: list[str] = []
+    trials = _expand(experiments, base, grid, sets, found, collisions=not problems)
+    problems += _unreported(found, problems)
     if resources["gpu"] == 0 and any(t.config.device.startswith("cuda") for t in trials):
         problems.append("resources.gpu: 0, but trials ask for device cuda; give each trial a GPU share "
                         "(e.g. resources: {gpu: 0.25}) or use device auto")
@@ -232,8 +239,33 @@ def _experiments(data: Mapping[str, Any], grid: dict[str, list[Any]], problems: 
     return experiments
 
 
+def trial_count(experiments: list[Experiment], grid: dict[str, list[Any]]) -> int:
+    """How many trials the experiments' grids give, counted without expanding them."""
+    return sum(math.prod(len(v) for v in {**grid, **own_grid}.values()) for _, _, own_grid in experiments)
+
+
+def _count_problems(experiments: list[Experiment], grid: dict[str, list[Any]]) -> list[str]:
+    """A sweep larger than MAX_TRIALS, refused before a single trial is made."""
+    n = trial_count(experiments, grid)
+    if n <= MAX_TRIALS:
+        return []
+    biggest = max(grid, key=lambda k: len(grid[k]), default=None)
+    hint = f" (grid.{biggest} has {len(grid[biggest])} values)" if biggest else ""
+    return [f"grid: {n:,} trials, more than the {MAX_TRIALS:,} a sweep may have{hint}; use fewer grid values, or "
+            "split it into several sweeps (each with its own name)"]
+
+
+def _unreported(found: list[str], reported: list[str]) -> list[str]:
+    """Problems of the expanded trials whose YAML path has no problem yet (a value already refused there
+    was left out of the trials, so what they say of it would only repeat it, or mislead)."""
+    paths = {p.split(": ", 1)[0].split("[", 1)[0] for p in reported}
+    fields = {path.rsplit(".", 1)[-1] for path in paths} & set(FIELD_NAMES)
+    return [p for p in found if p.split(": ", 1)[0] not in paths
+            and not any(re.search(rf"\b{f}\b", p.split(": ", 1)[-1]) for f in fields)]
+
+
 def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str, list[Any]], sets: dict[str, Any],
-            problems: list[str]) -> list[Trial]:
+            problems: list[str], collisions: bool = True) -> list[Trial]:
     """The cartesian product per experiment, each trial checked by TrialConfig; problems grouped per YAML path."""
     trials: list[Trial] = []
     # (path, message) -> [(experiment, trial id)]: one line per problem however many trials share it
@@ -254,8 +286,8 @@ def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str,
                                                                      for k, v in values.items()]
             trial_id = "/".join(segments) or "trial"
             counts[exp_name] = counts.get(exp_name, 0) + 1
-            try:
-                cfg = TrialConfig.from_dict({**base, **fields, **values, **sets})
+            try:  # every value is typed already (typed_fields, typed_grid, parse_sets): no second coercion
+                cfg = TrialConfig(**{**base, **fields, **values, **sets})
             except ConfigError as e:
                 for fname, message in e.problems:
                     key = (_origin_path(fname, origins, exp_path), message)
@@ -263,7 +295,7 @@ def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str,
                 continue
             trials.append(Trial(trial_id, exp_name, {k: plain(v) for k, v in values.items()}, cfg))
     problems += _grouped_problems(grouped, counts)
-    if not problems:
+    if not problems and collisions:
         problems += _collisions(trials)
     return trials
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from cep.reading import TEXT_BYTES
 from cep.results import (
     LOG_FILE,
     METRICS_FILE,
@@ -58,7 +59,7 @@ def _ago(seconds: float) -> str:
 def _node(folder: Path) -> dict[str, str]:
     """node.txt as key -> value (host, node_ip, ray_node_id, pid, started); {} when absent or unreadable."""
     try:
-        lines = read_text(folder / NODE_FILE, errors="replace").splitlines()
+        lines = read_text(folder / NODE_FILE, limit=TEXT_BYTES, what=NODE_FILE, errors="replace").splitlines()
     except (OSError, LinkRefused):
         return {}
     return dict(ln.split(" ", 1) for ln in lines if " " in ln)
@@ -76,7 +77,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _last_log_line(folder: Path) -> str:
     try:
-        lines = read_text(folder / LOG_FILE, errors="replace").splitlines()
+        lines = read_text(folder / LOG_FILE, limit=TEXT_BYTES, what=LOG_FILE, errors="replace").splitlines()
     except (OSError, LinkRefused):
         return ""
     return lines[-1].split(" ", 3)[3] if lines and lines[-1].count(" ") >= 3 else ""

@@ -27,6 +27,7 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
+from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
 from cep.safe_files import read_bytes, refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
@@ -64,8 +65,8 @@ def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path
     out = []
     for t in trials:
         data_dir = Path(t.config.data_dir).expanduser()
-        cfg = t.config.replace(out_dir=str(trial_dir(exp_dir, t.id)), checkpoint=True,
-                               data_dir=str(data_dir if data_dir.is_absolute() else base / data_dir))
+        cfg = t.config.with_run_fields(out_dir=str(trial_dir(exp_dir, t.id)), checkpoint=True,
+                                       data_dir=str(data_dir if data_dir.is_absolute() else base / data_dir))
         out.append(Trial(t.id, t.experiment, t.grid, cfg))
     return out
 
@@ -86,7 +87,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(read_bytes(path).decode("utf-8"))  # never through a link (LinkRefused)
+        record = parse_json(read_bytes(path, limit=JSON_BYTES, what=SWEEP_FILE).decode("utf-8"))  # never through a link
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
@@ -260,6 +261,6 @@ def storage_probe(path: str, token: str) -> tuple[str, bool]:
     import socket
 
     try:
-        return socket.gethostname(), Path(path).read_text() == token
+        return socket.gethostname(), read_text_limited(path, len(token) + 1, "storage probe") == token
     except OSError:
         return socket.gethostname(), False

@@ -31,6 +31,7 @@ from ray import tune
 
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
+from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import (
     CHECKPOINT_FILE,
     ERROR_FILE,
@@ -221,7 +222,8 @@ def _tune_saved_states(ids: list[str]) -> Iterator[dict[str, list[tuple[str, Pat
     with ckpt.as_directory() as d:
         listed = Path(d) / MEMBERS_FILE
         try:
-            names = json.loads(listed.read_text()) if listed.exists() else ids[:1]  # before packs: one trial
+            names = (parse_json(read_text_limited(listed, JSON_BYTES, MEMBERS_FILE)) if listed.exists()
+                     else ids[:1])  # before packs: one trial
         except (OSError, ValueError):
             names = []
         files = {i: Path(d) / _state_file(k, len(names)) for k, i in enumerate(names) if isinstance(i, str)}
