@@ -265,14 +265,18 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
     def save_round(active: list[TrainState]) -> None:
         """A round is saved once every member has finished it: a failure during the round loses it whole,
         so that the members of a pack stay in step (a trial alone: its epoch)."""
+        # every member's state first, then its files and log lines: a kill between two members' saves
+        # leaves some a round ahead, resumed from their previous round (resume_pack) and logged once
+        for _, st in pending:
+            m = by_state[id(st)][1]
+            if m.folder is not None and m.cfg.checkpoint:
+                if len(members) > 1:
+                    _keep_previous(m.folder)
+                save_state(st, m.folder / CHECKPOINT_FILE)
         for metrics, st in pending:
             m = by_state[id(st)][1]
             if m.folder is not None:
                 write_results(m.folder, st)
-                if m.cfg.checkpoint:
-                    if len(members) > 1:
-                        _keep_previous(m.folder)
-                    save_state(st, m.folder / CHECKPOINT_FILE)
                 if metrics["status"] != "diverged":
                     m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
                 collapse = st.info.get("collapsed")

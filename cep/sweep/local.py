@@ -65,9 +65,16 @@ def member_folders(spec: SweepSpec, trial: Trial, members: list[Trial], out: str
 def experiment_above(folder: Path) -> Path | None:
     """The sweep experiment folder that holds `folder` (an ancestor with sweep.json), or None."""
     path = folder.expanduser().absolute()
-    for p in dict.fromkeys([path, *path.parents, path.resolve(), *path.resolve().parents]):
-        if (p / SWEEP_FILE).is_file():
-            return p
+    try:
+        resolved = path.resolve()
+    except OSError:
+        resolved = path
+    for p in dict.fromkeys([path, *path.parents, resolved, *resolved.parents]):
+        try:
+            if (p / SWEEP_FILE).is_file():
+                return p
+        except OSError:  # a name too long for the file system, say: the trial's own check says it in one line
+            continue
     return None
 
 
