@@ -45,7 +45,7 @@ IDS = ["EP/seed=0", "EP/seed=1"]
 EPOCHS = 3
 NODE = ["--nodes=1", "--cpus-per-task=2", "--time=10"]  # this machine's one node, instead of the recipe's 2 x 8
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-SLEEP = {"CEP_TEST_EPOCH_SLEEP": "2"}  # slower epochs: time to interrupt a job after its first epoch
+SLEEP = {"CEP_TEST_EPOCH_SLEEP": "1.5"}  # slower epochs: time to interrupt a job after its first epoch
 
 
 # ------------------------------------------------------------------ the cluster
@@ -68,16 +68,21 @@ class Slurm:
 
 
 def _alive(conf: str | None) -> bool:
-    return bool(conf) and subprocess.run(["sinfo", "-h"], env={**os.environ, "SLURM_CONF": conf},
-                                         capture_output=True, timeout=30).returncode == 0
+    try:
+        return bool(conf) and Path(conf).is_file() and subprocess.run(
+            ["sinfo", "-h"], env={**os.environ, "SLURM_CONF": conf}, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @pytest.fixture(scope="session")
 def slurm():
-    """The Slurm of $SLURM_CONF if it answers, else a local one started (and at the end stopped) here."""
-    if _alive(os.environ.get("SLURM_CONF")):
-        yield Slurm(os.environ["SLURM_CONF"])
-        return
+    """The Slurm of $SLURM_CONF or of local-slurm.sh's folder if one answers, else one started (and stopped) here."""
+    mine = subprocess.run(["bash", str(LOCAL_SLURM), "env"], capture_output=True, text=True).stdout
+    for conf in (os.environ.get("SLURM_CONF"), mine.strip().removeprefix("export SLURM_CONF=")):
+        if _alive(conf):
+            yield Slurm(conf)
+            return
     env = {**os.environ, "CEP_SLURM_DIR": f"/tmp/cep-slurm-test-{os.getpid()}"}
     try:
         p = subprocess.run(["bash", str(LOCAL_SLURM), "start"], env=env, capture_output=True, text=True,

@@ -20,7 +20,14 @@ node=$(hostname -s)
 daemons=(munged slurmctld slurmd)
 
 log() { echo "local-slurm: $*" >&2; }
-die() { echo "error: $1" >&2; exit 2; }
+marker=$dir/.cep-local-slurm # in the folder from its creation on: `stop` removes only a folder that has it
+cleanup_on_error=
+
+die() {
+    echo "error: $1" >&2
+    [[ -z $cleanup_on_error ]] || cmd_stop quiet # a start that failed half-way leaves nothing running
+    exit 2
+}
 
 # pid of our daemon $1 (from its pid file) if that process is alive and is that daemon, else nothing
 our_pid() {
@@ -44,8 +51,9 @@ foreign_pids() {
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
         && command -v sbatch >/dev/null && return 0
-    ((EUID == 0)) && command -v apt-get >/dev/null \
-        || die "slurm: slurmctld, slurmd, munged or sbatch not installed; install slurm-wlm and munge (as root: apt-get install slurm-wlm munge)"
+    if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
+        die "slurm: slurmctld, slurmd, munged or sbatch not installed; install slurm-wlm and munge (as root: apt-get install slurm-wlm munge)"
+    fi
     log "installing slurm-wlm and munge (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends slurm-wlm munge >"$dir/apt.log" 2>&1 \
@@ -65,7 +73,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge.socket
+# cred_expire: a requeued job waits this long (default 120 s) before it may start again
+AuthInfo=socket=$dir/munge.socket,cred_expire=${CEP_SLURM_CRED_EXPIRE:-15}
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -134,7 +143,14 @@ cmd_start() {
         [[ -z $others ]] || die "slurm: a $d that this script did not start is running (pid ${others% }); not touching it: use that Slurm, or stop it first"
     done
     ((EUID == 0)) || die "slurm: the local Slurm runs its daemons as root; run this as root (sudo $0 start)"
-    [[ -e $dir ]] && cmd_stop quiet # a half-started or crashed earlier run of ours
+    if [[ -e $marker ]]; then
+        cmd_stop quiet # a crashed earlier run of ours
+    elif [[ -e $dir ]] && ! rmdir "$dir" 2>/dev/null; then
+        die "CEP_SLURM_DIR: $dir exists and was not made by this script; name a new folder (it is removed on stop)"
+    fi
+    mkdir -p "$dir"
+    touch "$marker"
+    cleanup_on_error=1
     mkdir -p "$dir/state" "$dir/spool"
     chmod 755 "$dir" # munged wants its socket folder reachable by all
     install_packages
@@ -164,7 +180,7 @@ cmd_status() {
 }
 
 cmd_stop() {
-    [[ -d $dir ]] || { [[ ${1:-} == quiet ]] || log "nothing to stop: no $dir"; return 0; }
+    [[ -e $marker ]] || { [[ ${1:-} == quiet ]] || log "nothing to stop: no local Slurm in $dir"; return 0; }
     [[ -f $conf && -n $(our_pid slurmctld) ]] && cancel_jobs
     local d pid i
     for d in slurmd slurmctld munged; do
