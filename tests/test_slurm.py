@@ -287,3 +287,20 @@ def test_two_jobs_on_the_node_at_once_use_their_own_ports(slurm, reference, swee
         job.assert_equals(reference)
     ports = [re.search(r"Ray ports (\d+)-(\d+)", j.out).groups() for j in (a, b)]
     assert ports[0] != ports[1], ports
+
+
+def test_local_slurm_script_never_touches_a_slurm_it_did_not_start(slurm, tmp_path):
+    """A second local-slurm.sh (another folder) refuses while this Slurm runs; `stop` leaves foreign folders be."""
+    if not subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).stdout:
+        pytest.skip("no slurmctld on this machine (the Slurm of $SLURM_CONF is elsewhere)")
+    other = tmp_path / "other"
+    p = subprocess.run(["bash", str(LOCAL_SLURM), "start"], env={**os.environ, "CEP_SLURM_DIR": str(other)},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and not other.exists(), p.stderr
+    assert re.fullmatch(r"error: slurm: a slurmctld that this script did not start is running \(pid \d+\); "
+                        r"not touching it: .*\n", p.stderr), p.stderr
+    (tmp_path / "keep.txt").write_text("mine")
+    p = subprocess.run(["bash", str(LOCAL_SLURM), "stop"], env={**os.environ, "CEP_SLURM_DIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and (tmp_path / "keep.txt").read_text() == "mine", p.stderr
+    assert slurm.run("sinfo", "-h", "-o", "%t").stdout.strip() in {"idle", "mix", "alloc"}
