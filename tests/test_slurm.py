@@ -1,8 +1,9 @@
 """cluster/slurm/cep-sweep.sbatch under a real one-node Slurm (cluster/slurm/local-slurm.sh): run, requeue, resume.
 
-The Slurm is the one named by $SLURM_CONF when `sinfo` answers there (`.ci/run` starts it), else this
-session starts one with cluster/slurm/local-slurm.sh (root, Debian packages) in its own folder and stops it
-at the end; where neither works every test is skipped with the reason. Jobs run this checkout's `cep`
+The Slurm is the one named by $SLURM_CONF, or local-slurm.sh's default one, when `sinfo` answers there
+(`.ci/run` starts one), else this session starts one with cluster/slurm/local-slurm.sh (root; it installs no
+packages here) in its own folder and stops it at the end; where none can run every test is skipped with the
+reason. Jobs run this checkout's `cep`
 (PYTHONPATH) in this interpreter's virtual environment (CEP_VENV), each with its results in its own folder,
 and are compared bit for bit with one uninterrupted local `cep-sweep` run of the same sweep.
 """
@@ -83,7 +84,7 @@ def slurm():
         if _alive(conf):
             yield Slurm(conf)
             return
-    env = {**os.environ, "CEP_SLURM_DIR": f"/tmp/cep-slurm-test-{os.getpid()}"}
+    env = {**os.environ, "CEP_SLURM_DIR": f"/tmp/cep-slurm-test-{os.getpid()}", "CEP_SLURM_INSTALL": "0"}
     try:
         p = subprocess.run(["bash", str(LOCAL_SLURM), "start"], env=env, capture_output=True, text=True,
                            timeout=600)
@@ -105,14 +106,32 @@ def sweep_path(tmp_path_factory) -> Path:
     return path
 
 
+class Reference:
+    """The sweep run once locally with `cep-sweep` (its own local Ray), uninterrupted, while the first job runs."""
+
+    def __init__(self, env: dict[str, str], sweep: Path, storage: Path):
+        self.exp, self.log = storage / "slu", storage / "cep-sweep.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(SWEEP_CLI + [str(sweep), "--storage", str(storage), "--no-aggregate"],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def folder(self) -> Path:
+        """Its experiment folder, once the run has finished."""
+        code = self.proc.wait(300)
+        assert code == 0, f"the local reference run exited {code}:\n{self.log.read_text()}"
+        return self.exp
+
+
 @pytest.fixture(scope="session")
-def reference(slurm, sweep_path, tmp_path_factory) -> Path:
-    """The sweep run once locally with `cep-sweep` (its own local Ray), uninterrupted."""
-    storage = tmp_path_factory.mktemp("slurm-reference")
-    p = subprocess.run(SWEEP_CLI + [str(sweep_path), "--storage", str(storage), "--no-aggregate"],
-                       env=slurm.env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return storage / "slu"
+def reference(slurm, sweep_path, tmp_path_factory):
+    ref = Reference(slurm.env, sweep_path, tmp_path_factory.mktemp("slurm-reference"))
+    yield ref
+    if ref.proc.poll() is None:  # a test failed before waiting for it: SIGTERM, so that it stops its Ray
+        ref.proc.terminate()
+        try:
+            ref.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            ref.proc.kill()
 
 
 # ------------------------------------------------------------------ helpers
@@ -146,15 +165,18 @@ class Job:
         wait(done, timeout, f"the end of job {self.id} (restart {restarts}): {self.state()}\n{self.out}")
         return self.state()
 
-    def assert_equals(self, reference: Path) -> None:
+    def assert_equals(self, reference: Reference) -> None:
+        ref = reference.folder()
         for tid in IDS:
             folder = self.exp / "trials" / tid
-            assert metrics(folder) == metrics(reference / "trials" / tid), f"{tid}\n{self.out}"
+            assert metrics(folder) == metrics(ref / "trials" / tid), f"{tid}\n{self.out}"
             epochs = [ln.split(":")[0] for ln in log_lines(folder) if ln.startswith("epoch")]
             assert epochs == [f"epoch {e} done" for e in range(1, EPOCHS + 1)], f"{tid}: {epochs}\n{self.out}"
 
-    def assert_ray_gone(self) -> None:
+    def assert_ray_gone(self, cleaned: bool = False) -> None:
+        """No process of the job's Ray is left; cleaned: the job (which ended by itself) removed Ray's folder."""
         wait(lambda: not _pids_matching(f"/tmp/ray-{self.id}"), 30, f"job {self.id}'s Ray to end:\n{self.out}")
+        assert not cleaned or not Path(f"/tmp/ray-{self.id}").exists(), f"/tmp/ray-{self.id} left:\n{self.out}"
 
 
 def submit(slurm: Slurm, folder: Path, sweep: Path, *sbatch_opts: str, env: dict | None = None,
@@ -208,7 +230,7 @@ def test_recipe_runs_the_sweep_and_equals_a_local_run(slurm, reference, sweep_pa
     assert (s["JobState"], s["ExitCode"]) == ("COMPLETED", "0:0"), f"{s}\n{job.out}"
     assert "2 trial(s): 2 finished, 0 errored" in job.out
     job.assert_equals(reference)
-    job.assert_ray_gone()
+    job.assert_ray_gone(cleaned=True)
     print(f"\nslurm: submit to first epoch {first:.1f} s; whole job {wall:.1f} s")
 
 
@@ -227,21 +249,21 @@ def test_time_limit_signal_saves_requeues_and_resumes(slurm, reference, sweep_pa
     assert "SIGTERM: stopping the sweep and saving its state" in out, out  # cep-sweep saved
     assert "resuming the experiment" in out, out
     job.assert_equals(reference)
-    job.assert_ray_gone()
+    job.assert_ray_gone(cleaned=True)
     print(f"\nslurm: USR1 to the requeued run's start {requeue_to_restart:.1f} s")
 
 
-def test_max_requeues_stops_the_requeue_loop(slurm, sweep_path, tmp_path):
-    """CEP_MAX_REQUEUES=0: the time-limit signal saves the sweep but the job is not requeued."""
-    job = submit(slurm, tmp_path, sweep_path, *NODE, "--gpus-per-node=0",
-                 env={**SLEEP, "CEP_MAX_REQUEUES": "0"})
-    job.wait_epoch()
+def test_time_limit_signal_while_ray_starts_and_max_requeues_stops_the_loop(slurm, sweep_path, tmp_path):
+    """SIGUSR1 while Ray starts is not lost (the sweep is not started); CEP_MAX_REQUEUES=0: not requeued."""
+    job = submit(slurm, tmp_path, sweep_path, *NODE, "--gpus-per-node=0", env={"CEP_MAX_REQUEUES": "0"})
+    wait(lambda: "(restart 0)" in job.out or job.state().get("JobState") in FINAL, 120, f"job {job.id} to start")
     slurm.run("scancel", "--signal=USR1", "--batch", job.id)
     s = job.wait_end()
     assert (s["JobState"], s["Restarts"]) == ("FAILED", "0"), f"{s}\n{job.out}"
+    assert "signalled while Ray started: the sweep was not started" in job.out, job.out
     assert "not requeueing: restarted 0 times already (CEP_MAX_REQUEUES=0)" in job.out, job.out
-    assert f"requeueing job {job.id}" not in job.out
-    job.assert_ray_gone()
+    assert f"requeueing job {job.id}" not in job.out and not job.exp.exists(), job.out
+    job.assert_ray_gone(cleaned=True)
 
 
 def test_scancel_then_submitting_again_resumes_exactly(slurm, reference, sweep_path, tmp_path):

@@ -8,7 +8,8 @@
 #   cluster/slurm/local-slurm.sh stop     # cancels its jobs, stops the daemons it started (by pid), removes the folder
 #
 # Settings: CEP_SLURM_DIR (the folder, default /tmp/cep-slurm), CEP_SLURM_PORT (slurmctld's port, default
-# 6917; slurmd's is the next one). It never touches a Slurm it did not start: `start` refuses while a
+# 6917; slurmd's is the next one), CEP_SLURM_CRED_EXPIRE (seconds a requeued job waits, default 15; Slurm's
+# own default is 120), CEP_SLURM_INSTALL=0 (never install packages). It never touches a Slurm it did not start: `start` refuses while a
 # slurmctld or slurmd that is not its own runs on the machine, and `stop` signals only the pids it recorded.
 
 set -euo pipefail
@@ -51,7 +52,7 @@ foreign_pids() {
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
         && command -v sbatch >/dev/null && return 0
-    if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
+    if ((EUID != 0)) || ! command -v apt-get >/dev/null || [[ ${CEP_SLURM_INSTALL:-1} == 0 ]]; then
         die "slurm: slurmctld, slurmd, munged or sbatch not installed; install slurm-wlm and munge (as root: apt-get install slurm-wlm munge)"
     fi
     log "installing slurm-wlm and munge (apt-get)"
