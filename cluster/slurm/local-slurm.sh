@@ -40,12 +40,12 @@ our_pid() {
 
 running() { [[ -n $(our_pid slurmctld) && -n $(our_pid slurmd) && -n $(our_pid munged) ]]; }
 
-# pids of daemon $1 on this machine that are not ours
+# pids of daemon $1 on this machine that are not ours (nor forks of ours: slurmctld's slurmscriptd)
 foreign_pids() {
     local ours pid
     ours=$(our_pid "$1")
     for pid in $(pgrep -x "$1" || true); do
-        [[ $pid == "$ours" ]] || echo "$pid"
+        [[ -n $ours && ($pid == "$ours" || $(ps -o ppid= -p "$pid" | tr -d ' ') == "$ours") ]] || echo "$pid"
     done
 }
 
