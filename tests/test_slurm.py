@@ -56,6 +56,7 @@ class Slurm:
     def __init__(self, conf: str):
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RAY_", "CEP_"))}
         self.env.update(SLURM_CONF=conf, CEP_VENV=sys.prefix, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.jobs: list[str] = []  # submitted by the tests: cancelled after each test (a failed one leaves some)
 
     def run(self, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         p = subprocess.run(cmd, env={**self.env, **kw.pop("env", {})}, capture_output=True, text=True,
@@ -97,6 +98,14 @@ def slurm():
         yield Slurm(m.group(1))
     finally:
         subprocess.run(["bash", str(LOCAL_SLURM), "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def _jobs_cancelled(slurm):
+    yield
+    if slurm.jobs:
+        slurm.run("scancel", *slurm.jobs, check=False)
+        slurm.jobs.clear()
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +194,8 @@ def submit(slurm: Slurm, folder: Path, sweep: Path, *sbatch_opts: str, env: dict
     t0 = time.monotonic()
     p = slurm.run("sbatch", "--parsable", *sbatch_opts, str(SBATCH), str(sweep), *sweep_opts, cwd=folder,
                   env=env or {})
-    return Job(slurm, folder, p.stdout.strip().split(";")[0], t0)
+    slurm.jobs.append(p.stdout.strip().split(";")[0])
+    return Job(slurm, folder, slurm.jobs[-1], t0)
 
 
 def _pids_matching(marker: str) -> list[int]:

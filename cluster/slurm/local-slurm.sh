@@ -195,7 +195,29 @@ cmd_stop() {
         [[ -e /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null
         [[ ${1:-} == quiet ]] || log "stopped $d (pid $pid)"
     done
+    kill_leftover_steps
     rm -rf "$dir"
+}
+
+# Job step daemons of this Slurm (their working folder is ours) that outlived it, e.g. after slurmctld died,
+# with every process under them (the jobs' own, Ray's included).
+kill_leftover_steps() {
+    local pid cwd victims=()
+    for pid in $(pgrep -x slurmstepd || true); do
+        cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || continue
+        [[ ${cwd% (deleted)} == "$dir" || ${cwd% (deleted)} == "$dir"/* ]] && mapfile -t -O "${#victims[@]}" victims < <(tree_of "$pid")
+    done
+    ((${#victims[@]})) || return 0
+    kill -KILL "${victims[@]}" 2>/dev/null || true
+    log "killed ${#victims[@]} leftover job process(es)"
+}
+
+tree_of() { # pid and all its descendants
+    local child
+    echo "$1"
+    for child in $(pgrep -P "$1" || true); do
+        tree_of "$child"
+    done
 }
 
 # Jobs still on this Slurm are cancelled through it (their step daemons outlive slurmd otherwise).
