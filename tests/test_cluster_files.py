@@ -268,7 +268,7 @@ def _sbatch_code() -> str:
 def test_sbatch_steps_get_the_jobs_cpus_and_ray_the_allocated_gpus():
     code = _sbatch_code()
     # since Slurm 22.05 srun does not inherit --cpus-per-task: every `ray start` step asks for them again
-    sruns = [ln for ln in code.splitlines() if re.match(r"\s*srun\b", ln)]
+    sruns = [ln for ln in code.splitlines() if re.match(r"\s*srun\b", ln) and "ray start" in ln]
     assert len(sruns) == 2 and all('--cpus-per-task="$cpus"' in ln for ln in sruns), sruns
     assert "cpus=${SLURM_CPUS_PER_TASK:-1}" in code
     # Ray is told the CPUs and GPUs of the allocation, not left to detect the whole node's
