@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.config import FIELD_NAMES, ConfigError, TrialConfig
+from cep.sweep.search_space import SearchSpec, parse_search, point_segment, search_conflicts
 from cep.sweep.sections import (
     DEFAULT_RESOURCES,
     check_pack,
@@ -40,7 +41,7 @@ from cep.sweep.sections import (
 )
 from cep.yaml_file import YAMLFileError, read_yaml
 
-TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures", "pack")
+TOP_KEYS = ("name", "description", "base", "experiments", "grid", "search", "resources", "max_failures", "pack")
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
@@ -81,6 +82,8 @@ class SweepSpec:
     max_failures: int = DEFAULT_MAX_FAILURES
     source: str | None = None  # the sweep file
     pack: int | None = None  # most trials per pack (cep.sweep.plan.make_packs); None: auto
+    search: SearchSpec | None = None  # the `search` section (cep.sweep.search_space); None: a grid only
+    raw: Any = field(default=None, compare=False, repr=False)  # (file content, --set): to expand other points
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -135,8 +138,12 @@ def _origin_path(field_name: str, origins: Mapping[str, str], exp_path: str | No
     return f"{exp_path}.{field_name}" if exp_path else f"base.{field_name}"
 
 
-def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = None) -> SweepSpec:
-    """Validate a sweep file's content and expand it into trials; raises SweepError listing every problem."""
+def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = None,
+                points: Sequence[Mapping[str, Any]] | None = None) -> SweepSpec:
+    """Validate a sweep file's content and expand it into trials; raises SweepError listing every problem.
+
+    With a `search` section every grid point trains each search point: `points` (an adaptive searcher's
+    suggestions so far), or for random search the first num_samples points drawn from the search's seed."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
         raise SweepError([f"{source or 'sweep'}: expected a mapping with name, base, experiments, grid "
@@ -157,22 +164,26 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
         problems.append(f"max_failures: got {max_failures!r}; a non-negative integer (retries per trial)")
         max_failures = DEFAULT_MAX_FAILURES
     pack = check_pack(data.get("pack"), problems)
+    search = parse_search(data.get("search"), problems)
     problems += set_problems
     experiments = _experiments(data, grid, problems)
     problems += [f"base.{key}: also a grid key; remove one of them" for key in base if key in grid]
     grids = [grid] + [g for _, _, g in experiments]
     problems += [f"--set {key}: {key} is a grid key of this sweep; choose its values with --only "
                  f"(e.g. --only '*/{key}=VALUE*') or edit the grid" for key in sets if any(key in g for g in grids)]
+    problems += search_conflicts(search, base, [f for _, f, _ in experiments], grids, sets)
     if problems:
         raise SweepError(problems)
-    trials = _expand(experiments, base, grid, sets, problems)
+    if search is not None and points is None:
+        points = [] if search.adaptive else search.points()
+    trials = _expand(experiments, base, grid, sets, problems, points if search is not None else None)
     if resources["gpu"] == 0 and any(t.config.device.startswith("cuda") for t in trials):
         problems.append("resources.gpu: 0, but trials ask for device cuda; give each trial a GPU share "
                         "(e.g. resources: {gpu: 0.25}) or use device auto")
     if problems:
         raise SweepError(problems)
     return SweepSpec(name=str(name), description=description, trials=tuple(trials), resources=resources,
-                     max_failures=max_failures, source=source, pack=pack)
+                     max_failures=max_failures, source=source, pack=pack, search=search, raw=(data, tuple(overrides)))
 
 
 def _check_top(data: Mapping[str, Any], problems: list[str]) -> tuple[Any, str]:
@@ -233,8 +244,9 @@ def _experiments(data: Mapping[str, Any], grid: dict[str, list[Any]], problems: 
 
 
 def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str, list[Any]], sets: dict[str, Any],
-            problems: list[str]) -> list[Trial]:
-    """The cartesian product per experiment, each trial checked by TrialConfig; problems grouped per YAML path."""
+            problems: list[str], points: Sequence[Mapping[str, Any]] | None = None) -> list[Trial]:
+    """The cartesian product per experiment (inside each search point), each trial checked by TrialConfig;
+    problems grouped per YAML path."""
     trials: list[Trial] = []
     # (path, message) -> [(experiment, trial id)]: one line per problem however many trials share it
     grouped: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
@@ -247,21 +259,26 @@ def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str,
         for k in merged_grid:
             origins[k] = f"{exp_path}.grid.{k}" if k in own_grid else f"grid.{k}"
         origins.update({k: f"--set {k}" for k in sets})
+        origins.update({k: f"search.space.{k}" for p in points or () for k in p})
         keys = list(merged_grid)
-        for combo in itertools.product(*(merged_grid[k] for k in keys)):
+        for k_point, combo in itertools.product(range(len(points)) if points is not None else [None],
+                                                itertools.product(*(merged_grid[k] for k in keys))):
+            drawn = {k: plain(v) for k, v in points[k_point].items()} if k_point is not None else {}
             values = dict(zip(keys, combo, strict=True))
-            segments = ([exp_name] if exp_name is not None else []) + [f"{k}={format_value(v)}"
-                                                                     for k, v in values.items()]
+            segments = ([exp_name] if exp_name is not None else []) + (
+                [point_segment(k_point)] if k_point is not None else []) + [f"{k}={format_value(v)}"
+                                                                           for k, v in values.items()]
             trial_id = "/".join(segments) or "trial"
             counts[exp_name] = counts.get(exp_name, 0) + 1
             try:
-                cfg = TrialConfig.from_dict({**base, **fields, **values, **sets})
+                cfg = TrialConfig.from_dict({**base, **fields, **drawn, **values, **sets})
             except ConfigError as e:
                 for fname, message in e.problems:
                     key = (_origin_path(fname, origins, exp_path), message)
                     grouped.setdefault(key, []).append((exp_name, trial_id))
                 continue
-            trials.append(Trial(trial_id, exp_name, {k: plain(v) for k, v in values.items()}, cfg))
+            point = {"search": k_point, **drawn} if k_point is not None else {}
+            trials.append(Trial(trial_id, exp_name, {**point, **{k: plain(v) for k, v in values.items()}}, cfg))
     problems += _grouped_problems(grouped, counts)
     if not problems:
         problems += _collisions(trials)
@@ -302,7 +319,7 @@ def _collisions(trials: list[Trial]) -> list[str]:
                        f"folder name (at most {MAX_SEGMENT}); use shorter grid values")
             continue
         key = json.dumps(t.config.result_dict(), sort_keys=True)
-        if key in seen_cfg:
+        if key in seen_cfg and "search" not in t.grid:  # two search points may coincide (a choice space)
             first = seen_cfg[key]
             where = f"experiments.{t.experiment}" if t.experiment is not None else "grid"
             out.append(f"{where}: trial {t.id} has exactly the configuration of trial {first.id} "

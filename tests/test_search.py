@@ -1,0 +1,186 @@
+"""The `search` section without Ray running: its checks, its points (reproducible, stable as it grows), ids."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from cep.sweep.plan import compare, make_packs
+from cep.sweep.search_space import parse_search
+from cep.sweep.spec import SweepError, parse_sweep
+from cep.sweep.store import resolve_trials, sweep_record
+
+SEARCH = """\
+name: s
+base: {size_tab: [10, 16, 784], epochs: 2, train_samples: 200, test_samples: 100, rule: vf, continual: true}
+experiments:
+  C-VF-1h: {}
+grid: {seed: [0, 1]}
+search:
+  num_samples: 4
+  seed: 5
+  space:
+    lr_tab: [{loguniform: [0.001, 0.1]}, {loguniform: [0.5, 4], ratio_to: 0}]
+    beta: {uniform: [0.1, 0.5]}
+"""
+
+
+def parse(text: str, overrides=(), **kw):
+    return parse_sweep(yaml.safe_load(textwrap.dedent(text)), overrides, **kw)
+
+
+def problems(text: str, overrides=()) -> list[str]:
+    with pytest.raises(SweepError) as e:
+        parse(text, overrides)
+    return e.value.problems
+
+
+def grown(text: str, n: int) -> str:
+    return text.replace("num_samples: 4", f"num_samples: {n}")
+
+
+def test_points_are_trials_with_readable_ids_and_every_seed_trains_each_point():
+    spec = parse(SEARCH)
+    assert spec.ids == [f"C-VF-1h/search={k:04d}/seed={s}" for k in range(4) for s in (0, 1)]
+    by_id = {t.id: t for t in spec.trials}
+    for k in range(4):
+        a, b = by_id[f"C-VF-1h/search={k:04d}/seed=0"], by_id[f"C-VF-1h/search={k:04d}/seed=1"]
+        assert a.config.replace(seed=1) == b.config  # the point is the same for every seed
+        lr0, lr1 = a.config.lr_tab
+        assert 0.001 <= lr0 <= 0.1 and 0.5 <= lr1 / lr0 <= 4  # ratio_to: entry 1 is entry 0 times the draw
+        assert 0.1 <= a.config.beta <= 0.5
+        assert a.grid == {"search": k, "lr_tab": list(a.config.lr_tab), "beta": a.config.beta, "seed": 0}
+    assert len({t.config.beta for t in spec.trials}) == 4
+
+
+def test_points_are_reproducible_from_the_seed_and_kept_when_num_samples_grows():
+    first, again = parse(SEARCH), parse(SEARCH)
+    assert first.trials == again.trials
+    more = parse(grown(SEARCH, 7))
+    assert more.trials[:8] == first.trials and len(more.trials) == 14
+    change = compare([t.record() for t in first.trials], more.trials)
+    assert change.growth.startswith("6 trial(s) added") and not change.refused
+    other = parse(SEARCH.replace("seed: 5", "seed: 6"))
+    assert [t.config.beta for t in other.trials] != [t.config.beta for t in first.trials]
+    assert compare([t.record() for t in first.trials], other.trials).refused  # another search: refused
+
+
+def test_a_search_point_is_drawn_by_tunes_domain_from_its_own_stream():
+    import numpy as np
+    from ray import tune
+
+    spec = parse(SEARCH).search
+    rng = np.random.default_rng([5, 3])
+    lr0 = tune.loguniform(0.001, 0.1).sample(random_state=rng)
+    ratio = tune.loguniform(0.5, 4).sample(random_state=rng)
+    beta = tune.uniform(0.1, 0.5).sample(random_state=rng)
+    assert spec.point(3) == {"lr_tab": [lr0, lr0 * ratio], "beta": beta}
+    assert spec.log_fields() == ["lr_tab[0]"]
+
+
+def test_sweep_json_records_the_search_and_its_points(tmp_path):
+    spec = parse(SEARCH)
+    trials = resolve_trials(spec.trials, tmp_path)
+    record = json.loads(json.dumps(sweep_record(spec, trials, make_packs(trials, 9))))
+    assert record["search"]["seed"] == 5 and record["search"]["num_samples"] == 4
+    assert record["search"]["space"]["lr_tab"][1] == {"loguniform": [0.5, 4], "ratio_to": 0}
+    assert [r["grid"]["beta"] for r in record["trials"]] == [t.config.beta for t in spec.trials]
+    assert record["packs"] == [spec.ids]  # packed like a grid: one structure, 8 trials
+
+
+def test_grid_fields_combine_with_the_search_and_other_spaces():
+    spec = parse("""\
+        name: s
+        base: {size_tab: [10, 16, 784], lr_tab: [0.01, 0.02], rule: vf}
+        grid: {angle: [0, 90], seed: [0]}
+        search:
+          num_samples: 2
+          space:
+            T: {randint: [5, 9]}
+            activation: {choice: [sigm, tanh]}
+            dt: {quniform: [0.1, 0.5, 0.1]}
+        """)
+    assert spec.ids == ["search=0000/angle=0/seed=0", "search=0000/angle=90/seed=0",
+                        "search=0001/angle=0/seed=0", "search=0001/angle=90/seed=0"]
+    for t in spec.trials:
+        assert 5 <= t.config.T < 9 and t.config.activation in ("sigm", "tanh")
+        assert round(t.config.dt * 10, 9).is_integer() and isinstance(t.config.T, int)
+
+
+BAD = """\
+name: s
+base: {size_tab: [10, 16, 784], beta: 0.2}
+grid: {seed: [0], angle: [0]}
+search:
+  num_sample: 3
+  searcher: tpe
+  metric: test_error
+  scheduler: asha
+  grace_period: 0
+  space:
+    beta: {uniform: [0.1, 0.5]}
+    angle: {uniform: [0, 90]}
+    seed: {randint: [0, 9]}
+    lr_tab: [{loguniform: [0, 0.1]}, {logunif: [1, 2]}]
+    dt: {uniform: [0.5, 0.1]}
+    T: {randint: [1.5, 9]}
+    Kmax: 3
+    batch: {choice: [1, 2]}
+    size_tab: [10, {randint: [8, 32]}, {randint: [1, 9], ratio_to: 2}]
+"""
+
+
+def test_every_bad_search_problem_is_one_line_with_its_path():
+    got = problems(BAD)
+    assert got == [
+        "search.num_sample: unknown key; did you mean num_samples?",
+        "search.space.seed: seed cannot be sampled; give the seeds as a grid (grid: {seed: [0, 1]}): every point "
+        "trains with each",
+        "search.space.lr_tab[0].loguniform: low 0 must be > 0 for a log-uniform space",
+        "search.space.lr_tab[1]: unknown sample space 'logunif'; did you mean loguniform?; "
+        "e.g. {loguniform: [0.001, 0.1]}",
+        "search.space.dt.uniform: low 0.5 is not below high 0.1; give [low, high]",
+        "search.space.T.randint: expected integers [low, high) (high excluded), got [1.5, 9]",
+        "search.space.Kmax: expected a sample space like {loguniform: [0.001, 0.1]}, got 3; a fixed value belongs "
+        "in base",
+        "search.space.batch: unknown trial field 'batch'; did you mean batch_size?",
+        "search.space.size_tab[2].ratio_to: 2 is itself a ratio (or this entry); name an entry that is sampled or "
+        "fixed",
+        "search.num_samples: missing; how many points to draw, e.g. num_samples: 16",
+        "search.grace_period: got 0; an integer from 1 to 1000000",
+        "search.searcher: got 'tpe'; one of random, optuna, hyperopt",
+        "search.metric: got 'test_error'; one of final_test_error, best_test_error, final_train_error; did you "
+        "mean best_test_error?",
+        "search.space.beta: also set in base.beta; remove one of them",
+        "search.space.angle: also a grid key; remove one of them",
+    ]
+    assert len(got) == len(set(got))
+
+
+def test_a_sampled_field_fixed_elsewhere_and_drawn_values_the_trial_refuses():
+    text = SEARCH.replace("rule: vf", "beta: 0.2, rule: vf")
+    assert problems(text) == ["search.space.beta: also set in base.beta; remove one of them"]
+    assert problems(SEARCH, ["beta=0.3"]) == [
+        "--set beta: beta is sampled by this sweep's search; edit search.space.beta instead"]
+    assert problems(SEARCH.replace("grid: {seed: [0, 1]}", "grid: {seed: [0, 1], beta: [0.1]}")) == [
+        "search.space.beta: also a grid key; remove one of them"]
+    wrong_length = SEARCH.replace(", {loguniform: [0.5, 4], ratio_to: 0}]", "]")
+    got = problems(wrong_length)
+    assert len(got) == 1 and got[0].startswith("search.space.lr_tab: 2 values needed for size_tab")
+    assert parse_search(None, []) is None
+
+
+def test_bad_search_from_the_command_line_is_one_line_each_and_exit_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    p = subprocess.run([sys.executable, "-c", "from cep.sweep.cli import main; main()", str(path), "--storage",
+                        str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.splitlines()) == len(problems(BAD))
+    assert all(line.startswith("error: search.") for line in p.stderr.splitlines())
+    assert not (tmp_path / "r").exists()
