@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -183,4 +184,85 @@ def test_bad_search_from_the_command_line_is_one_line_each_and_exit_2(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert len(p.stderr.splitlines()) == len(problems(BAD))
     assert all(line.startswith("error: search.") for line in p.stderr.splitlines())
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------- adaptive searchers (Tune's, replayed from JSON)
+OPTUNA = SEARCH.replace("  seed: 5\n", "  seed: 5\n  searcher: optuna\n")
+
+
+def _score(point: dict) -> float:
+    """A synthetic metric with a clear optimum, so that TPE (after its 10 random start-up points) has work."""
+    return abs(math.log10(point["lr_tab"][0]) + 2) + abs(point["beta"] - 0.3)
+
+
+def _rounds(search, n_rounds: int, per_round: int) -> None:
+    for _ in range(n_rounds):
+        entries = search.ask(per_round)
+        points = search.points
+        search.tell({e["k"]: _score(points[e["k"]]) for e in entries})
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
+def test_a_replayed_searcher_suggests_what_the_uninterrupted_one_does(searcher):
+    pytest.importorskip(searcher)
+    from cep.sweep.searcher import AdaptiveSearch
+
+    spec = parse(OPTUNA.replace("searcher: optuna", f"searcher: {searcher}")).search
+    assert parse(OPTUNA).trials == ()  # an adaptive search's points come from its searcher, round by round
+    whole = AdaptiveSearch(spec)
+    _rounds(whole, 4, 4)  # 16 points: past TPE's random start-up
+    killed = AdaptiveSearch(spec)
+    _rounds(killed, 3, 4)
+    killed.ask(4)  # a round asked (and recorded), then the process dies
+    record = json.loads(json.dumps(killed.record()))  # all that survives: search.json
+    warnings = []
+    resumed = AdaptiveSearch(spec, record["rounds"], warn=warnings.append)
+    assert warnings == [] and [e["k"] for e in resumed.pending] == [12, 13, 14, 15]
+    assert resumed.points == whole.points[:16]
+    points = resumed.points
+    resumed.tell({e["k"]: _score(points[e["k"]]) for e in resumed.pending})
+    assert resumed.ask(4) == whole.ask(4)  # the next suggestions: those of the uninterrupted run, bit for bit
+    if searcher == "optuna":  # Optuna's study holds every point's result (pack members included)
+        study = resumed.searcher._ot_study
+        assert [t.value for t in study.trials[:16]] == [e["result"] for r in whole.rounds[:4] for e in r]
+
+
+def test_a_replay_that_does_not_reproduce_says_so_and_keeps_the_recorded_points():
+    pytest.importorskip("optuna")
+    from cep.sweep.searcher import AdaptiveSearch
+
+    spec = parse(OPTUNA).search
+    first = AdaptiveSearch(spec)
+    _rounds(first, 1, 2)
+    rounds = json.loads(json.dumps(first.record()))["rounds"]
+    rounds[0][1]["suggested"]["beta"] = 0.25
+    warnings = []
+    again = AdaptiveSearch(spec, rounds, warn=warnings.append)
+    assert warnings == ["warning: search.json: replaying the recorded search did not reproduce the suggestions of "
+                        "point(s) 1 (another optuna version?); continuing from the recorded points"]
+    assert again.points[1]["beta"] == 0.25
+
+
+def test_a_damaged_search_record_is_one_line(tmp_path):
+    from cep.sweep.searcher import SEARCH_FILE, read_search_record
+
+    spec = parse(OPTUNA).search
+    for text in ("{", json.dumps({"searcher": "optuna", "seed": 5, "rounds": [[{"k": 0, "suggested": {"x": 1}}]]}),
+                 json.dumps({"searcher": "hyperopt", "seed": 5, "rounds": []})):
+        (tmp_path / SEARCH_FILE).write_text(text)
+        with pytest.raises(SweepError) as e:
+            read_search_record(tmp_path, spec)
+        assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{tmp_path / SEARCH_FILE}: damaged")
+
+
+def test_a_missing_searcher_library_is_one_line_naming_the_extra(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(OPTUNA)
+    code = ("import sys; sys.modules['optuna'] = None\n"  # as without the optuna extra
+            "from cep.sweep.cli import main; main()")
+    p = subprocess.run([sys.executable, "-c", code, str(path), "--storage", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr == ('error: search.searcher: optuna needs the optuna package; install it '
+                                              'with pip install -e ".[optuna]" (or pip install optuna)\n')
     assert not (tmp_path / "r").exists()

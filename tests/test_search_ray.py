@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
+from processes import wait
 from trial_files import metrics, summary
 
 from cep.sweep.cli import main
@@ -66,3 +71,58 @@ def test_random_search_runs_packed_grows_and_replays_locally(ray_address, tmp_pa
         torch.set_num_threads(threads)
     assert code == 0, err
     assert metrics(tmp_path / "local") == metrics(exp / "trials" / ids[1])
+
+
+OPTUNA = SWEEP.replace("grid: {seed: [0, 1]}", "grid: {seed: [0]}").replace(
+    "num_samples: 2\n  seed: 3\n", "num_samples: 6\n  seed: 3\n  searcher: optuna\n").replace("epochs: 2", "epochs: 3")
+OPTUNA_IDS = [f"C-VF-1h/search={k:04d}/seed=0" for k in range(6)]
+DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
+
+
+def _suggestions(exp) -> list[list[dict]]:
+    return [[e["suggested"] for e in r] for r in json.loads((exp / "search.json").read_text())["rounds"]]
+
+
+def test_optuna_search_in_packs_of_4_killed_and_rerun_continues_exactly(ray_address, tmp_path, capsys):
+    """Rounds of one pack (4 points, then 2); every member's result goes to Optuna's study; a SIGKILL of the
+    driver's process group mid-search and a rerun give the same suggestions and the same metrics, bit for bit."""
+    from cep.sweep.searcher import AdaptiveSearch, read_search_record
+    from cep.sweep.spec import load_sweep
+
+    path = tmp_path / "optuna.yaml"
+    path.write_text(OPTUNA)
+    whole = tmp_path / "whole"
+    code, out, err = run_cli([str(path), "--storage", str(whole), "--no-aggregate", "--progress-interval", "0"],
+                             capsys)
+    assert code == 0, err
+    assert "search round 1: point(s) 0-3 of 6 (optuna), 4 trial(s)" in out and "search round 2: point(s) 4-5" in out
+    exp = whole / "search"
+    spec = load_sweep(path).search
+    rounds = read_search_record(exp, spec)
+    assert [len(r) for r in rounds] == [4, 2]
+    study = AdaptiveSearch(spec, rounds).searcher._ot_study
+    finals = [summary(exp / "trials" / i)["final"]["test_error"] for i in OPTUNA_IDS]
+    assert [t.value for t in study.trials] == finals  # every member's result, told to the searcher
+
+    # killed in its second round (SIGKILL of the process group), then rerun
+    killed = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+    env = {**os.environ, "CEP_TEST_EPOCH_SLEEP": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = DRIVER + [str(path), "--storage", str(killed), "--address", ray_address, "--no-aggregate"]
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    second = killed / "search" / "trials" / OPTUNA_IDS[4]
+    try:
+        wait(lambda: summary(second).get("epochs_done", 0) >= 1, 240, "the second round's first epoch", p, log)
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait(30)
+    assert summary(second)["status"] != "finished"
+    code, out, err = run_cli([str(path), "--storage", str(killed), "--no-aggregate", "--progress-interval", "0"],
+                             capsys)
+    assert code == 0, err
+    assert "search round 2: point(s) 4-5" in out and "search round 1" not in out
+    assert _suggestions(killed / "search") == _suggestions(exp)
+    for i in OPTUNA_IDS:
+        assert metrics(killed / "search" / "trials" / i) == metrics(exp / "trials" / i), i

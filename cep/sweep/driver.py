@@ -218,6 +218,11 @@ def _schedule(run: SweepRun) -> Schedule:
     return Schedule(cost, max(1, min(fits, default=1)))
 
 
+def start_ray(run: SweepRun) -> bool:
+    """Start (or join) Ray for several execute_sweep calls in a row (an adaptive search's rounds)."""
+    return _start_ray(run)
+
+
 def _start_ray(run: SweepRun) -> bool:
     """Join the run's cluster, or start a local Ray; returns whether this call started it."""
     if ray.is_initialized():
