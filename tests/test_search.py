@@ -266,3 +266,61 @@ def test_a_missing_searcher_library_is_one_line_naming_the_extra(tmp_path):
     assert p.returncode == 2 and p.stderr == ('error: search.searcher: optuna needs the optuna package; install it '
                                               'with pip install -e ".[optuna]" (or pip install optuna)\n')
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------- schedulers per member of a pack
+ASHA = """\
+name: asha
+base: {size_tab: [10, 16, 784], train_samples: 200, test_samples: 100, epochs: 4, T: 5, Kmax: 2, batch_size: 20,
+       rule: vf, continual: true, dtype: float64}
+grid: {seed: [0]}
+search:
+  num_samples: 4
+  seed: 1
+  scheduler: asha
+  grace_period: 1
+  reduction_factor: 2
+  space:
+    lr_tab: [{loguniform: [0.0005, 0.5]}, {loguniform: [0.5, 2], ratio_to: 0}]
+"""
+
+
+def _train_pack(text: str, folder, ids=None):
+    """The sweep's one pack through the Tune trainable, called directly (tune.report is a no-op outside Tune)."""
+    from cep.sweep.scheduling import scheduler_settings
+    from cep.sweep.trainable import TrialContext, run_trial
+
+    spec = parse(text)
+    trials = [t for t in resolve_trials(spec.trials, folder) if ids is None or t.id in ids]
+    ctx = TrialContext({t.id: t.config.to_dict() for t in trials}, {"cpu": 1.0, "gpu": 0.0},
+                       {"pack": tuple(t.id for t in trials)}, scheduler=scheduler_settings(spec.search))
+    run_trial({"trial_id": "pack"}, ctx)
+    return {t.id: folder / "trials" / t.id for t in trials}
+
+
+def test_asha_stops_members_of_a_pack_and_the_others_train_on_unchanged(tmp_path):
+    from trial_files import log_lines, metrics, summary
+
+    from cep.results import read_folder
+
+    stopped = _train_pack(ASHA, tmp_path / "asha")
+    states = {i: summary(f) for i, f in stopped.items()}
+    halted = [i for i, s in states.items() if s["status"] == "stopped"]
+    assert halted and len(halted) < len(states)  # ASHA stops some members, not all
+    for i in halted:
+        epoch = states[i]["stopped"]["epoch"]
+        assert states[i]["stopped"] == {"epoch": epoch, "by": "ASHA"} and epoch < 4
+        assert f"stopped at epoch {epoch} by ASHA" in log_lines(stopped[i])
+        assert len(metrics(stopped[i])) == epoch
+        st = read_folder(stopped[i], "train", 4)
+        assert st.complete and st.detail(stopped[i]) == f"stopped at epoch {epoch} by ASHA"
+    # the others equal, in float64, their run in the pack without any scheduler
+    free = _train_pack(ASHA.replace("scheduler: asha", "scheduler: none"), tmp_path / "none")
+    for i, f in stopped.items():
+        ran = metrics(f)
+        assert ran == metrics(free[i])[:len(ran)], i
+    # a rerun (the pack resumed from its folders) replays the decisions: nothing trains, nothing changes
+    before = {i: metrics(f) for i, f in stopped.items()}
+    _train_pack(ASHA, tmp_path / "asha")
+    assert before == {i: metrics(f) for i, f in stopped.items()}
+    assert all(summary(f)["status"] == states[i]["status"] for i, f in stopped.items())
