@@ -324,3 +324,33 @@ def test_asha_stops_members_of_a_pack_and_the_others_train_on_unchanged(tmp_path
     _train_pack(ASHA, tmp_path / "asha")
     assert before == {i: metrics(f) for i, f in stopped.items()}
     assert all(summary(f)["status"] == states[i]["status"] for i, f in stopped.items())
+
+
+# ------------------------------------------------------------- the summary of a search
+def test_the_summary_of_a_search_ranks_points_over_their_seeds_in_every_output(tmp_path, capsys):
+    from cep.aggregate.search_report import search_report
+    from cep.aggregate.summary import aggregate_experiment
+    from cep.sweep.store import write_sweep_record
+
+    text = ASHA.replace("seed: [0]", "seed: [0, 1]").replace("num_samples: 4", "num_samples: 2").replace(
+        "scheduler: asha", "scheduler: none").replace("epochs: 4", "epochs: 2")
+    folders = _train_pack(text, tmp_path)
+    spec = parse(text)
+    write_sweep_record(tmp_path, sweep_record(spec, resolve_trials(spec.trials, tmp_path)))
+    agg = aggregate_experiment(tmp_path, echo=True)
+    report = search_report(agg.experiment)
+    assert report.dims == ["lr_tab[0]", "lr_tab[1]"] and report.log_dims == ["lr_tab[0]", "lr_tab[1]"]
+    finals = {i: json.loads((f / "summary.json").read_text())["final"]["test_error"] for i, f in folders.items()}
+    means = [(finals[f"search={k:04d}/seed=0"] + finals[f"search={k:04d}/seed=1"]) / 2 for k in range(2)]
+    assert [p.metric.mean for p in report.points] == pytest.approx(means)
+    assert [p.metric.n for p in report.points] == [2, 2]
+    assert [p.k for p in report.ranked] == sorted(range(2), key=lambda k: (means[k], k))
+    assert report.best_so_far() == pytest.approx([means[0], min(means)])
+    md = (tmp_path / "summary" / "table.md").read_text()
+    assert "## Search: the 2 best points" in md and "| Rank | Point |" in md
+    assert "![Metric versus each searched field](search_fields.png)" in md
+    html = (tmp_path / "summary" / "index.html").read_text()
+    assert "<h2>Search: the 2 best points</h2>" in html and 'src="search_progress.png"' in html
+    assert (tmp_path / "summary" / "search_fields.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "random search, 2 point(s), final_test_error (min)" in out and "best so far after each point" in out
