@@ -174,6 +174,9 @@ def test_a_sampled_field_fixed_elsewhere_and_drawn_values_the_trial_refuses():
     got = problems(wrong_length)
     assert len(got) == 1 and got[0].startswith("search.space.lr_tab: 2 values needed for size_tab")
     assert parse_search(None, []) is None
+    assert problems(ASHA + "pack: 1\n") == [
+        "search.scheduler: asha compares the members of a pack, and pack: 1 trains every trial alone, so nothing "
+        "would be stopped; use pack: 2 or more (or auto), or scheduler: none"]
 
 
 def test_bad_search_from_the_command_line_is_one_line_each_and_exit_2(tmp_path):
@@ -354,3 +357,17 @@ def test_the_summary_of_a_search_ranks_points_over_their_seeds_in_every_output(t
     assert (tmp_path / "summary" / "search_fields.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "random search, 2 point(s), final_test_error (min)" in out and "best so far after each point" in out
+
+
+def test_the_search_sweep_file_samples_the_rates_around_the_papers():
+    from pathlib import Path
+
+    from cep.sweep.spec import load_sweep
+
+    spec = load_sweep(Path(__file__).parents[1] / "sweeps" / "search_cvf_rates.yaml")
+    assert spec.search.scheduler == "asha" and spec.search.log_fields() == ["lr_tab[0]", "lr_tab[1]"]
+    assert len(spec.trials) == 16 and {t.config.seed for t in spec.trials} == {0, 1}
+    for t in spec.trials:
+        lr0, lr1 = t.config.lr_tab
+        assert 0.0038 / 3 <= lr0 <= 0.0038 * 3 and 0.0076 / 3 <= lr1 <= 0.0076 * 3
+        assert t.config.dataset == "mnist5k" and t.config.rule == "vf" and t.config.continual

@@ -313,3 +313,11 @@ def search_conflicts(search: SearchSpec | None, base: Mapping[str, Any], experim
         if name in sets:
             out.append(f"--set {name}: {name} is sampled by this sweep's search; edit search.space.{name} instead")
     return out
+
+
+def scheduler_problems(search: SearchSpec | None, pack: int | None) -> list[str]:
+    """A scheduler decides among the members of a pack (cep.sweep.scheduling): with pack: 1 it compares nothing."""
+    if search is None or search.scheduler == "none" or pack != 1:
+        return []
+    return [f"search.scheduler: {search.scheduler} compares the members of a pack, and pack: 1 trains every trial "
+            "alone, so nothing would be stopped; use pack: 2 or more (or auto), or scheduler: none"]

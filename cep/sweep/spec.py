@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.config import FIELD_NAMES, ConfigError, TrialConfig
-from cep.sweep.search_space import SearchSpec, parse_search, point_segment, search_conflicts
+from cep.sweep.search_space import SearchSpec, parse_search, point_segment, scheduler_problems, search_conflicts
 from cep.sweep.sections import (
     DEFAULT_RESOURCES,
     check_pack,
@@ -172,6 +172,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     problems += [f"--set {key}: {key} is a grid key of this sweep; choose its values with --only "
                  f"(e.g. --only '*/{key}=VALUE*') or edit the grid" for key in sets if any(key in g for g in grids)]
     problems += search_conflicts(search, base, [f for _, f, _ in experiments], grids, sets)
+    problems += scheduler_problems(search, pack)
     if problems:
         raise SweepError(problems)
     if search is not None and points is None:
