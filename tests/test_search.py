@@ -327,6 +327,15 @@ def test_asha_stops_members_of_a_pack_and_the_others_train_on_unchanged(tmp_path
     _train_pack(ASHA, tmp_path / "asha")
     assert before == {i: metrics(f) for i, f in stopped.items()}
     assert all(summary(f)["status"] == states[i]["status"] for i, f in stopped.items())
+    # the summary counts and names them
+    from cep.aggregate.summary import aggregate_experiment
+    from cep.sweep.store import write_sweep_record
+
+    spec = parse(ASHA)
+    write_sweep_record(tmp_path / "asha", sweep_record(spec, resolve_trials(spec.trials, tmp_path / "asha")))
+    agg = aggregate_experiment(tmp_path / "asha")
+    assert f"{len(halted)} stopped by the search's scheduler" in agg.experiment.banner
+    assert "scheduler asha" in (tmp_path / "asha" / "summary" / "table.md").read_text()
 
 
 # ------------------------------------------------------------- the summary of a search

@@ -126,3 +126,8 @@ def test_optuna_search_in_packs_of_4_killed_and_rerun_continues_exactly(ray_addr
     assert _suggestions(killed / "search") == _suggestions(exp)
     for i in OPTUNA_IDS:
         assert metrics(killed / "search" / "trials" / i) == metrics(exp / "trials" / i), i
+    # --trial ID --local: a point of the recorded search, replayed with its pack, the sweep's numbers
+    code, out, err = run_cli([str(path), "--storage", str(whole), "--trial", OPTUNA_IDS[5], "--local", "--out",
+                              str(tmp_path / "local")], capsys)
+    assert code == 0, err
+    assert metrics(tmp_path / "local") == metrics(exp / "trials" / OPTUNA_IDS[5])

@@ -109,6 +109,8 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     try:
         spec = load_sweep(sweep_file, sets)
         if trial_id is not None or local or alone:
+            if spec.search is not None and spec.search.adaptive:  # the points its experiment records
+                spec = _searched(spec, experiment_dir(storage, name or spec.name), False, ())
             return _run_local(spec, trial_id, local, out, alone)
         chosen = select(spec.trials, only)
     except SweepError as e:
