@@ -327,6 +327,12 @@ def test_asha_stops_members_of_a_pack_and_the_others_train_on_unchanged(tmp_path
     _train_pack(ASHA, tmp_path / "asha")
     assert before == {i: metrics(f) for i, f in stopped.items()}
     assert all(summary(f)["status"] == states[i]["status"] for i, f in stopped.items())
+    # --trial ID --local replays the pack with its scheduler: the stopped member stops there too
+    from cep.sweep.local import run_local
+
+    local = tmp_path / "local"
+    assert run_local(parse(ASHA), halted[0], str(local), alone=False) == 0
+    assert metrics(local) == metrics(stopped[halted[0]]) and summary(local)["status"] == "stopped"
     # the summary counts and names them
     from cep.aggregate.summary import aggregate_experiment
     from cep.sweep.store import write_sweep_record

@@ -163,7 +163,10 @@ def draw_search(report: SearchReport, out: Path) -> list[Path]:
         ax.errorbar(xs, [p.metric.mean for p in done], yerr=[p.metric.std if p.metric.n > 1 else 0 for p in done],
                     fmt="o", ms=4, capsize=2)
         if dim in report.log_dims:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap over a short range
         ax.set_xlabel(dim)
         ax.set_ylabel(f"{report.metric} (%)")
     fig.tight_layout()

@@ -9,7 +9,7 @@ members' histories into a fresh scheduler and gets the same decisions (nothing o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,37 @@ class PackScheduler:
                 if i not in stopped and len(h) >= e and self.decide(i, h[:e]):
                     stopped[i] = e
         return stopped
+
+
+    def after_round(self, states: Sequence[Any], id_of: Callable[[Any], str]) -> None:
+        """After a round: stop (freeze) the running members the scheduler stops."""
+        for st in states:
+            if st.status == "running" and st.history and self.decide(id_of(st), st.history):
+                stop(st, st.epoch, self.name)
+
+
+def resume_scheduler(settings: Mapping[str, Any] | None, ids: Sequence[str], states: Sequence[Any | None],
+                     epochs: int) -> PackScheduler | None:
+    """The scheduler of a pack whose members resume at `states` (TrainState or None), its earlier decisions
+    replayed from their histories: a member it had stopped is stopped again before anything trains."""
+    if settings is None:
+        return None
+    scheduler = PackScheduler(settings, ids, epochs)
+    by_id = {i: st for i, st in zip(ids, states, strict=True) if st is not None}
+    for i, epoch in scheduler.replay({i: st.history for i, st in by_id.items()}).items():
+        if by_id[i].status == "running" and by_id[i].epoch == epoch:
+            stop(by_id[i], epoch, scheduler.name)
+    return scheduler
+
+
+def stop(state: Any, epoch: int, by: str) -> None:
+    """Freeze a member its scheduler stopped (like a diverged one: the pack trains on without it)."""
+    from cep.results import append_log
+
+    state.status = "stopped"
+    state.info["stopped"] = stop_info(by, epoch)
+    if state.config.out_dir:
+        append_log(state.config.out_dir, f"stopped at epoch {epoch} by {by}")
 
 
 def stop_info(name: str, epoch: int) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from cep.config import TrialConfig
 from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, write_atomic
 from cep.runner import Member, resume_pack, run, run_pack
 from cep.sweep.faults import Fault, FaultInjected, fault_due
-from cep.sweep.scheduling import PackScheduler, stop_info
+from cep.sweep.scheduling import resume_scheduler
 from cep.sweep.store import torch_threads, trial_device
 from cep.train import TrainState
 
@@ -170,7 +170,7 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
                     {str(f): restart_hint(i) for i, f in zip(ids, folders, strict=True)})
     id_of = {str(f): i for i, f in zip(ids, folders, strict=True)}
     latest = {i: m.resumed.state for i, m in zip(ids, members, strict=True)}
-    scheduler = _pack_scheduler(ctx, ids, members)
+    scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
 
     def before_save(metrics: dict[str, Any], state: TrainState) -> None:
         trial_id = id_of[str(state.config.out_dir)]
@@ -181,36 +181,14 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
 
     def on_round(states: list[TrainState]) -> None:
         latest.update({id_of[str(st.config.out_dir)]: st for st in states})
-        for st in states if scheduler is not None else ():
-            if st.status == "running" and st.history and scheduler.decide(id_of[str(st.config.out_dir)], st.history):
-                _stop(st, st.epoch, scheduler.name)
+        if scheduler is not None:
+            scheduler.after_round(states, lambda st: id_of[str(st.config.out_dir)])
         _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
 
     outcomes = run_pack(members, before_save=before_save, on_round=on_round)
     if all(o.replayed for o in outcomes):  # Tune still needs one report of the trial's end
         _tune_report(pack_id, [(i, f, o.state) for i, f, o in zip(ids, folders, outcomes, strict=True)],
                      replayed=True)
-
-
-def _pack_scheduler(ctx: TrialContext, ids: list[str], members: list[Member]) -> PackScheduler | None:
-    """The search's scheduler over this pack, its earlier decisions replayed from the resumed members' histories
-    (a member it had stopped is stopped again, before anything trains)."""
-    if ctx.scheduler is None:
-        return None
-    scheduler = PackScheduler(ctx.scheduler, ids, members[0].cfg.epochs)
-    states = {i: m.resumed.state for i, m in zip(ids, members, strict=True) if m.resumed.state is not None}
-    for i, epoch in scheduler.replay({i: st.history for i, st in states.items()}).items():
-        if states[i].status == "running" and states[i].epoch == epoch:
-            _stop(states[i], epoch, scheduler.name)
-    return scheduler
-
-
-def _stop(state: TrainState, epoch: int, by: str) -> None:
-    """Freeze a member its scheduler stopped (like a diverged one: the pack trains on without it)."""
-    state.status = "stopped"
-    state.info["stopped"] = stop_info(by, epoch)
-    if state.config.out_dir:
-        append_log(state.config.out_dir, f"stopped at epoch {epoch} by {by}")
 
 
 @contextmanager
