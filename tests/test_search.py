@@ -386,3 +386,17 @@ def test_the_search_sweep_file_samples_the_rates_around_the_papers():
         lr0, lr1 = t.config.lr_tab
         assert 0.0038 / 3 <= lr0 <= 0.0038 * 3 and 0.0076 / 3 <= lr1 <= 0.0076 * 3
         assert t.config.dataset == "mnist5k" and t.config.rule == "vf" and t.config.continual
+
+
+def test_dry_run_of_a_new_adaptive_search_says_how_it_will_ask(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    from cep.sweep.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(OPTUNA + "pack: 4\n")
+    with pytest.raises(SystemExit) as e:
+        main([str(path), "--storage", str(tmp_path / "r"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "optuna search: 4 point(s), suggested in rounds of 2 (one pack each)" in out  # 2 seeds per point
+    assert not (tmp_path / "r").exists()

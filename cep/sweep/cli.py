@@ -131,6 +131,11 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     if dry_run:
         packs = make_packs(chosen, pack_sizes(spec))
         click.echo(dry_run_table(spec, chosen, packs))
+        if spec.search is not None and spec.search.adaptive:
+            from cep.sweep.adaptive import points_per_round
+
+            click.echo(f"{spec.search.searcher} search: {spec.search.num_samples} point(s), suggested in rounds of "
+                       f"{points_per_round(spec)} (one pack each); the trials above are the points recorded so far")
         _estimate_packs(spec, packs)
         return _dry_run_state(exp_dir, all_trials, selected)
     why = unwritable(exp_dir)  # before Ray starts: a trial would fail on its first write
