@@ -252,11 +252,17 @@ def test_a_damaged_search_record_is_one_line(tmp_path):
 
     spec = parse(OPTUNA).search
     for text in ("{", json.dumps({"searcher": "optuna", "seed": 5, "rounds": [[{"k": 0, "suggested": {"x": 1}}]]}),
-                 json.dumps({"searcher": "hyperopt", "seed": 5, "rounds": []})):
+                 json.dumps({"searcher": "optuna", "seed": 5, "rounds": 3}), "[]"):
         (tmp_path / SEARCH_FILE).write_text(text)
         with pytest.raises(SweepError) as e:
             read_search_record(tmp_path, spec)
         assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{tmp_path / SEARCH_FILE}: damaged")
+    (tmp_path / SEARCH_FILE).write_text(json.dumps({"searcher": "hyperopt", "seed": 5, "rounds": []}))
+    with pytest.raises(SweepError) as e:
+        read_search_record(tmp_path, spec)
+    assert e.value.problems == [f"{tmp_path / SEARCH_FILE}: recorded by another search ('hyperopt', seed 5; this one: "
+                                "optuna, seed 5); rerun with --name NEW to keep it and start another, or --restart "
+                                "to discard it"]
 
 
 def test_a_missing_searcher_library_is_one_line_naming_the_extra(tmp_path):

@@ -153,8 +153,12 @@ def read_search_record(exp_dir: Path, search: SearchSpec) -> list[list[dict[str,
     names = set(flat_space(search))
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        if not isinstance(data, dict) or data.get("searcher") != search.searcher or data.get("seed") != search.seed:
-            raise ValueError(f"not a record of this search ({search.searcher}, seed {search.seed})")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if (data.get("searcher"), data.get("seed")) != (search.searcher, search.seed):
+            raise SweepError([f"{path}: recorded by another search ({data.get('searcher')!r}, seed "
+                              f"{data.get('seed')!r}; this one: {search.searcher}, seed {search.seed}); rerun with "
+                              "--name NEW to keep it and start another, or --restart to discard it"])
         rounds = data.get("rounds")
         k = 0
         for r in rounds:
@@ -165,6 +169,8 @@ def read_search_record(exp_dir: Path, search: SearchSpec) -> list[list[dict[str,
                 if not ok:
                     raise ValueError(f"entry {k} is not a point of this search space")
                 k += 1
+    except SweepError:
+        raise
     except (OSError, ValueError, TypeError, AttributeError) as e:
         why = " ".join(str(e).split())[:160]
         raise SweepError([f"{path}: damaged ({type(e).__name__}: {why}); restore it, or rerun with --restart to "
