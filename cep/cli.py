@@ -181,9 +181,12 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
                    f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
                    f"seed {final.config.seed}")
+    if final.status == "stopped":  # by a search's scheduler (cep.sweep.scheduling): an end, as in the sweep
+        stop = final.info.get("stopped", {})
+        click.echo(f"stopped at epoch {stop.get('epoch', final.epoch)} by {stop.get('by', 'the scheduler')}")
     if cfg.out_dir is not None:
         click.echo(f"results in {cfg.out_dir}/")
-    return 0 if final.status == "finished" else 1
+    return 0 if final.status in ("finished", "stopped") else 1
 
 
 def _default_threads(cfg: TrialConfig) -> int:

@@ -65,8 +65,8 @@ RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_
 # asked for it (stop_on_collapse; a run that trains on through a collapse stays "finished", with summary.json's
 # `collapsed` record); "interrupted": started and not ended (from the files alone it may still be running);
 # "pending": never started.
-STATUSES = ("finished", "diverged", "collapsed", "interrupted", "errored", "pending")
-COMPLETE = ("finished", "diverged", "collapsed")
+STATUSES = ("finished", "diverged", "collapsed", "stopped", "interrupted", "errored", "pending")
+COMPLETE = ("finished", "diverged", "collapsed", "stopped")  # stopped: by a search's scheduler (cep.sweep.scheduling)
 
 METRIC_COLUMNS = ("epoch", "train_error", "test_error", "train_loss", "test_loss", "epoch_seconds",
                   "elapsed_seconds")
@@ -428,6 +428,9 @@ class FolderState:
         """Why the trial is not finished, in a few words ("" when it is)."""
         if self.status == "diverged":
             return f"diverged at epoch {(self.summary or {}).get('diverged_at_epoch', self.epochs_done + 1)}"
+        if self.status == "stopped":
+            stop = (self.summary or {}).get("stopped") or {}
+            return f"stopped at epoch {stop.get('epoch', self.epochs_done)} by {stop.get('by', 'the scheduler')}"
         if self.status == "collapsed":
             return f"collapsed at epoch {self.epochs_done}; stopped there (stop_on_collapse)"
         if self.status == "errored" and self.refused:

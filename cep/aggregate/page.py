@@ -358,11 +358,14 @@ def files_section(files: Sequence[Path], start: Path, descriptions: dict[str, st
 # ------------------------------------------------------------------- page
 def render_page(exp: Experiment, table: Table, figs: list[Figure], gdu: list[dict[str, Any]],
                 gdu_figs: dict[str, list[Path]], attention: list[str], files: Sequence[Path],
-                descriptions: dict[str, str], warnings: Sequence[str], plots: bool = True) -> str:
-    """The whole page as text; `files`: what this aggregation wrote into summary/ (linked at the end)."""
+                descriptions: dict[str, str], warnings: Sequence[str], plots: bool = True,
+                search: Sequence[str] = ()) -> str:
+    """The whole page as text; `files`: what this aggregation wrote into summary/ (linked at the end);
+    `search`: a search's section (already escaped, cep.aggregate.search_report)."""
     start = exp.path / "summary"
     body = header(exp, attention)
     body += [f"<p class=\"banner partial\">Warning: {esc(w)}</p>" for w in warnings]
+    body += list(search)
     body += fig4_table(table)
     body += figures(figs, start, plots)
     body += gdu_section(exp, gdu, gdu_figs, start)

@@ -23,7 +23,8 @@ from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's lay
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
 STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "collapsed": "stopped at its collapse",
-                "errored": "errored", "interrupted": "running or interrupted", "pending": "pending"}
+                "errored": "errored", "interrupted": "running or interrupted", "pending": "pending",
+                "stopped": "stopped by the search's scheduler"}
 # The statuses whose numbers count in the means: trials that ran to their end, and trials that ended at their
 # collapse (stop_on_collapse; leaving them out would hide the collapses in the means).
 COUNTED = ("finished", "collapsed")

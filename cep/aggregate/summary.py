@@ -19,6 +19,15 @@ from cep.aggregate.files import csv_text, gdu_figures, gdu_rows, groups_csv, tri
 from cep.aggregate.page import PAGE_FILE, Figure, fig4_caption, fig5a_caption, learning_caption, render_page
 from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, load_experiment
+from cep.aggregate.search_report import (
+    SEARCH_FILES,
+    SearchReport,
+    draw_search,
+    search_html,
+    search_md,
+    search_report,
+    search_text,
+)
 from cep.aggregate.stats import finite
 from cep.aggregate.table import Table, build_table
 from cep.errors import UsageProblem
@@ -168,6 +177,7 @@ class Aggregate:
     files: list[Path]
     warnings: list[str]
     unwritable: str = ""  # why summary/ could not be written ("" when it was)
+    search: SearchReport | None = None  # a search's points (cep.aggregate.search_report)
 
     @property
     def partial(self) -> bool:
@@ -223,21 +233,34 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
     if plots and not unwritable:
         figures, shown = _draw_figures(exp, out, lines, metric, warnings)
     files += figures
+    search = search_report(exp)
+    search_figs = _draw_search(search, out, warnings) if search is not None and plots and not unwritable else []
+    files += search_figs
     write("table.md", table_md(exp, table, files, gdu, metric)
+          + (search_md(search, search_figs) if search is not None else "")
           + "".join(f"\nWarning: {md_escape(w)}\n" for w in warnings))
     if not unwritable:
         gdu_figs = {t.id: gdu_figures(t) for t in exp.gdu_trials}
         page = render_page(exp, table, shown, gdu, gdu_figs, attention(exp), [*files, out / PAGE_FILE],
-                           TABLE_FILES, warnings, plots)  # the page lists itself
+                           TABLE_FILES, warnings, plots,  # the page lists itself
+                           search_html(search, search_figs) if search is not None else ())
         write(PAGE_FILE, page)
-    for name in OUTPUT_FILES if not unwritable else ():  # an output that applied before but not now
+    for name in (*OUTPUT_FILES, *SEARCH_FILES) if not unwritable else ():  # an output that applied before but not now
         drawn = Path(name).suffix in (".png", ".pdf")
         if out / name not in files and os.path.lexists(out / name) and (plots or not drawn):
             (out / name).unlink()
-    agg = Aggregate(exp, table, out, files, warnings, unwritable)
+    agg = Aggregate(exp, table, out, files, warnings, unwritable, search)
     if echo:
         print(terminal_report(agg))
     return agg
+
+
+def _draw_search(search: SearchReport, out: Path, warnings: list[str]) -> list[Path]:
+    try:
+        return draw_search(search, out)
+    except Exception as e:  # as for the other figures: the tables still get written
+        warnings.append(f"search figures failed: {type(e).__name__}: {e}")
+        return []
 
 
 def _draw_figures(exp: Experiment, out: Path, lines: list[Any], metric: str,
@@ -285,6 +308,8 @@ def terminal_report(agg: Aggregate) -> str:
             cos = ", ".join(f"{r['name']} {r['cosine']:.3f}" for r in rows if r["id"] == t.id)
             angle = f"angle-grad {t.angle_grad:.1f}°; " if finite(t.angle_grad) else ""
             out.append(f"  {t.id} ({t.status}): {angle}{cos or 'no agreement numbers'}")
+    if agg.search is not None:
+        out.append(search_text(agg.search))
     lines = attention(exp)
     if lines:
         out += ["", "needs attention:"] + [f"  {ln}" for ln in lines[:10]]

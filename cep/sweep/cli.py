@@ -130,17 +130,30 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
         if problems:
             raise SweepError([])
         if trial_id is not None or local or alone:
+            if spec.search is not None and spec.search.adaptive:  # the points its experiment records
+                spec = _searched(spec, experiment_dir(storage, name or spec.name), False, ())
             return _run_local(spec, trial_id, local, out, alone)
         chosen = select(spec.trials, only)
     except SweepError as e:
         return _fail(e.problems + problems)
     exp_dir = experiment_dir(storage, name or spec.name)
+    try:
+        if spec.search is not None and spec.search.adaptive:
+            spec = _searched(spec, exp_dir, restart, only)
+            chosen = list(spec.trials)
+    except SweepError as e:
+        return _fail(e.problems)
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
     selected = [t for t in all_trials if t.id in chosen_ids]
     if dry_run:
         packs = make_packs(chosen, pack_sizes(spec))
         click.echo(dry_run_table(spec, chosen, packs))
+        if spec.search is not None and spec.search.adaptive:
+            from cep.sweep.adaptive import points_per_round
+
+            click.echo(f"{spec.search.searcher} search: {spec.search.num_samples} point(s), suggested in rounds of "
+                       f"{points_per_round(spec)} (one pack each); the trials above are the points recorded so far")
         _estimate_packs(spec, packs)
         return _dry_run_state(exp_dir, all_trials, selected)
     why = unwritable(exp_dir)  # before Ray starts: a trial would fail on its first write
@@ -194,6 +207,8 @@ def _run_locked(run: SweepRun, all_trials: list[Trial], selected: list[Trial], r
             click.echo(f"warning: {line}", err=True)
     if restart and subset:
         restart_experiment(exp_dir, [t.id for t in selected], lock)
+    if spec.search is not None and spec.search.adaptive:
+        return _run_search(run, record, no_aggregate, t_start)
     done = outcomes(exp_dir, selected) if record is not None else {}
     run.packs = [p for p in make_packs(selected, pack_sizes(spec))
                  if not all(t.id in done and done[t.id].complete for t in p.members)]
@@ -240,6 +255,35 @@ def _run_sweep(run: SweepRun, all_trials: list[Trial], selected: list[Trial], ne
     results = outcomes(exp_dir, selected)
     walls = wall_times(selected, run.progress.spans(), spec.name) if run.progress is not None else ""
     code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal, walls)
+    if run.stop_signal is None:
+        _aggregate(exp_dir, no_aggregate)
+    return code
+
+
+def _searched(spec: SweepSpec, exp_dir: Path, restart: bool, only: tuple[str, ...]) -> SweepSpec:
+    """An adaptive search's sweep with the points its experiment records (a new one, or --restart: none yet)."""
+    from cep.sweep.adaptive import recorded_spec
+    from cep.sweep.searcher import searcher_problems
+
+    problems = searcher_problems(spec.search)  # a missing library is said before anything starts
+    if only:
+        problems.append("--only: an adaptive search runs all its points (each round's suggestions depend on all "
+                        "results so far); run it whole")
+    if problems:
+        raise SweepError(problems)
+    return spec if restart else recorded_spec(spec, exp_dir)
+
+
+def _run_search(run: SweepRun, record: dict | None, no_aggregate: bool, t_start: float) -> int:
+    """An adaptive search (cep.sweep.adaptive): rounds of one pack each, then the summary of every trial."""
+    from cep.sweep.adaptive import run_adaptive
+
+    spec, exp_dir = run.spec, run.exp_dir
+    click.echo(f"cep-sweep {spec.name}: {spec.search.searcher} search of {spec.search.num_samples} point(s); "
+               f"results in {exp_dir}")
+    before = outcomes(exp_dir, resolve_trials(spec.trials, exp_dir)) if record is not None else {}
+    trials, results = run_adaptive(run, record, click.echo)
+    code = _summary(spec, exp_dir, results, before, time.monotonic() - t_start, run.stop_signal)
     if run.stop_signal is None:
         _aggregate(exp_dir, no_aggregate)
     return code

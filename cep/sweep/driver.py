@@ -36,6 +36,7 @@ from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
+from cep.sweep.scheduling import scheduler_settings  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
 from cep.sweep.store import RAY_LOG, STORAGE_PROBE, TUNE_DIR, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
@@ -178,7 +179,8 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
             ray.shutdown()
         raise
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
-                       {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep)
+                       {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep,
+                       scheduler_settings(run.spec.search))
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
     run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
@@ -224,6 +226,11 @@ def _schedule(run: SweepRun) -> Schedule:
     cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
             for p in run.packs}
     return Schedule(cost, max(1, min(fits, default=1)))
+
+
+def start_ray(run: SweepRun) -> bool:
+    """Start (or join) Ray for several execute_sweep calls in a row (an adaptive search's rounds)."""
+    return _start_ray(run)
 
 
 def _start_ray(run: SweepRun) -> bool:

@@ -15,6 +15,7 @@ import click
 
 from cep.config import TrialConfig
 from cep.sweep.plan import Pack, make_packs, pack_sizes
+from cep.sweep.scheduling import resume_scheduler, scheduler_settings
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 from cep.sweep.store import SWEEP_FILE, torch_threads, trial_device
 
@@ -43,7 +44,7 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
 
     if len(cfgs) == 1:
         return execute(cfgs[0])
-    return replay_pack(cfgs, members.index(trial))
+    return replay_pack(cfgs, members.index(trial), scheduler_settings(spec.search))
 
 
 def others_root(spec: SweepSpec, out: str | None) -> Path:
@@ -106,9 +107,10 @@ def alone_note(trial: Trial, pack: Pack) -> str:
             "runs); drop --alone to replay the sweep's numbers exactly")
 
 
-def replay_pack(cfgs: list[TrialConfig], shown: int) -> int:
-    """Train a pack as the sweep's trial does (cep.runner.run_pack), showing member `shown`; the exit code
-    is that member's. A pack whose members have all ended is not run again: its folders stay as they are."""
+def replay_pack(cfgs: list[TrialConfig], shown: int, scheduler: dict[str, Any] | None = None) -> int:
+    """Train a pack as the sweep's trial does (cep.runner.run_pack; with a search's `scheduler` per member),
+    showing member `shown`; the exit code is that member's. A pack whose members have all ended is not run
+    again: its folders stay as they are."""
     from cep.cli import ProgressLine, check_out_dir, print_epoch, print_outcome
     from cep.runner import Member, Outcome, resume_pack, run_pack
 
@@ -116,6 +118,8 @@ def replay_pack(cfgs: list[TrialConfig], shown: int) -> int:
         check_out_dir(cfg)
     members = [Member(c, Path(str(c.out_dir))) for c in cfgs]
     resume_pack(members, {}, {str(m.folder): RESTART_HINT for m in members})
+    ids = [str(m.folder) for m in members]
+    stopper = resume_scheduler(scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
     mine = members[shown]
     ended = [m.resumed.state for m in members if m.resumed.state is not None and m.resumed.state.status != "running"]
     if len(ended) == len(members):
@@ -128,5 +132,6 @@ def replay_pack(cfgs: list[TrialConfig], shown: int) -> int:
             print_epoch(metrics)
 
     outcomes = run_pack(members, on_epoch=epoch, progress=ProgressLine(cfgs[shown].epochs), restart_hint=RESTART_HINT,
-                        show=shown)
+                        show=shown, on_round=stopper and (lambda states: stopper.after_round(
+                            states, lambda st: str(st.config.out_dir))))
     return print_outcome(cfgs[shown], outcomes[shown])

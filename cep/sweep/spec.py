@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.config import FIELD_NAMES, ConfigError, TrialConfig
+from cep.sweep.search_space import SearchSpec, parse_search, point_segment, scheduler_problems, search_conflicts
 from cep.sweep.sections import (
     DEFAULT_RESOURCES,
     check_pack,
@@ -41,7 +42,7 @@ from cep.sweep.sections import (
 )
 from cep.yaml_file import YAMLFileError, read_yaml
 
-TOP_KEYS = ("name", "description", "base", "experiments", "grid", "resources", "max_failures", "pack")
+TOP_KEYS = ("name", "description", "base", "experiments", "grid", "search", "resources", "max_failures", "pack")
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
@@ -83,6 +84,8 @@ class SweepSpec:
     max_failures: int = DEFAULT_MAX_FAILURES
     source: str | None = None  # the sweep file
     pack: int | None = None  # most trials per pack (cep.sweep.plan.make_packs); None: auto
+    search: SearchSpec | None = None  # the `search` section (cep.sweep.search_space); None: a grid only
+    raw: Any = field(default=None, compare=False, repr=False)  # (file content, --set): to expand other points
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -138,8 +141,12 @@ def _origin_path(field_name: str, origins: Mapping[str, str], exp_path: str | No
     return f"{exp_path}.{field_name}" if exp_path else f"base.{field_name}"
 
 
-def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = None) -> SweepSpec:
-    """Validate a sweep file's content and expand it into trials; raises SweepError listing every problem."""
+def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = None,
+                points: Sequence[Mapping[str, Any]] | None = None) -> SweepSpec:
+    """Validate a sweep file's content and expand it into trials; raises SweepError listing every problem.
+
+    With a `search` section every grid point trains each search point: `points` (an adaptive searcher's
+    suggestions so far), or for random search the first num_samples points drawn from the search's seed."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
         raise SweepError([f"{source or 'sweep'}: expected a mapping with name, base, experiments, grid "
@@ -160,18 +167,24 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
         problems.append(f"max_failures: got {max_failures!r}; a non-negative integer (retries per trial)")
         max_failures = DEFAULT_MAX_FAILURES
     pack = check_pack(data.get("pack"), problems)
+    search = parse_search(data.get("search"), problems)
     problems += set_problems
     experiments = _experiments(data, grid, problems)
     problems += [f"base.{key}: also a grid key; remove one of them" for key in base if key in grid]
     grids = [grid] + [g for _, _, g in experiments]
     problems += [f"--set {key}: {key} is a grid key of this sweep; choose its values with --only "
                  f"(e.g. --only '*/{key}=VALUE*') or edit the grid" for key in sets if any(key in g for g in grids)]
-    too_many = _count_problems(experiments, grid)
+    problems += search_conflicts(search, base, [f for _, f, _ in experiments], grids, sets)
+    problems += scheduler_problems(search, pack)
+    too_many = _count_problems(experiments, grid, search.num_samples if search is not None else 1)
     if too_many:  # expanding it would take minutes and gigabytes
         raise SweepError(problems + too_many)
+    if search is not None and points is None:
+        points = [] if search.adaptive else search.points()
     # expand what could be read, so that one pass reports every problem (not one round after another)
     found: list[str] = []
-    trials = _expand(experiments, base, grid, sets, found, collisions=not problems)
+    trials = _expand(experiments, base, grid, sets, found, points if search is not None else None,
+                     collisions=not problems)
     problems += _unreported(found, problems)
     if resources["gpu"] == 0 and any(t.config.device.startswith("cuda") for t in trials):
         problems.append("resources.gpu: 0, but trials ask for device cuda; give each trial a GPU share "
@@ -179,7 +192,7 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     if problems:
         raise SweepError(problems)
     return SweepSpec(name=str(name), description=description, trials=tuple(trials), resources=resources,
-                     max_failures=max_failures, source=source, pack=pack)
+                     max_failures=max_failures, source=source, pack=pack, search=search, raw=(data, tuple(overrides)))
 
 
 def _check_top(data: Mapping[str, Any], problems: list[str]) -> tuple[Any, str]:
@@ -239,14 +252,15 @@ def _experiments(data: Mapping[str, Any], grid: dict[str, list[Any]], problems: 
     return experiments
 
 
-def trial_count(experiments: list[Experiment], grid: dict[str, list[Any]]) -> int:
-    """How many trials the experiments' grids give, counted without expanding them."""
-    return sum(math.prod(len(v) for v in {**grid, **own_grid}.values()) for _, _, own_grid in experiments)
+def trial_count(experiments: list[Experiment], grid: dict[str, list[Any]], points: int = 1) -> int:
+    """How many trials the experiments' grids give (each grid point for every search point), counted without
+    expanding them."""
+    return points * sum(math.prod(len(v) for v in {**grid, **own_grid}.values()) for _, _, own_grid in experiments)
 
 
-def _count_problems(experiments: list[Experiment], grid: dict[str, list[Any]]) -> list[str]:
+def _count_problems(experiments: list[Experiment], grid: dict[str, list[Any]], points: int = 1) -> list[str]:
     """A sweep larger than MAX_TRIALS, refused before a single trial is made."""
-    n = trial_count(experiments, grid)
+    n = trial_count(experiments, grid, points)
     if n <= MAX_TRIALS:
         return []
     biggest = max(grid, key=lambda k: len(grid[k]), default=None)
@@ -265,8 +279,10 @@ def _unreported(found: list[str], reported: list[str]) -> list[str]:
 
 
 def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str, list[Any]], sets: dict[str, Any],
-            problems: list[str], collisions: bool = True) -> list[Trial]:
-    """The cartesian product per experiment, each trial checked by TrialConfig; problems grouped per YAML path."""
+            problems: list[str], points: Sequence[Mapping[str, Any]] | None = None,
+            collisions: bool = True) -> list[Trial]:
+    """The cartesian product per experiment (inside each search point), each trial checked by TrialConfig;
+    problems grouped per YAML path."""
     trials: list[Trial] = []
     # (path, message) -> [(experiment, trial id)]: one line per problem however many trials share it
     grouped: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
@@ -279,21 +295,28 @@ def _expand(experiments: list[Experiment], base: dict[str, Any], grid: dict[str,
         for k in merged_grid:
             origins[k] = f"{exp_path}.grid.{k}" if k in own_grid else f"grid.{k}"
         origins.update({k: f"--set {k}" for k in sets})
+        origins.update({k: f"search.space.{k}" for p in points or () for k in p})
         keys = list(merged_grid)
-        for combo in itertools.product(*(merged_grid[k] for k in keys)):
+        for k_point, combo in itertools.product(range(len(points)) if points is not None else [None],
+                                                itertools.product(*(merged_grid[k] for k in keys))):
+            drawn = {k: plain(v) for k, v in points[k_point].items()} if k_point is not None else {}
             values = dict(zip(keys, combo, strict=True))
-            segments = ([exp_name] if exp_name is not None else []) + [f"{k}={format_value(v)}"
-                                                                     for k, v in values.items()]
+            segments = ([exp_name] if exp_name is not None else []) + (
+                [point_segment(k_point)] if k_point is not None else []) + [f"{k}={format_value(v)}"
+                                                                           for k, v in values.items()]
             trial_id = "/".join(segments) or "trial"
             counts[exp_name] = counts.get(exp_name, 0) + 1
-            try:  # every value is typed already (typed_fields, typed_grid, parse_sets): no second coercion
-                cfg = TrialConfig(**{**base, **fields, **values, **sets})
+            try:  # grid values are typed already (typed_fields, typed_grid, parse_sets): no second coercion;
+                # a search point's drawn values are not
+                merged = {**base, **fields, **drawn, **values, **sets}
+                cfg = TrialConfig.from_dict(merged) if drawn else TrialConfig(**merged)
             except ConfigError as e:
                 for fname, message in e.problems:
                     key = (_origin_path(fname, origins, exp_path), message)
                     grouped.setdefault(key, []).append((exp_name, trial_id))
                 continue
-            trials.append(Trial(trial_id, exp_name, {k: plain(v) for k, v in values.items()}, cfg))
+            point = {"search": k_point, **drawn} if k_point is not None else {}
+            trials.append(Trial(trial_id, exp_name, {**point, **{k: plain(v) for k, v in values.items()}}, cfg))
     problems += _grouped_problems(grouped, counts)
     if not problems and collisions:
         problems += _collisions(trials)
@@ -334,7 +357,7 @@ def _collisions(trials: list[Trial]) -> list[str]:
                        f"folder name (at most {MAX_SEGMENT}); use shorter grid values")
             continue
         key = json.dumps(t.config.result_dict(), sort_keys=True)
-        if key in seen_cfg:
+        if key in seen_cfg and "search" not in t.grid:  # two search points may coincide (a choice space)
             first = seen_cfg[key]
             where = f"experiments.{t.experiment}" if t.experiment is not None else "grid"
             out.append(f"{where}: trial {t.id} has exactly the configuration of trial {first.id} "

@@ -78,6 +78,7 @@ def sweep_record(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack]
             "sweep_file": str(Path(spec.source).absolute()) if spec.source else None,
             "resources": spec.resources, "max_failures": spec.max_failures,
             "packs": pack_plan(packs) if packs else [[t.id] for t in trials],
+            **({"search": spec.search.record()} if spec.search is not None else {}),  # its points: trials' grid
             "trials": [t.record() for t in trials]}
 
 

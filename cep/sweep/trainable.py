@@ -45,6 +45,7 @@ from cep.results import (
 from cep.runner import Member, resume_pack, run, run_pack
 from cep.safe_files import LinkRefused, append_text
 from cep.sweep.faults import Fault, FaultInjected, fault_due
+from cep.sweep.scheduling import resume_scheduler
 from cep.sweep.store import experiment_of, torch_threads, trial_device
 from cep.train import TrainState
 
@@ -68,6 +69,7 @@ class TrialContext:
     packs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pack id -> member trial ids
     faults: tuple[Fault, ...] = ()
     epoch_sleep: float = 0.0
+    scheduler: dict[str, Any] | None = None  # a search's scheduler, per member (cep.sweep.scheduling)
 
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
@@ -194,6 +196,7 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
                     {str(f): restart_hint(i) for i, f in zip(ids, folders, strict=True)})
     id_of = {str(f): i for i, f in zip(ids, folders, strict=True)}
     latest = {i: m.resumed.state for i, m in zip(ids, members, strict=True)}
+    scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
 
     def before_save(metrics: dict[str, Any], state: TrainState) -> None:
         trial_id = id_of[str(state.config.out_dir)]
@@ -204,6 +207,8 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
 
     def on_round(states: list[TrainState]) -> None:
         latest.update({id_of[str(st.config.out_dir)]: st for st in states})
+        if scheduler is not None:
+            scheduler.after_round(states, lambda st: id_of[str(st.config.out_dir)])
         _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
 
     outcomes = run_pack(members, before_save=before_save, on_round=on_round)
