@@ -163,10 +163,14 @@ def draw_search(report: SearchReport, out: Path) -> list[Path]:
         ax.errorbar(xs, [p.metric.mean for p in done], yerr=[p.metric.std if p.metric.n > 1 else 0 for p in done],
                     fmt="o", ms=4, capsize=2)
         if dim in report.log_dims:
-            from matplotlib.ticker import NullFormatter
+            from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap over a short range
+            # labels at 1, 2 and 5 per decade: a range within one decade still gets labelled ticks, and
+            # labelled minor ticks would overlap
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(dim)
         ax.set_ylabel(f"{report.metric} (%)")
     fig.tight_layout()
