@@ -1,4 +1,4 @@
-"""Today's training step (commit 44fb562: cep.model.step/relax, cep.rules.learn), frozen for benchmarks only.
+"""The training step before the fused step (commit 44fb562: model.step/relax, rules.learn), frozen for benchmarks only.
 
 A copy of the pre-change functions, so that trainer_speed.py can time the old and the
 new step in one run on the same machine. Not package code; nothing imports it but benchmarks.

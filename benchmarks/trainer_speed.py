@@ -10,7 +10,7 @@ noisy shared machine moves them together; each cell is the median over the round
 
 * spec:  tests/spec_reference.py, the spec written out literally (einsum, no cached drive);
 * today: benchmarks/baseline.py, the step as it was before the fast step (commit 44fb562);
-* new:   cep.model.relax + cep.rules.learn, the package's step.
+* new:   cep.fused_step.relax + learn, the package's step.
 
 Packed variants `P=9`, `P=45` (`--packs`): that many trials as one program (a sweep's pack); their ms are
 per trial-minibatch (the pack's time divided by P). `x new`, `x P=n` are today's time over theirs
@@ -42,8 +42,8 @@ import baseline  # noqa: E402
 import spec_reference  # noqa: E402
 
 from cep.config import TrialConfig, paper_config  # noqa: E402
-from cep.model import Params, init_params, relax  # noqa: E402
-from cep.rules import learn  # noqa: E402
+from cep.fused_step import learn, relax  # noqa: E402
+from cep.model import Params, init_params  # noqa: E402
 
 NAMES = ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h")
 Minibatch = Callable[[Params, torch.Tensor, torch.Tensor, float], None]

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from cep.checkpoint import CheckpointError, TrainState, load_state, save_state
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.errors import UsageProblem
 from cep.results import (
@@ -48,16 +49,7 @@ from cep.results import (
     write_results,
 )
 from cep.safe_files import LinkRefused, remove_stale_temps
-from cep.train import (
-    CheckpointError,
-    Progress,
-    TrainState,
-    load_state,
-    new_state,
-    resolve_device,
-    save_state,
-    train_pack,
-)
+from cep.train import Progress, new_state, resolve_device, train_pack
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]

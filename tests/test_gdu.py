@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from cep.cli import cli, legacy_config, run_main
 from cep.config import GDU_PRESETS, ConfigError, TrialConfig, paper_config
 from cep.data import load_data
+from cep.fused_step import relax
 from cep.gdu.analysis import Factored, analyse, angle_grad, choose_units, unit_curves
 from cep.gdu.report import first_minibatch
-from cep.model import Params, init_params, input_drive, relax, step
+from cep.model import Params, init_params, input_drive, step
 from cep.train import new_state
 
 COMMANDS = [line for line in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()

@@ -11,7 +11,7 @@ import torch
 
 from cep.config import TrialConfig
 from cep.data import load_data
-from cep.model import relax
+from cep.fused_step import relax
 from cep.results import METRIC_COLUMNS, find_collapse, read_folder
 from cep.runner import run
 from cep.train import new_state, train, train_pack

@@ -178,7 +178,7 @@ def test_a_fifo_as_checkpoint_is_refused_without_blocking(tmp_path):
 
 
 def test_a_huge_checkpoint_is_refused_unread(tmp_path):
-    from cep.train import CHECKPOINT_BYTES, CheckpointError, load_state
+    from cep.checkpoint import CHECKPOINT_BYTES, CheckpointError, load_state
 
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:
