@@ -19,9 +19,10 @@ import math
 
 import torch
 
+from cep.checkpoint import new_state
 from cep.config import paper_config
 from cep.sweep.calibrate import random_data, seconds_per_minibatch
-from cep.train import Stacked, new_state, train_epoch
+from cep.train import Stacked, train_epoch
 
 GROUPS = {"C-VF-1h": 100, "C-VF-2h": 150}  # epochs of the published runs
 ANGLES = (0, 22.5, 45, 67.5, 90, 112.5, 135, 157.5, 180)

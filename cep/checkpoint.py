@@ -1,8 +1,9 @@
-"""The trainer's state and its checkpoint: everything a run needs to continue bit for bit, read back safely."""
+"""The trainer's state: how a run starts (new_state), and its checkpoint, to continue bit for bit, read back safely."""
 
 from __future__ import annotations
 
 import re
+import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 from cep.config import MAX_SYNAPSES, TrialConfig
 from cep.errors import UsageProblem
-from cep.model import Params
+from cep.model import Params, init_params, weight_angles
 from cep.reading import MB, ReadRefused, open_limited
 from cep.results import atomic_path
 
@@ -108,3 +109,18 @@ def _load_checkpoint(f: BinaryIO, path: str | Path, device: torch.device | str) 
             why = f"refused by the safe loader: {what}; a checkpoint holds only tensors and plain values"
         why = why if len(why) <= 160 else why[:157] + "..."
         raise CheckpointError(f"{path}: not a valid checkpoint ({type(e).__name__}: {why})") from None
+
+
+def resolve_seed(cfg: TrialConfig) -> TrialConfig:
+    """Draw and record a seed when none is given, so that every run can be repeated."""
+    return cfg if cfg.seed is not None else cfg.replace(seed=secrets.randbelow(2**31))
+
+
+def new_state(cfg: TrialConfig, device: torch.device) -> TrainState:
+    cfg = resolve_seed(cfg)
+    g = torch.Generator().manual_seed(cfg.seed)
+    params = init_params(cfg, g, device, getattr(torch, cfg.dtype))
+    info: dict[str, Any] = {"seed": cfg.seed}
+    if cfg.rule == "vf":
+        info["measured_angle"] = weight_angles(params)
+    return TrainState(cfg, params, g, info=info)

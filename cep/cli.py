@@ -187,7 +187,7 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
 
 
 def _default_threads(cfg: TrialConfig) -> int:
-    from cep.train import default_threads  # torch is imported only once something runs
+    from cep.device import default_threads  # torch is imported only once something runs
 
     return default_threads(cfg)
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from cep.config import MAX_EPOCHS, result_differences
+from cep.layout import GDU_DIR
 from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
 from cep.safe_files import (
     DiskFull,
@@ -55,7 +56,6 @@ LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
-GDU_DIR = "gdu"  # the gradient analysis's figures and data
 # everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
 RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_FILE, LOG_FILE, ERROR_FILE,
                 ERRORS_LOG, NODE_FILE, GDU_DIR)

@@ -29,14 +29,15 @@ from typing import Any
 
 import torch
 
-from cep.checkpoint import CheckpointError, TrainState, load_state, save_state
+from cep.checkpoint import CheckpointError, TrainState, load_state, new_state, save_state
 from cep.config import RUN_FIELDS, TrialConfig
+from cep.device import resolve_device
 from cep.errors import UsageProblem
+from cep.layout import GDU_DIR
 from cep.results import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVE_FILE,
-    GDU_DIR,
     SUMMARY_FILE,
     append_log,
     collapse_line,
@@ -49,7 +50,7 @@ from cep.results import (
     write_results,
 )
 from cep.safe_files import LinkRefused, remove_stale_temps
-from cep.train import Progress, new_state, resolve_device, train_pack
+from cep.train import Progress, train_pack
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]

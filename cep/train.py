@@ -8,8 +8,6 @@ metrics so far, the random generator that draws data order and nudge signs).
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,70 +16,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cep.checkpoint import TrainState
+from cep.checkpoint import TrainState, new_state
 from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
-from cep.errors import UsageProblem
+from cep.device import resolve_device
 from cep.fused_step import learn, relax
-from cep.model import Params, init_params, weight_angles
+from cep.model import Params, weight_angles
 from cep.results import SATURATION_MARGIN, find_collapse
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
 Progress = Callable[[int, int, int, float], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of a config's `device`; one that this machine lacks is a UsageProblem (one line)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageProblem(f"device {name}: CUDA is not available here (no GPU, or a CPU-only torch); "
-                           "use device cpu or auto")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageProblem(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
-                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, or auto")
-    return device
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's or a batch job's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def default_threads(cfg: TrialConfig, cpus: int | None = None) -> int:
-    """torch's CPU threads for one trial when none are asked for (`cep train` without --threads).
-
-    The paper's nets are small (minibatch 20, layers of 512): splitting each matrix product over threads
-    costs more than it gains, and on a busy machine extra threads wait on each other (EP-1h at 146 samples/s
-    instead of ~4,000 with torch's default). Measured with benchmarks/trainer_speed.py --threads 1,2
-    (README, "Threads"): 1 thread is fastest for every paper configuration, so 1 unless the net has more
-    than ~2 million weights per minibatch sample (then up to 2, never more than the CPUs there are).
-    """
-    weights = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:]))
-    return max(1, min(cpus or available_cpus(), 1 + weights // LARGE_NET_WEIGHTS))
-
-
-LARGE_NET_WEIGHTS = 2_000_000  # forward weights above which a second thread pays (see default_threads)
-
-
-def resolve_seed(cfg: TrialConfig) -> TrialConfig:
-    """Draw and record a seed when none is given, so that every run can be repeated."""
-    return cfg if cfg.seed is not None else cfg.replace(seed=secrets.randbelow(2**31))
-
-
-def new_state(cfg: TrialConfig, device: torch.device) -> TrainState:
-    cfg = resolve_seed(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
-    params = init_params(cfg, g, device, getattr(torch, cfg.dtype))
-    info: dict[str, Any] = {"seed": cfg.seed}
-    if cfg.rule == "vf":
-        info["measured_angle"] = weight_angles(params)
-    return TrainState(cfg, params, g, info=info)
 
 
 def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[float]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cep.checkpoint import new_state
 from cep.cli import cli, legacy_config, run_main
 from cep.config import GDU_PRESETS, ConfigError, TrialConfig, paper_config
 from cep.data import load_data
@@ -20,7 +21,6 @@ from cep.fused_step import relax
 from cep.gdu.analysis import Factored, analyse, angle_grad, choose_units, unit_curves
 from cep.gdu.report import first_minibatch
 from cep.model import Params, init_params, input_drive, step
-from cep.train import new_state
 
 COMMANDS = [line for line in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()
             if line.startswith("cep run ") and "plotcurves" in line]

@@ -24,6 +24,7 @@ from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import finite, seeds_text
 from cep.aggregate.table import Table
+from cep.layout import SUMMARY_DIR, SWEEP_FILE
 from cep.reading import TEXT_BYTES
 from cep.results import (
     CONFIG_FILE,
@@ -37,7 +38,6 @@ from cep.results import (
     SUMMARY_FILE,
 )
 from cep.safe_files import LinkRefused, read_text
-from cep.sweep.store import SWEEP_FILE
 from cep.text import printable
 
 PAGE_FILE = "index.html"
@@ -360,7 +360,7 @@ def render_page(exp: Experiment, table: Table, figs: list[Figure], gdu: list[dic
                 gdu_figs: dict[str, list[Path]], attention: list[str], files: Sequence[Path],
                 descriptions: dict[str, str], warnings: Sequence[str], plots: bool = True) -> str:
     """The whole page as text; `files`: what this aggregation wrote into summary/ (linked at the end)."""
-    start = exp.path / "summary"
+    start = exp.path / SUMMARY_DIR
     body = header(exp, attention)
     body += [f"<p class=\"banner partial\">Warning: {esc(w)}</p>" for w in warnings]
     body += fig4_table(table)

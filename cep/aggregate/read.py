@@ -16,10 +16,10 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
+from cep.layout import SWEEP_FILE, trial_dir
 from cep.reading import JSON_BYTES, parse_json
 from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
 from cep.safe_files import LinkRefused, read_bytes
-from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
 STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "collapsed": "stopped at its collapse",

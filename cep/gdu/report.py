@@ -26,10 +26,10 @@ import yaml
 
 from cep.config import TrialConfig
 from cep.gdu.analysis import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
+from cep.layout import GDU_DIR
 from cep.results import atomic_path
 from cep.text import text_table
 
-GDU_DIR = "gdu"
 FIGURE_STEM = "gdu_curves"
 TRAJECTORIES_FILE = "trajectories.npz"
 AGREEMENT_FILE = "agreement.csv"
@@ -173,8 +173,9 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
+    from cep.checkpoint import new_state
+    from cep.device import resolve_device
     from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, provenance, write_atomic
-    from cep.train import new_state, resolve_device
 
     start = time.monotonic()
     device = resolve_device(cfg.device)

@@ -13,10 +13,11 @@ import time
 
 import torch
 
-from cep.checkpoint import TrainState
+from cep.checkpoint import TrainState, new_state
 from cep.data import Data
+from cep.device import resolve_device
 from cep.sweep.plan import DATASET_SIZES, Pack
-from cep.train import Stacked, new_state, resolve_device, train_epoch
+from cep.train import Stacked, train_epoch
 
 TIMED_BATCHES = 3
 

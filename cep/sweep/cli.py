@@ -21,6 +21,7 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
+from cep.layout import RAY_LOG, SWEEP_FILE, experiment_dir, trial_dir
 from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
@@ -29,13 +30,10 @@ from cep.sweep.lock import ExperimentLock, check_unlocked
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_sizes, sample_steps, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
-    RAY_LOG,
-    SWEEP_FILE,
     check_experiment,
     check_ours,
     delete_discarded,
     discard,
-    experiment_dir,
     grown_record,
     is_uri,
     outcomes,
@@ -43,7 +41,6 @@ from cep.sweep.store import (
     stale_discarded,
     sweep_record,
     torch_threads,
-    trial_dir,
     write_sweep_record,
 )
 from cep.text import duration, printable, text_table

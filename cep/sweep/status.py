@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from cep.layout import trial_dir
 from cep.reading import TEXT_BYTES
 from cep.results import (
     LOG_FILE,
@@ -29,7 +30,7 @@ from cep.results import (
 )
 from cep.safe_files import LinkRefused, read_text
 from cep.sweep.spec import SweepError
-from cep.sweep.store import read_sweep_record, trial_dir
+from cep.sweep.store import read_sweep_record
 from cep.text import duration, text_table
 
 

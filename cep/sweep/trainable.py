@@ -32,6 +32,7 @@ from ray import tune
 from cep.checkpoint import TrainState
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
+from cep.layout import experiment_of
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import (
     CHECKPOINT_FILE,
@@ -46,7 +47,7 @@ from cep.results import (
 from cep.runner import Member, resume_pack, run, run_pack
 from cep.safe_files import LinkRefused, append_text
 from cep.sweep.faults import Fault, FaultInjected, fault_due
-from cep.sweep.store import experiment_of, torch_threads, trial_device
+from cep.sweep.store import torch_threads, trial_device
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
