@@ -41,8 +41,7 @@ def default_threads(cfg: TrialConfig, cpus: int | None = None) -> int:
     (README, "Threads"): 1 thread is fastest for every paper configuration, so 1 unless the net has more
     than ~2 million weights per minibatch sample (then up to 2, never more than the CPUs there are).
     """
-    weights = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:]))
-    return max(1, min(cpus or available_cpus(), 1 + weights // LARGE_NET_WEIGHTS))
+    return max(1, min(cpus or available_cpus(), 1 + cfg.n_synapses // LARGE_NET_WEIGHTS))
 
 
 LARGE_NET_WEIGHTS = 2_000_000  # forward weights above which a second thread pays (see default_threads)

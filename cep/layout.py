@@ -13,6 +13,10 @@ The trial id's `/`-separated segments are nested folders under trials/.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from cep.reading import JSON_BYTES, parse_json
+from cep.safe_files import read_bytes
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
@@ -36,3 +40,9 @@ def trial_dir(exp_dir: str | Path, trial_id: str) -> Path:
 def experiment_of(folder: str | Path, trial_id: str) -> Path:
     """The experiment folder of a trial folder trials/<trial id>/ (the inverse of trial_dir)."""
     return Path(folder).parents[len(Path(trial_id).parts)]
+
+
+def read_sweep_json(exp_dir: str | Path) -> Any:
+    """sweep.json's parsed content, the one reader (bounded, never through a link); the caller words the errors:
+    LinkRefused, OSError, ValueError (UnicodeDecodeError included)."""
+    return parse_json(read_bytes(Path(exp_dir) / SWEEP_FILE, limit=JSON_BYTES, what=SWEEP_FILE).decode("utf-8"))

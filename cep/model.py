@@ -140,11 +140,6 @@ def weight_angles(p: Params) -> list[float]:
 
 
 # ------------------------------------------------------------------- dynamics
-def zero_states(cfg: TrialConfig, batch_shape: Sequence[int], like: Tensor) -> States:
-    """Zero states for every layer; `batch_shape` is `(..., B)`."""
-    return [like.new_zeros(*batch_shape, n) for n in cfg.size_tab[:-1]]
-
-
 def input_drive(cfg: TrialConfig, p: Params, x: Tensor) -> Tensor:
     """The input's contribution to the last layer, `x W_{L-1}^T` (or `rho(x) W_{L-1}^T`).
 
@@ -208,10 +203,6 @@ class Increment:
     def input_matrix(self) -> Tensor:
         """dW_{L-1}, dense."""
         return self.d_in.mT @ self.x_syn
-
-    def weights(self) -> list[Tensor]:
-        """Every dW_i, output-first, dense."""
-        return [*self.dW, self.input_matrix()]
 
     def add_(self, other: Increment) -> None:
         """Sum in place (the factored input part sums exactly: x_syn is the same all phase)."""

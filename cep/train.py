@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cep.checkpoint import TrainState, new_state
+from cep.checkpoint import TrainState
 from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.device import resolve_device
@@ -36,12 +36,6 @@ def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[fl
     return [1.0 if u < cfg.randbeta else -1.0 for u in torch.rand(n_batches, generator=g, dtype=torch.float64)]
 
 
-def evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Test error (%) and loss (½‖s_0 − y‖² per sample) from the free phase only."""
-    ev = _evaluate(cfg, params, x, y, None)
-    return ev.errors[0], ev.losses[0]
-
-
 @dataclass
 class _Evaluation:
     """Per trial of a pack: test error (%), loss per sample, and the output layer's saturation (the fraction
@@ -52,7 +46,8 @@ class _Evaluation:
     saturation: list[float]
 
 
-def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor, pack: int | None) -> _Evaluation:
+def evaluate_trials(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor,
+                    pack: int | None) -> _Evaluation:
     """The test-set free phase of every trial; `pack`: the number of trials stacked in `params` (None: one,
     unstacked). Saturation comes from the same relaxation: health costs no extra phase."""
     errors, saturated = _zeros(pack, torch.long, x.device), _zeros(pack, torch.long, x.device)
@@ -165,23 +160,6 @@ def _measure_angle_grad(pack: Stacked, x: torch.Tensor, y: torch.Tensor) -> None
             m.info["angle_grad"] = angle_grad(m.config, *alone)
 
 
-def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | None = None,
-          progress: Progress | None = None) -> TrainState:
-    """Train (or continue training) one trial; returns the final state.
-
-    With `state` from a checkpoint, continues from its epoch and finishes bit for
-    bit as the uninterrupted run would (same device and library versions).
-    A run whose states or weights stop being finite ends with status "diverged",
-    keeps the metrics of its last finite epoch, and reports them once more with
-    that status (so that every report but the last says "running"). A run whose train error collapses
-    to chance level (cep.results.find_collapse) is flagged in `info["collapsed"]` and trains on, or ends
-    there with status "collapsed" when its config says stop_on_collapse.
-    """
-    if state is None:
-        state = new_state(cfg, resolve_device(cfg.device))
-    return train_pack([state], report, progress)[0]
-
-
 def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
                on_round: Callable[[list[TrainState]], None] | None = None,
                stacked: bool | None = None, show: TrainState | None = None) -> list[TrainState]:
@@ -190,9 +168,10 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
     Every round, each member that has epochs to go trains its next one (members may stand at different
     epochs, e.g. after a resume); each member sees exactly its own data order, nudge signs and
     hyperparameters, so it computes what it would alone (to floating-point summation order). A member
-    that diverges is marked and left out of later rounds; the others go on. `report(metrics, state)`
-    is called per member after each of its epochs, as `train` does; `on_round(members)` after each round,
-    with the members that trained in it. `stacked` (default: more than one state) keeps the leading trial
+    that diverges is marked, reported once more with status "diverged" and the metrics of its last finite
+    epoch, and left out of later rounds; the others go on. `report(metrics, state)` is called per member
+    after each of its epochs; `on_round(members)` after each round, with the members that trained in it.
+    `stacked` (default: more than one state) keeps the leading trial
     dimension even when one member is left, so that a pack runs one program whichever members remain (in
     float32 a member's last bits still depend on its companions: exact resume comes from saving a pack's
     rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did. `progress` shows
@@ -236,9 +215,9 @@ def _evaluate_alive(pack: Stacked, alive: list[int], data: Data) -> _Evaluation:
     if not alive:
         return _Evaluation([], [], [])
     if pack.size is None or len(alive) == pack.size:
-        return _evaluate(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
+        return evaluate_trials(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
     params = Params.stack([pack.members[i].params for i in alive])
-    return _evaluate(pack.cfg, params, data.x_test, data.y_test, len(alive))
+    return evaluate_trials(pack.cfg, params, data.x_test, data.y_test, len(alive))
 
 
 def _diverge(state: TrainState, report: Report | None) -> None:

@@ -275,7 +275,7 @@ def test_plotcurves_commands_run_end_to_end(tmp_path, capsys):
         stdout = capsys.readouterr().out
         assert "cosine" in stdout and "total BPTT gradient" in stdout and str(out) in stdout
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["status"] == "finished" and summary["action"] == "gdu" and summary["seconds"] > 0
+        assert summary["status"] == "finished" and summary["action"] == "gdu" and summary["wall_seconds"] > 0
         cfg = TrialConfig.from_dict(summary["config"])
         assert cfg.T == 30 and cfg.Kmax == 8 and cfg.seed is not None
         rows = list(csv.DictReader((out / "gdu" / "agreement.csv").open()))

@@ -17,12 +17,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel, PaperPoint
 from cep.aggregate.stats import Stat, finite, seeds_text
-from cep.figures import plt, save_figure
+from cep.figures import METADATA, plt, save_figure
 
 RULE_COLORS = {"EP": "tab:blue", "C-EP": "tab:orange", "VF": "tab:purple", "C-VF": "tab:green"}
 DEPTH_MARKERS = {1: "o", 2: "s", 3: "^", 4: "D"}
-# no creation date in the PDF (PNGs carry none): aggregating twice gives identical files
-METADATA = {".png": None, ".pdf": {"CreationDate": None}}
 
 
 def _save(make: Callable[[], Any], stem: Path, suffixes: Sequence[str] = (".png", ".pdf")) -> list[Path]:

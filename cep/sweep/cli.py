@@ -427,10 +427,9 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
     selected trial is complete."""
     counts = {k: sum(o.status == k for o in results.values()) for k in STATUSES}
     earlier = sum(1 for i, o in results.items() if o.complete and i in before and before[i].complete)
-    m, s = divmod(int(seconds), 60)
     click.echo(f"\nsweep {spec.name}: {len(results)} trial(s): " + ", ".join(
         f"{counts[k]} {k}" for k in STATUSES if counts[k] or k in ("finished", "errored"))
-        + f" ({earlier} complete before this run, not rerun) in {m}m{s:02d}s")
+        + f" ({earlier} complete before this run, not rerun) in {duration(seconds, 'minutes')}")
     if walls:
         click.echo(walls)
     bad = {i: o for i, o in results.items() if not o.complete}

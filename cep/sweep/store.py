@@ -17,10 +17,10 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, trial_dir
-from cep.reading import JSON_BYTES, parse_json, read_text_limited
+from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, read_sweep_json, trial_dir
+from cep.reading import read_text_limited
 from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
-from cep.safe_files import read_bytes, refuse_links
+from cep.safe_files import refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
@@ -59,7 +59,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = parse_json(read_bytes(path, limit=JSON_BYTES, what=SWEEP_FILE).decode("utf-8"))  # never through a link
+        record = read_sweep_json(exp_dir)
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all

@@ -45,7 +45,7 @@ from cep.results import (
     write_atomic,
 )
 from cep.runner import Member, resume_pack, run, run_pack
-from cep.safe_files import LinkRefused, append_text
+from cep.safe_files import LinkRefused, append_text, pid_alive
 from cep.sweep.faults import Fault, FaultInjected, fault_due
 from cep.sweep.store import torch_threads, trial_device
 
@@ -112,18 +112,8 @@ def remove_stale_staging(min_age_s: float = 3600.0) -> None:
             old = time.time() - d.stat().st_mtime > min_age_s
         except OSError:
             continue
-        if pid.isdigit() and old and not _alive(int(pid)):
+        if pid.isdigit() and old and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
 
 
 def _write_node(folder: Path) -> None:
