@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from dataclasses import dataclass
@@ -239,8 +240,6 @@ def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str
 
 def pack_key(cfg: TrialConfig) -> str:
     """Trials with equal keys can share a pack (the training action only)."""
-    import json
-
     return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in PACK_FIELDS}, sort_keys=True)
 
 

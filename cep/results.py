@@ -17,16 +17,20 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cep import __version__
 from cep.config import MAX_EPOCHS, result_differences
 from cep.layout import GDU_DIR
 from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
@@ -247,10 +251,6 @@ def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[s
 @functools.lru_cache(maxsize=1)
 def _software() -> dict[str, str | None]:
     """Versions that decide a run's numbers (asked once per process; no torch or ray import needed)."""
-    from importlib import metadata
-
-    from cep import __version__
-
     def version(package: str) -> str | None:
         try:
             return metadata.version(package)
@@ -263,8 +263,6 @@ def _software() -> dict[str, str | None]:
 
 def _git_commit() -> str | None:
     """The commit of the checkout cep runs from (None when installed from a wheel or without git)."""
-    import subprocess
-
     source = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
@@ -311,8 +309,6 @@ def earlier_results(folder: str | Path) -> list[str]:
 
 def discard_results(folder: str | Path) -> None:
     """Remove an earlier run's files (RESULT_FILES) from `folder`, leaving anything else there."""
-    import shutil
-
     found = earlier_results(folder)
     for name in found:  # a link is refused before anything is deleted
         refuse_links(folder, Path(folder) / name, "delete")

@@ -1,4 +1,4 @@
-"""Aligned plain-text and Markdown tables: the one table printer of the terminal reports and summaries."""
+"""Aligned plain-text and Markdown tables and durations: the one table printer and duration format of the reports."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def describe(name: str, cfg: TrialConfig) -> str:
 def curves_figure(result: GDUResult, cfg: TrialConfig, units: dict[str, tuple[torch.Tensor, ...]],
                   rows: list[dict[str, Any]], angle: float) -> Any:
     """The paper's Figs. 5(b), 8-15: chosen units over t, BPTT solid and EP dashed in the same colour."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is loaded only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

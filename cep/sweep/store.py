@@ -1,4 +1,4 @@
-"""A sweep's experiment folder, without Ray: its layout, sweep.json, the resume check and the completion check.
+"""A sweep's experiment folder, without Ray: sweep.json's record, the resume check and the completion check.
 
 Its layout: cep.layout.
 """
@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -228,8 +229,6 @@ STORAGE_PROBE = ".storage-probe-"  # prefix of the file each node must see (remo
 
 def storage_probe(path: str, token: str) -> tuple[str, bool]:
     """Run on every node of a cluster: this host's name, and whether it sees `path` holding `token`."""
-    import socket
-
     try:
         return socket.gethostname(), read_text_limited(path, len(token) + 1, "storage probe") == token
     except OSError:
