@@ -1,4 +1,4 @@
-"""Figures of single runs (the seed's plot_results): train and test error per epoch; save_figure, the one figure writer."""
+"""Figures of single runs (the seed's plot_results): error per epoch; save_figure, the one figure writer."""
 
 from __future__ import annotations
 
