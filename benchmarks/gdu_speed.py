@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from cep.checkpoint import new_state, resolve_seed
 from cep.cli import execute, legacy_config
 from cep.gdu.analysis import analyse
 from cep.gdu.report import first_minibatch
-from cep.train import new_state, resolve_seed
 
 COMMANDS = Path(__file__).resolve().parent.parent / "tests" / "seed_readme_commands.txt"
 

@@ -19,9 +19,10 @@ import math
 
 import torch
 
+from cep.checkpoint import new_state
 from cep.config import paper_config
 from cep.sweep.calibrate import random_data, seconds_per_minibatch
-from cep.train import _Pack, _train_epoch, new_state
+from cep.train import Stacked, train_epoch
 
 GROUPS = {"C-VF-1h": 100, "C-VF-2h": 150}  # epochs of the published runs
 ANGLES = (0, 22.5, 45, 67.5, 90, 112.5, 135, 157.5, 180)
@@ -45,12 +46,12 @@ def check(device: str) -> None:
         data = random_data(100, torch.device(device), torch.float64)
         packed = members(name, 3, device, "float64")
         alone = members(name, 3, device, "float64")
-        pack = _Pack.of(packed, True)
+        pack = Stacked.of(packed, True)
         with torch.no_grad():
-            _train_epoch(pack, data, None)
+            train_epoch(pack, data, None)
             pack.unstack()  # the trained parameters back into each member
             for s in alone:
-                _train_epoch(_Pack.of([s], False), data, None)
+                train_epoch(Stacked.of([s], False), data, None)
         worst = max(float((a - b).abs().max()) for p, s in zip(packed, alone, strict=True)
                     for a, b in zip(p.params.tensors(), s.params.tensors(), strict=True))
         print(f"check {name} on {device}, float64, pack of {len(pack.members)}, 5 minibatches: "

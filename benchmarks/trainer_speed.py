@@ -8,9 +8,9 @@ inputs: free phase (T steps), nudged phase (Kmax steps) and the weight update, a
 `cep.train`. Variants, timed interleaved (A B C A B C ...) within one process so that a
 noisy shared machine moves them together; each cell is the median over the rounds:
 
-* spec:  tests/spec_reference.py, the spec written out literally (einsum, no cached drive);
+* spec:  cep.model, the reference written as the spec says (`step` iterated, `nudged_phase`, the increments);
 * today: benchmarks/baseline.py, the step as it was before the fast step (commit 44fb562);
-* new:   cep.model.relax + cep.rules.learn, the package's step.
+* new:   cep.fused_step.relax + learn, the package's step.
 
 Packed variants `P=9`, `P=45` (`--packs`): that many trials as one program (a sweep's pack); their ms are
 per trial-minibatch (the pack's time divided by P). `x new`, `x P=n` are today's time over theirs
@@ -27,23 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+import baseline  # benchmarks/, beside this script (on sys.path when it runs)
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import baseline  # noqa: E402
-import spec_reference  # noqa: E402
-
-from cep.config import TrialConfig, paper_config  # noqa: E402
-from cep.model import Params, init_params, relax  # noqa: E402
-from cep.rules import learn  # noqa: E402
+from cep.config import TrialConfig, paper_config
+from cep.fused_step import learn, relax
+from cep.model import Params, apply_increment, init_params, input_drive, nudged_phase, step
 
 NAMES = ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h")
 Minibatch = Callable[[Params, torch.Tensor, torch.Tensor, float], None]
@@ -121,10 +114,14 @@ def variants(cfg: TrialConfig, spec: bool, packs: list[int], device: str, x: tor
 
     def literal(p: Params) -> Callable[[int, float], None]:
         def run(k: int, beta: float) -> None:
-            W, b, V, _ = spec_reference.one_minibatch(f"{cfg.rule}-{cfg.setting}", p.W, p.b, p.V, x[k], y[k], cfg.T,
-                                                      cfg.Kmax, beta, lrs, cfg.continual, cfg.activation, cfg.dt,
-                                                      not cfg.no_clamp)
-            p.copy_(Params(W, b, V))
+            s = [x[k].new_zeros(x[k].shape[0], n) for n in cfg.size_tab[:-1]]
+            drive = input_drive(cfg, p, x[k])
+            for _ in range(cfg.T):
+                s, _ = step(cfg, p, s, drive)
+            _, total = nudged_phase(cfg, p, s, x[k], y[k], beta, lrs=lrs if cfg.continual else None,
+                                    accumulate=not cfg.continual)
+            if total is not None:
+                apply_increment(p, total, lrs)
         return run
 
     def packed(n: int) -> Callable[[int, float], None]:

@@ -7,6 +7,7 @@ and a summary. Bad input ends with one line per problem on stderr and exit code 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -29,7 +30,15 @@ from cep.config import (
     coerce,
 )
 from cep.errors import DataError, UsageProblem
-from cep.results import default_out_dir
+from cep.results import (
+    CHECKPOINT_FILE,
+    SUMMARY_FILE,
+    collapse_line,
+    default_out_dir,
+    discard_results,
+    earlier_results,
+    unwritable,
+)
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml
@@ -104,7 +113,6 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
     A folder holding an earlier run is resumed only with --checkpoint and a saved state (the runner
     checks that it is this configuration); --overwrite discards the earlier files; otherwise refused.
     """
-    from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
 
     if cfg.out_dir is None:
         return
@@ -127,16 +135,14 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
-    import os
-
-    from cep.runner import Resumed, run
+    from cep.runner import Resumed, run  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
                            f"most {os.cpu_count() or 1}")
     check_out_dir(cfg, overwrite)
     if threads is not None:
-        import torch
+        import torch  # deferred: torch is imported only once something runs
 
         torch.set_num_threads(threads)
 
@@ -156,8 +162,6 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
 
 def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
     """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
-    from cep.results import CHECKPOINT_FILE
-
     final = outcome.state
     if final is None:  # the gdu action prints its own report
         return 0
@@ -173,8 +177,6 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
         click.echo(f"diverged at epoch {final.info['diverged_at_epoch']}: states or weights became non-finite; "
                    "metrics above are the last finite ones", err=True)
     if "collapsed" in final.info:
-        from cep.results import collapse_line
-
         stopped = "; stopped there (stop_on_collapse)" if final.status == "collapsed" else ""
         click.echo(collapse_line(final.info["collapsed"]) + stopped, err=True)
     if final.history:
@@ -190,7 +192,7 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
 
 
 def _default_threads(cfg: TrialConfig) -> int:
-    from cep.train import default_threads  # torch is imported only once something runs
+    from cep.device import default_threads  # torch is imported only once something runs
 
     return default_threads(cfg)
 
@@ -346,7 +348,7 @@ def legacy_config(argv: Sequence[str]) -> TrialConfig:
     elif a.device_label is None or a.device_label < 0:
         device = "auto" if a.device_label is None else "cpu"
     else:
-        import torch
+        import torch  # deferred: torch is imported only once something runs
         device = f"cuda:{a.device_label}" if torch.cuda.is_available() else "cpu"
     fields = dict(action="gdu" if a.action == "plotcurves" else "train", rule=a.learning_rule,
                   setting="discrete" if a.discrete else "continuous", continual=a.cep, size_tab=a.size_tab,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from dataclasses import dataclass
@@ -88,6 +89,11 @@ class TrialConfig:
         return len(self.size_tab) - 1
 
     @property
+    def n_synapses(self) -> int:
+        """Forward weights W_0..W_{L-1} (the one count; vf's feedback matrices not included)."""
+        return sum(a * b for a, b in zip(self.size_tab, self.size_tab[1:]))
+
+    @property
     def depth_name(self) -> str:
         return f"{self.n_layers - 1}h"
 
@@ -126,7 +132,7 @@ class TrialConfig:
         elif self.dataset in DATASETS and (self.size_tab[0] != 10 or self.size_tab[-1] != 784):
             p.append(("size_tab", f"got {list(self.size_tab)}; MNIST needs 10 outputs first and "
                       "784 inputs last, e.g. [10, 512, 784]"))
-        elif (synapses := sum(a * b for a, b in zip(self.size_tab, self.size_tab[1:]))) > MAX_SYNAPSES:
+        elif (synapses := self.n_synapses) > MAX_SYNAPSES:
             p.append(("size_tab", f"got {list(self.size_tab)}: {synapses:,} synapses, more than the "
                       f"{MAX_SYNAPSES:,} a trial may have (the paper's largest net has 0.7 million); use smaller "
                       "layers"))
@@ -217,10 +223,6 @@ class TrialConfig:
         """Result fields whose values differ from `other` (a config or its plain dict); see result_differences."""
         return result_differences(self.to_dict(), other.to_dict() if isinstance(other, TrialConfig) else other)
 
-    def same_result(self, other: TrialConfig | typing.Mapping[str, typing.Any]) -> bool:
-        """Whether `other` computes exactly what this configuration computes (see result_differences)."""
-        return not self.result_differences(other)
-
 
 def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str, typing.Any]) -> list[str]:
     """The result fields (RESULT_FIELDS) whose plain values differ between two configs, in field order.
@@ -238,8 +240,6 @@ def result_differences(a: typing.Mapping[str, typing.Any], b: typing.Mapping[str
 
 def pack_key(cfg: TrialConfig) -> str:
     """Trials with equal keys can share a pack (the training action only)."""
-    import json
-
     return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in PACK_FIELDS}, sort_keys=True)
 
 
@@ -291,7 +291,7 @@ def limit_problems(cfg: TrialConfig) -> list[tuple[str, str]]:
         if isinstance(value, int) and value > most:
             p.append((name, f"got {value:,}; at most {most:,} {what}"))
     sized = len(cfg.size_tab) >= 2 and all(n > 0 for n in cfg.size_tab)  # else size_tab's own problem says it
-    if not p and sized and sum(a * b for a, b in zip(cfg.size_tab, cfg.size_tab[1:])) <= MAX_SYNAPSES \
+    if not p and sized and cfg.n_synapses <= MAX_SYNAPSES \
             and (macs := minibatch_macs(cfg)) > MAX_MINIBATCH_MACS:
         p.append(("batch_size", f"one minibatch costs {macs:.3g} multiply-adds (batch_size {cfg.batch_size} x "
                   f"(T {cfg.T} + Kmax {cfg.Kmax}) steps x synapses), more than the {MAX_MINIBATCH_MACS:.0e} a "

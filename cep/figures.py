@@ -1,4 +1,4 @@
-"""Figures of single runs (the seed's plot_results): train and test error per epoch."""
+"""Figures of single runs (the seed's plot_results): error per epoch; save_figure, the one figure writer."""
 
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cep.results import atomic_path  # noqa: E402
 
+# no creation date in a PDF (PNGs carry none): the same figure gives the same bytes
+METADATA: dict[str, dict[str, Any] | None] = {".png": None, ".pdf": {"CreationDate": None}}
 
-def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
-    """Save a figure atomically (write to a temporary name, then rename) and close it.
 
-    `metadata` goes to matplotlib's savefig (e.g. {"CreationDate": None} for a PDF
-    without a timestamp, so that the same figure gives the same bytes).
+def save_figure(fig: Any, path: str | Path, metadata: dict[str, Any] | None = None, tight: bool = True,
+                close: bool = True) -> None:
+    """Save a figure atomically (write to a temporary name, then rename), the one figure writer; closes it
+    unless `close` is False. `metadata` goes to matplotlib's savefig (METADATA[suffix]: reproducible files);
+    `tight=False` for figures whose margins are set by hand (bbox_inches="tight" draws the figure twice).
     """
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
+            fig.savefig(tmp, dpi=150, bbox_inches="tight" if tight else None, metadata=metadata)
     finally:
-        plt.close(fig)
+        if close:
+            plt.close(fig)
 
 
 def angle_columns(history: list[dict[str, Any]]) -> list[str]:

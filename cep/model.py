@@ -1,4 +1,6 @@
-"""The network of spec sections 1-4: parameters as plain tensors, dynamics and EP increments as pure functions.
+"""The reference network of spec sections 1-4, literally: parameters, activations, one step, increments, nudged phase.
+
+cep.fused_step trains with the same dynamics; tests, the gdu analysis and benchmarks check it against these.
 
 Rule (ep|vf) and setting (discrete|continuous) are parameters, not subclasses.
 Every function broadcasts over an optional leading trial dimension: states are
@@ -138,11 +140,6 @@ def weight_angles(p: Params) -> list[float]:
 
 
 # ------------------------------------------------------------------- dynamics
-def zero_states(cfg: TrialConfig, batch_shape: Sequence[int], like: Tensor) -> States:
-    """Zero states for every layer; `batch_shape` is `(..., B)`."""
-    return [like.new_zeros(*batch_shape, n) for n in cfg.size_tab[:-1]]
-
-
 def input_drive(cfg: TrialConfig, p: Params, x: Tensor) -> Tensor:
     """The input's contribution to the last layer, `x W_{L-1}^T` (or `rho(x) W_{L-1}^T`).
 
@@ -187,17 +184,6 @@ def step(cfg: TrialConfig, p: Params, s: States, drive: Tensor, beta: Scalar = 0
     return new, ds
 
 
-def relax(cfg: TrialConfig, p: Params, x: Tensor, steps: int, s: States | None = None) -> States:
-    """Free phase: `steps` steps from zero (or from `s`) with beta = 0 and frozen weights.
-
-    Runs the fused step of cep.engine (the same dynamics as iterating `step`); the result
-    carries what it prepared (input drive, scaled weights) for a nudged phase on the same weights.
-    """
-    from cep.engine import free_phase  # cep.engine builds on this module
-
-    return free_phase(cfg, p, x, steps, s)
-
-
 # ---------------------------------------------------------------- increments
 @dataclass
 class Increment:
@@ -217,10 +203,6 @@ class Increment:
     def input_matrix(self) -> Tensor:
         """dW_{L-1}, dense."""
         return self.d_in.mT @ self.x_syn
-
-    def weights(self) -> list[Tensor]:
-        """Every dW_i, output-first, dense."""
-        return [*self.dW, self.input_matrix()]
 
     def add_(self, other: Increment) -> None:
         """Sum in place (the factored input part sums exactly: x_syn is the same all phase)."""
@@ -280,3 +262,44 @@ def update_drive(drive: Tensor, gram: Tensor, inc: Increment, lr: Scalar) -> Ten
     x_syn (W + lr d^T x_syn)^T = drive + lr (x_syn x_syn^T) d   (spec section 8).
     """
     return drive + _per_trial(lr, 2) * (gram @ inc.d_in)
+
+
+# --------------------------------------------------------------- nudged phase
+# called after every nudged step k = 1..Kmax with (k, previous states, new states, ds, increment)
+StepHook = Callable[[int, States, States, "States | None", Increment], None]
+
+def nudged_phase(cfg: TrialConfig, p: Params, s_free: States, x: Tensor, y: Tensor, beta: Scalar,
+                 lrs: Sequence[Scalar] | None = None, accumulate: bool = False,
+                 on_step: StepHook | None = None) -> tuple[States, Increment | None]:
+    """Run Kmax nudged steps from the free equilibrium.
+
+    With `lrs`, every per-step increment is applied immediately (continual rules).
+    The input matrix W_{L-1} acts on the dynamics only through the input drive,
+    which follows it exactly through the batch Gram matrix (spec section 8); so
+    its per-step updates are summed in factored form and written once, at the
+    end, instead of rewriting the 784-wide matrix at every step.
+    With `accumulate`, the sum of the per-step increments is returned.
+    """
+    x_syn = synaptic(cfg, x)
+    drive = input_drive(cfg, p, x)
+    gram = x_syn @ x_syn.mT if lrs is not None else None
+    s, total, d_in_sum = s_free, None, None
+    for k in range(1, cfg.Kmax + 1):
+        new, ds = step(cfg, p, s, drive, beta, y)
+        if lrs is not None or accumulate or on_step is not None:
+            inc = increment(cfg, new, s, x_syn, beta)
+            if on_step is not None:
+                on_step(k, s, new, ds, inc)
+            if lrs is not None:
+                apply_increment(p, inc, lrs, input_weight=False)
+                drive = update_drive(drive, gram, inc, lrs[-1])
+                d_in_sum = inc.d_in.clone() if d_in_sum is None else d_in_sum.add_(inc.d_in)
+            if accumulate:
+                if total is None:
+                    total = inc
+                else:
+                    total.add_(inc)
+        s = new
+    if d_in_sum is not None:
+        apply_input_update(p, d_in_sum, x_syn, lrs[-1])
+    return s, total

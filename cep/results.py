@@ -17,17 +17,22 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cep import __version__
 from cep.config import MAX_EPOCHS, result_differences
+from cep.layout import GDU_DIR
 from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
 from cep.safe_files import (
     DiskFull,
@@ -55,7 +60,6 @@ LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
-GDU_DIR = "gdu"  # the gradient analysis's figures and data
 # everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
 RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_FILE, LOG_FILE, ERROR_FILE,
                 ERRORS_LOG, NODE_FILE, GDU_DIR)
@@ -247,10 +251,6 @@ def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[s
 @functools.lru_cache(maxsize=1)
 def _software() -> dict[str, str | None]:
     """Versions that decide a run's numbers (asked once per process; no torch or ray import needed)."""
-    from importlib import metadata
-
-    from cep import __version__
-
     def version(package: str) -> str | None:
         try:
             return metadata.version(package)
@@ -263,8 +263,6 @@ def _software() -> dict[str, str | None]:
 
 def _git_commit() -> str | None:
     """The commit of the checkout cep runs from (None when installed from a wheel or without git)."""
-    import subprocess
-
     source = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
@@ -311,8 +309,6 @@ def earlier_results(folder: str | Path) -> list[str]:
 
 def discard_results(folder: str | Path) -> None:
     """Remove an earlier run's files (RESULT_FILES) from `folder`, leaving anything else there."""
-    import shutil
-
     found = earlier_results(folder)
     for name in found:  # a link is refused before anything is deleted
         refuse_links(folder, Path(folder) / name, "delete")

@@ -29,13 +29,16 @@ from typing import Any
 
 import torch
 
+from cep.checkpoint import CheckpointError, TrainState, load_state, new_state, save_state
 from cep.config import RUN_FIELDS, TrialConfig
+from cep.device import resolve_device
 from cep.errors import UsageProblem
+from cep.gdu.report import run_gdu
+from cep.layout import GDU_DIR
 from cep.results import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVE_FILE,
-    GDU_DIR,
     SUMMARY_FILE,
     append_log,
     collapse_line,
@@ -48,16 +51,7 @@ from cep.results import (
     write_results,
 )
 from cep.safe_files import LinkRefused, remove_stale_temps
-from cep.train import (
-    CheckpointError,
-    Progress,
-    TrainState,
-    load_state,
-    new_state,
-    resolve_device,
-    save_state,
-    train_pack,
-)
+from cep.train import Progress, train_pack
 
 OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
 OnStart = Callable[["Resumed"], None]
@@ -240,20 +234,7 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         if m.resumed is None:
             m.resumed = resume(m.cfg, m.folder, restart_hint=restart_hint)
     outcomes: dict[int, Outcome] = {}
-    states, by_state = [], {}
-    for k, m in enumerate(members):
-        state = m.resumed.state
-        if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
-            outcomes[k] = _replay(m, state)
-            continue
-        if on_start is not None:
-            on_start(m.resumed)
-        if state is None:
-            state = new_state(m.cfg, device)
-        m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
-              f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
-        states.append(state)
-        by_state[id(state)] = (k, m)
+    states, by_state = _start_members(members, device, on_start, outcomes)
 
     pending: list[tuple[dict[str, Any], TrainState]] = []
 
@@ -276,13 +257,7 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         for metrics, st in pending:
             m = by_state[id(st)][1]
             if m.folder is not None:
-                write_results(m.folder, st)
-                if metrics["status"] != "diverged":
-                    m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
-                collapse = st.info.get("collapsed")
-                if collapse is not None and collapse["epoch"] == metrics["epoch"]:
-                    m.log(collapse_line(collapse) + ("; stopped (stop_on_collapse)" if st.status == "collapsed"
-                                                     else ""))
+                _save_epoch(m, metrics, st)
             if on_epoch is not None:
                 on_epoch(metrics, st)
         pending.clear()
@@ -303,6 +278,37 @@ def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, befo
         m.log(f"end: {st.status} after epoch {st.epoch}")
         outcomes[k] = Outcome(st.status, st)
     return [outcomes[k] for k in range(len(members))]
+
+
+def _start_members(members: Sequence[Member], device: torch.device, on_start: OnStart | None,
+                   outcomes: dict[int, Outcome]) -> tuple[list[TrainState], dict[int, tuple[int, Member]]]:
+    """The states of the members that train (resumed or new), by id; an ended member's files are rewritten
+    and its outcome put in `outcomes`, without training."""
+    states, by_state = [], {}
+    for k, m in enumerate(members):
+        state = m.resumed.state
+        if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
+            outcomes[k] = _replay(m, state)
+            continue
+        if on_start is not None:
+            on_start(m.resumed)
+        if state is None:
+            state = new_state(m.cfg, device)
+        m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
+              f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
+        states.append(state)
+        by_state[id(state)] = (k, m)
+    return states, by_state
+
+
+def _save_epoch(m: Member, metrics: dict[str, Any], st: TrainState) -> None:
+    """One member's epoch in its folder once every member's state is saved: results, log lines."""
+    write_results(m.folder, st)
+    if metrics["status"] != "diverged":
+        m.log(f"epoch {metrics['epoch']} done: test error {metrics['test_error']:.2f}%")
+    collapse = st.info.get("collapsed")
+    if collapse is not None and collapse["epoch"] == metrics["epoch"]:
+        m.log(collapse_line(collapse) + ("; stopped (stop_on_collapse)" if st.status == "collapsed" else ""))
 
 
 def _keep_previous(folder: Path) -> None:
@@ -345,7 +351,7 @@ def _finish(folder: str | Path, state: TrainState) -> None:
     """The folder's final files: results plus the learning-curve figure."""
     write_results(folder, state)
     if state.history:
-        from cep.figures import learning_curve
+        from cep.figures import learning_curve  # matplotlib is loaded only when a figure is drawn
 
         learning_curve(state.history, Path(folder) / CURVE_FILE, title=run_title(state.config),
                        collapsed_epoch=state.info.get("collapsed", {}).get("epoch"),
@@ -355,8 +361,6 @@ def _finish(folder: str | Path, state: TrainState) -> None:
 def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart | None,
                   log: _TrialLog) -> Outcome:
     """The gdu action: one analysis, not rerun once its summary says it is done."""
-    from cep.gdu.report import run_gdu
-
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:
         try:

@@ -142,7 +142,8 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host exists (the one liveness check; another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,7 +160,7 @@ def stale_temp(name: str, mtime: float, host: str | None = None) -> bool:
     who = name[len(TEMP_PREFIX):].split("~", 1)[0]
     pid, _, where = who.partition("@")
     if where == (host or socket.gethostname()) and pid.isdigit():
-        return int(pid) != os.getpid() and not _alive(int(pid))
+        return int(pid) != os.getpid() and not pid_alive(int(pid))
     return time.time() - mtime > STALE_TEMP_S
 
 

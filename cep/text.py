@@ -1,7 +1,8 @@
-"""Aligned plain-text and Markdown tables: the one table printer of the terminal reports and summaries."""
+"""Aligned plain-text and Markdown tables and durations: the one table printer and duration format of the reports."""
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -55,11 +56,30 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 
-def duration(seconds: float) -> str:
-    """A short human duration: 45s, 3m05s, 1h02m."""
+def duration(seconds: float, style: str = "short") -> str:
+    """A human duration, the one formatter of the reports: "short" 45s, 3m05s, 1h02m; "minutes" 63m05s;
+    "clock" 1:03:05 (both truncated to the second); "words" 45.0 s, 3 min 05 s, 1 h 02 min (— if unknown)."""
+    if style == "clock":
+        s = int(seconds)
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    if style == "minutes":
+        m, s = divmod(int(seconds), 60)
+        return f"{m}m{s:02d}s"
+    if style == "words":
+        return _words(seconds)
     s = int(round(max(seconds, 0.0)))
     if s < 60:
         return f"{s}s"
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _words(s: object) -> str:
+    if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
+        return "—"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"

@@ -1,184 +1,32 @@
-"""train(config, report, state): the epoch loop shared by the CLI, the tests and the Ray Tune trainable.
+"""The epoch loop (train_pack): each minibatch runs cep.fused_step's relax and learn; shared by the CLI and Ray.
 
 No Ray and no files here: after every epoch `report(metrics, state)` is called,
-and `state` holds everything needed to continue bit for bit (weights, epoch,
+and `state` (cep.checkpoint.TrainState) holds everything needed to continue bit for bit (weights, epoch,
 metrics so far, the random generator that draws data order and nudge signs).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-import secrets
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from cep.config import MAX_SYNAPSES, TrialConfig, pack_problems
+from cep.checkpoint import TrainState
+from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
-from cep.errors import UsageProblem
-from cep.model import Params, init_params, relax, weight_angles
-from cep.reading import MB, ReadRefused, open_limited
-from cep.results import SATURATION_MARGIN, atomic_path, find_collapse
-from cep.rules import learn
+from cep.device import resolve_device
+from cep.fused_step import learn, relax
+from cep.model import Params, weight_angles
+from cep.results import SATURATION_MARGIN, find_collapse
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
 Progress = Callable[[int, int, int, float], None]
-
-
-STATE_STATUSES = ("running", "finished", "diverged", "collapsed")  # where the trainer stands; all but running end it
-
-
-@dataclass
-class TrainState:
-    """Everything a run needs to continue exactly where it stopped."""
-
-    config: TrialConfig  # resolved: the seed is never None here
-    params: Params
-    generator: torch.Generator  # CPU; draws the data order and the randbeta signs
-    epoch: int = 0  # epochs completed
-    history: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "running"  # running | finished | diverged | collapsed (stop_on_collapse)
-    info: dict[str, Any] = field(default_factory=dict)  # seed, measured angles, angle_grad, collapsed, ...
-    elapsed: float = 0.0  # training seconds so far, across restores
-
-    def to_dict(self) -> dict[str, Any]:
-        """Tensors and plain values only, so that a checkpoint loads with torch.load(weights_only=True)."""
-        return {"config": self.config.to_dict(), "params": self.params.to_dict(),
-                "generator": self.generator.get_state(), "epoch": self.epoch, "history": _plain(self.history),
-                "status": self.status, "info": _plain(self.info), "elapsed": float(self.elapsed)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], device: torch.device | str = "cpu") -> TrainState:
-        g = torch.Generator()
-        g.set_state(d["generator"])
-        state = cls(TrialConfig.from_dict(d["config"]), Params.from_dict(d["params"], device), g,
-                    int(d["epoch"]), list(d["history"]), str(d["status"]), dict(d["info"]), float(d["elapsed"]))
-        if state.status not in STATE_STATUSES or state.epoch < 0:
-            raise ValueError(f"inconsistent state (status {state.status!r}, epoch {state.epoch})")
-        return state
-
-
-# the largest trainer state: forward and feedback weights of the largest net in float64, plus a margin for
-# biases, the generator's state and the history of metrics
-CHECKPOINT_BYTES = 2 * MAX_SYNAPSES * 8 + 64 * MB
-
-
-class CheckpointError(UsageProblem):
-    """A file that is not a readable checkpoint of this program (one line naming it)."""
-
-
-def _plain(value: Any) -> Any:
-    """Python scalars, lists and dicts (numpy scalars and tuples would need pickle's arbitrary objects)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, torch.Tensor):  # numpy scalars
-        return value.item()
-    return value
-
-
-def save_state(state: TrainState, path: str | Path) -> None:
-    """Write the state atomically (a crash leaves the previous checkpoint intact)."""
-    with atomic_path(path) as tmp:
-        torch.save(state.to_dict(), tmp)
-
-
-def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainState:
-    """Read a checkpoint with weights_only=True: a crafted file cannot run code; any damage is a CheckpointError.
-
-    (A pickle with arbitrary objects would execute them on load: checkpoints live on shared storage.)
-    """
-    try:
-        f = open_limited(path, CHECKPOINT_BYTES, "checkpoint")  # a device or FIFO is refused unread
-    except ReadRefused as e:
-        raise CheckpointError(str(e)) from None
-    with f:
-        return _load_checkpoint(f, path, device)
-
-
-def _load_checkpoint(f: BinaryIO, path: str | Path, device: torch.device | str) -> TrainState:
-    """The state in an open checkpoint file (see load_state)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says more
-            warnings.simplefilter("ignore")
-            data = torch.load(f, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict):
-            raise ValueError(f"holds {type(data).__name__}, not a trainer state")
-        return TrainState.from_dict(data, device)
-    except Exception as e:  # truncated, empty, garbage, foreign objects, missing keys, a bad config
-        why = " ".join(str(e).split())
-        if why.startswith("Weights only load failed"):  # torch opens with advice to load it unsafely: skip it
-            detail = why.split("Check the documentation")[0]
-            detail = (detail.rsplit("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in detail
-                      else detail.split("trusted source.", 1)[-1]).strip()
-            foreign = re.search(r"GLOBAL (\S+)", detail)
-            what = f"a Python object {foreign.group(1)}" if foreign else detail
-            why = f"refused by the safe loader: {what}; a checkpoint holds only tensors and plain values"
-        why = why if len(why) <= 160 else why[:157] + "..."
-        raise CheckpointError(f"{path}: not a valid checkpoint ({type(e).__name__}: {why})") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of a config's `device`; one that this machine lacks is a UsageProblem (one line)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageProblem(f"device {name}: CUDA is not available here (no GPU, or a CPU-only torch); "
-                           "use device cpu or auto")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageProblem(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
-                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, or auto")
-    return device
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's or a batch job's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def default_threads(cfg: TrialConfig, cpus: int | None = None) -> int:
-    """torch's CPU threads for one trial when none are asked for (`cep train` without --threads).
-
-    The paper's nets are small (minibatch 20, layers of 512): splitting each matrix product over threads
-    costs more than it gains, and on a busy machine extra threads wait on each other (EP-1h at 146 samples/s
-    instead of ~4,000 with torch's default). Measured with benchmarks/trainer_speed.py --threads 1,2
-    (README, "Threads"): 1 thread is fastest for every paper configuration, so 1 unless the net has more
-    than ~2 million weights per minibatch sample (then up to 2, never more than the CPUs there are).
-    """
-    weights = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:]))
-    return max(1, min(cpus or available_cpus(), 1 + weights // LARGE_NET_WEIGHTS))
-
-
-LARGE_NET_WEIGHTS = 2_000_000  # forward weights above which a second thread pays (see default_threads)
-
-
-def resolve_seed(cfg: TrialConfig) -> TrialConfig:
-    """Draw and record a seed when none is given, so that every run can be repeated."""
-    return cfg if cfg.seed is not None else cfg.replace(seed=secrets.randbelow(2**31))
-
-
-def new_state(cfg: TrialConfig, device: torch.device) -> TrainState:
-    cfg = resolve_seed(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
-    params = init_params(cfg, g, device, getattr(torch, cfg.dtype))
-    info: dict[str, Any] = {"seed": cfg.seed}
-    if cfg.rule == "vf":
-        info["measured_angle"] = weight_angles(params)
-    return TrainState(cfg, params, g, info=info)
 
 
 def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[float]:
@@ -186,12 +34,6 @@ def nudge_signs(cfg: TrialConfig, n_batches: int, g: torch.Generator) -> list[fl
     if cfg.randbeta == 0:
         return [1.0] * n_batches
     return [1.0 if u < cfg.randbeta else -1.0 for u in torch.rand(n_batches, generator=g, dtype=torch.float64)]
-
-
-def evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Test error (%) and loss (½‖s_0 − y‖² per sample) from the free phase only."""
-    ev = _evaluate(cfg, params, x, y, None)
-    return ev.errors[0], ev.losses[0]
 
 
 @dataclass
@@ -204,7 +46,8 @@ class _Evaluation:
     saturation: list[float]
 
 
-def _evaluate(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor, pack: int | None) -> _Evaluation:
+def evaluate_trials(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.Tensor,
+                    pack: int | None) -> _Evaluation:
     """The test-set free phase of every trial; `pack`: the number of trials stacked in `params` (None: one,
     unstacked). Saturation comes from the same relaxation: health costs no extra phase."""
     errors, saturated = _zeros(pack, torch.long, x.device), _zeros(pack, torch.long, x.device)
@@ -241,7 +84,7 @@ def _per_trial_sum(t: torch.Tensor, pack: int | None) -> torch.Tensor:
 
 
 @dataclass
-class _Pack:
+class Stacked:
     """The trials that train in one round, as one program: parameters stacked along a leading trial
     dimension and per-trial numbers as `[P]` tensors. A pack of one is the trial itself (no stacking,
     plain floats), so a trial run alone computes exactly what it always did."""
@@ -251,7 +94,7 @@ class _Pack:
     size: int | None  # P, or None for a trial alone
 
     @classmethod
-    def of(cls, members: list[TrainState], stacked: bool) -> _Pack:
+    def of(cls, members: list[TrainState], stacked: bool) -> Stacked:
         """`stacked`: with a leading trial dimension even for one member (a pack's program, whichever of
         its members train in a round)."""
         if not stacked:
@@ -272,7 +115,8 @@ class _Pack:
                 m.params.copy_(self.params.member(i))
 
 
-def _train_epoch(pack: _Pack, data: Data, progress: Progress | None, shown: int = 0) -> tuple[list[float], list[float]]:
+def train_epoch(pack: Stacked, data: Data, progress: Progress | None,
+                shown: int = 0) -> tuple[list[float], list[float]]:
     """One pass of every member over the training set, each in its own order (drawn from its own
     generator, as alone); returns per member (train error %, train loss) from the free phases.
     `progress` shows the member at index `shown`."""
@@ -306,7 +150,7 @@ def _train_epoch(pack: _Pack, data: Data, progress: Progress | None, shown: int 
     return [100.0 * e / n for e in errors.tolist()], [v / n for v in loss.tolist()]
 
 
-def _measure_angle_grad(pack: _Pack, x: torch.Tensor, y: torch.Tensor) -> None:
+def _measure_angle_grad(pack: Stacked, x: torch.Tensor, y: torch.Tensor) -> None:
     """angle-grad (spec section 6) of the members that ask for it, once, on their first minibatch."""
     for i, m in enumerate(pack.members):
         if m.config.angle_grad and "angle_grad" not in m.info:
@@ -314,23 +158,6 @@ def _measure_angle_grad(pack: _Pack, x: torch.Tensor, y: torch.Tensor) -> None:
 
             alone = (m.params, x, y) if pack.size is None else (pack.params.member(i), x[i], y[i])
             m.info["angle_grad"] = angle_grad(m.config, *alone)
-
-
-def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | None = None,
-          progress: Progress | None = None) -> TrainState:
-    """Train (or continue training) one trial; returns the final state.
-
-    With `state` from a checkpoint, continues from its epoch and finishes bit for
-    bit as the uninterrupted run would (same device and library versions).
-    A run whose states or weights stop being finite ends with status "diverged",
-    keeps the metrics of its last finite epoch, and reports them once more with
-    that status (so that every report but the last says "running"). A run whose train error collapses
-    to chance level (cep.results.find_collapse) is flagged in `info["collapsed"]` and trains on, or ends
-    there with status "collapsed" when its config says stop_on_collapse.
-    """
-    if state is None:
-        state = new_state(cfg, resolve_device(cfg.device))
-    return train_pack([state], report, progress)[0]
 
 
 def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
@@ -341,9 +168,10 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
     Every round, each member that has epochs to go trains its next one (members may stand at different
     epochs, e.g. after a resume); each member sees exactly its own data order, nudge signs and
     hyperparameters, so it computes what it would alone (to floating-point summation order). A member
-    that diverges is marked and left out of later rounds; the others go on. `report(metrics, state)`
-    is called per member after each of its epochs, as `train` does; `on_round(members)` after each round,
-    with the members that trained in it. `stacked` (default: more than one state) keeps the leading trial
+    that diverges is marked, reported once more with status "diverged" and the metrics of its last finite
+    epoch, and left out of later rounds; the others go on. `report(metrics, state)` is called per member
+    after each of its epochs; `on_round(members)` after each round, with the members that trained in it.
+    `stacked` (default: more than one state) keeps the leading trial
     dimension even when one member is left, so that a pack runs one program whichever members remain (in
     float32 a member's last bits still depend on its companions: exact resume comes from saving a pack's
     rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did. `progress` shows
@@ -362,9 +190,9 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
             if not active:
                 return states
             start = time.monotonic()
-            pack = _Pack.of(active, stacked)
+            pack = Stacked.of(active, stacked)
             shown = next((i for i, s in enumerate(active) if s is show), None) if show is not None else 0
-            train_errors, train_losses = _train_epoch(pack, data, progress if shown is not None else None,
+            train_errors, train_losses = train_epoch(pack, data, progress if shown is not None else None,
                                                       shown or 0)
             pack.unstack()
             alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
@@ -382,14 +210,14 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
                 on_round(active)
 
 
-def _evaluate_alive(pack: _Pack, alive: list[int], data: Data) -> _Evaluation:
+def _evaluate_alive(pack: Stacked, alive: list[int], data: Data) -> _Evaluation:
     """The evaluation of the members that did not diverge (stacked again only when some did)."""
     if not alive:
         return _Evaluation([], [], [])
     if pack.size is None or len(alive) == pack.size:
-        return _evaluate(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
+        return evaluate_trials(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
     params = Params.stack([pack.members[i].params for i in alive])
-    return _evaluate(pack.cfg, params, data.x_test, data.y_test, len(alive))
+    return evaluate_trials(pack.cfg, params, data.x_test, data.y_test, len(alive))
 
 
 def _diverge(state: TrainState, report: Report | None) -> None:

@@ -19,12 +19,13 @@ from test_aggregate import ExperimentBuilder, history, small_config
 from cep.aggregate.cli import aggregate_command
 from cep.cli import TRAIN_FIELD_NAMES, cli, run_main
 from cep.config import TrialConfig
+from cep.layout import experiment_dir, trial_dir
 from cep.runner import Member, run, run_pack
 from cep.safe_files import TEMP_PREFIX, LinkRefused
 from cep.sweep.cli import main as sweep_main
 from cep.sweep.spec import load_sweep
 from cep.sweep.status import status_command
-from cep.sweep.store import experiment_dir, resolve_trials, sweep_record, trial_dir, write_sweep_record
+from cep.sweep.store import resolve_trials, sweep_record, write_sweep_record
 
 QUICK = ["--train-samples", "40", "--test-samples", "20", "--device", "cpu", "--sizes", "10,8,784", "--seed", "0",
          "--quiet", "--dataset", "mnist5k", "--batch-size", "20"]

@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cep.checkpoint import new_state
 from cep.cli import cli, legacy_config, run_main
 from cep.config import GDU_PRESETS, ConfigError, TrialConfig, paper_config
 from cep.data import load_data
+from cep.fused_step import relax
 from cep.gdu.analysis import Factored, analyse, angle_grad, choose_units, unit_curves
 from cep.gdu.report import first_minibatch
-from cep.model import Params, init_params, input_drive, relax, step
-from cep.train import new_state
+from cep.model import Params, init_params, input_drive, step
 
 COMMANDS = [line for line in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()
             if line.startswith("cep run ") and "plotcurves" in line]
@@ -274,7 +275,7 @@ def test_plotcurves_commands_run_end_to_end(tmp_path, capsys):
         stdout = capsys.readouterr().out
         assert "cosine" in stdout and "total BPTT gradient" in stdout and str(out) in stdout
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["status"] == "finished" and summary["action"] == "gdu" and summary["seconds"] > 0
+        assert summary["status"] == "finished" and summary["action"] == "gdu" and summary["wall_seconds"] > 0
         cfg = TrialConfig.from_dict(summary["config"])
         assert cfg.T == 30 and cfg.Kmax == 8 and cfg.seed is not None
         rows = list(csv.DictReader((out / "gdu" / "agreement.csv").open()))

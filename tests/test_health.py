@@ -8,13 +8,15 @@ import math
 
 import pytest
 import torch
+from trainer import train
 
+from cep.checkpoint import new_state
 from cep.config import TrialConfig
 from cep.data import load_data
-from cep.model import relax
+from cep.fused_step import relax
 from cep.results import METRIC_COLUMNS, find_collapse, read_folder
 from cep.runner import run
-from cep.train import new_state, train, train_pack
+from cep.train import train_pack
 
 TINY = dict(rule="vf", continual=True, size_tab=(10, 12, 10, 784), lr_tab=(0.004, 0.008, 0.01), T=6, Kmax=3,
             beta=0.2, randbeta=0.5, angle=45.0, train_samples=60, test_samples=40, batch_size=20, seed=0,

@@ -98,7 +98,7 @@ def test_every_accepted_seed_is_a_distinct_generator_and_old_seeds_are_unchanged
     cfg = TrialConfig(seed=MAX_SEED, size_tab=(10, 8, 784))
     with pytest.raises(ConfigError, match="2\\*\\*32-1"):
         TrialConfig(seed=MAX_SEED + 1)
-    from cep.train import new_state
+    from cep.checkpoint import new_state
 
     state = new_state(cfg.replace(seed=3), torch.device("cpu"))
     again = init_params(cfg.replace(seed=3), torch.Generator().manual_seed(3), "cpu", torch.float32)
@@ -178,7 +178,7 @@ def test_a_fifo_as_checkpoint_is_refused_without_blocking(tmp_path):
 
 
 def test_a_huge_checkpoint_is_refused_unread(tmp_path):
-    from cep.train import CHECKPOINT_BYTES, CheckpointError, load_state
+    from cep.checkpoint import CHECKPOINT_BYTES, CheckpointError, load_state
 
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:

@@ -12,9 +12,11 @@ import math
 
 import pytest
 import torch
+from trainer import train
 
+from cep.checkpoint import new_state
 from cep.config import TrialConfig, pack_key, pack_problems
-from cep.train import new_state, train, train_pack
+from cep.train import train_pack
 
 CPU = torch.device("cpu")
 BASE = dict(T=6, Kmax=3, train_samples=60, test_samples=40, batch_size=20, dataset="mnist5k", dtype="float64",

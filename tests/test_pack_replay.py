@@ -219,7 +219,7 @@ def test_a_run_whose_test_error_collapses_is_flagged_and_stopped(test_labels_shi
     folder = read_folder(tmp_path, "train", 12)
     assert folder.complete and folder.status == "collapsed"
     train_on = TrialConfig(epochs=c["epoch"] + 1, **SMALL_EP)  # without stop_on_collapse it trains on
-    from cep.train import train
+    from trainer import train
 
     state = train(train_on)
     assert state.status == "finished" and state.info["collapsed"] == c

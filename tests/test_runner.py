@@ -9,10 +9,10 @@ import pytest
 import torch
 from trial_files import log_lines, metrics
 
+from cep.checkpoint import load_state, new_state, save_state
 from cep.config import TrialConfig
 from cep.results import CHECKPOINT_FILE, read_folder
 from cep.runner import Member, ResumeError, resume, resume_pack, run
-from cep.train import load_state, new_state, save_state
 
 SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
              dataset="mnist5k", seed=3, device="cpu")

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
+from cep.layout import trial_dir
 from cep.sweep.cli import main
 from cep.sweep.status import trial_status
-from cep.sweep.store import sweep_record, trial_dir, write_sweep_record
+from cep.sweep.store import sweep_record, write_sweep_record
 
 SWEEP = "name: st\nbase: {epochs: 3}\ngrid: {seed: [0, 1, 2, 3]}\n"
 

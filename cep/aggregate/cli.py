@@ -1,6 +1,6 @@
 """`cep-sweep aggregate RESULTS_DIR` (also `python -m cep.aggregate.cli RESULTS_DIR`): a sweep's tables and figures.
 
-A thin click command over `cep.aggregate.aggregate_experiment`; a directory that
+A thin click command over `cep.aggregate.summary.aggregate_experiment`; a directory that
 is not an experiment gives one line on stderr and exit code 2.
 """
 

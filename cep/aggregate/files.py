@@ -14,6 +14,7 @@ from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import fmt_value, hidden_layers
 from cep.aggregate.table import Table
 from cep.config import FIELD_NAMES
+from cep.layout import GDU_DIR
 from cep.reading import TEXT_BYTES
 from cep.results import LINK_FIX, STATUSES
 from cep.safe_files import LinkRefused, find_link, read_text
@@ -86,7 +87,7 @@ def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:
     out = []
     for t in exp.gdu_trials:
         rows: list[dict[str, Any]] = []
-        path = t.path / "gdu" / "agreement.csv"
+        path = t.path / GDU_DIR / "agreement.csv"
         if os.path.lexists(path):
             try:
                 text = read_text(path, t.path, limit=TEXT_BYTES, what="agreement.csv")
@@ -112,7 +113,7 @@ def _num(v: Any) -> float:
 
 def gdu_figures(t: Trial) -> list[Path]:
     """The gradient analysis's figures, regular files only: a link would show a file from outside the trial."""
-    folder = t.path / "gdu"
+    folder = t.path / GDU_DIR
     if find_link(t.path, folder) is not None or not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".pdf") and not p.is_symlink() and p.is_file())

@@ -24,6 +24,7 @@ from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, Trial, count_statuses
 from cep.aggregate.stats import finite, seeds_text
 from cep.aggregate.table import Table
+from cep.layout import SUMMARY_DIR, SWEEP_FILE
 from cep.reading import TEXT_BYTES
 from cep.results import (
     CONFIG_FILE,
@@ -37,8 +38,7 @@ from cep.results import (
     SUMMARY_FILE,
 )
 from cep.safe_files import LinkRefused, read_text
-from cep.sweep.store import SWEEP_FILE
-from cep.text import printable
+from cep.text import duration, printable
 
 PAGE_FILE = "index.html"
 # the trial files the page links, in this order, when they exist
@@ -108,16 +108,6 @@ def data_time(exp: Experiment) -> str:
 
 def fmt_num(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if finite(x) else "—"
-
-
-def fmt_seconds(s: float) -> str:
-    if not finite(s):
-        return "—"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
 def node_of(t: Trial) -> str:
@@ -291,7 +281,7 @@ def trial_rows(exp: Experiment, start: Path) -> list[str]:
                  f"<td class=\"status st-{esc(t.status)}\">{status}</td>"]
         cells += [f"<td class=\"num\">{v}</td>" for v in (
             epochs, fmt_num(t.final("test_error")), fmt_num(t.best("test_error")), fmt_num(t.final("train_error")),
-            measured, fmt_num(t.angle_grad, 1), fmt_seconds(t.wall_seconds))]
+            measured, fmt_num(t.angle_grad, 1), duration(t.wall_seconds, "words"))]
         cells += [f"<td>{esc(node_of(t))}</td>", f"<td class=\"links\">{links}</td>"]
         out.append(f"<tr data-trial=\"{esc(t.id)}\" data-status=\"{esc(t.status)}\">" + "".join(cells) + "</tr>")
     return out + ["</tbody></table>"]
@@ -362,7 +352,7 @@ def render_page(exp: Experiment, table: Table, figs: list[Figure], gdu: list[dic
                 search: Sequence[str] = ()) -> str:
     """The whole page as text; `files`: what this aggregation wrote into summary/ (linked at the end);
     `search`: a search's section (already escaped, cep.aggregate.search_report)."""
-    start = exp.path / "summary"
+    start = exp.path / SUMMARY_DIR
     body = header(exp, attention)
     body += [f"<p class=\"banner partial\">Warning: {esc(w)}</p>" for w in warnings]
     body += list(search)

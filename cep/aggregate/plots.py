@@ -17,12 +17,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel, PaperPoint
 from cep.aggregate.stats import Stat, finite, seeds_text
-from cep.figures import plt, save_figure
+from cep.figures import METADATA, plt, save_figure
 
 RULE_COLORS = {"EP": "tab:blue", "C-EP": "tab:orange", "VF": "tab:purple", "C-VF": "tab:green"}
 DEPTH_MARKERS = {1: "o", 2: "s", 3: "^", 4: "D"}
-# no creation date in the PDF (PNGs carry none): aggregating twice gives identical files
-METADATA = {".png": None, ".pdf": {"CreationDate": None}}
 
 
 def _save(make: Callable[[], Any], stem: Path, suffixes: Sequence[str] = (".png", ".pdf")) -> list[Path]:
@@ -164,6 +162,20 @@ def learning_curves(panels: list[Panel], stem: Path, name: str) -> list[Path]:
 
 
 # --------------------------------------------------------------- Fig. 5a
+def _paper_points(ax: Any, paper: Sequence[PaperPoint]) -> list[float]:
+    """The published positions on the test panel, hollow (a C-VF range: two markers and a dotted line)."""
+    values = []
+    for q in paper:
+        color = RULE_COLORS.get(q.rule, "0.3")
+        xs = [q.angle_low] if q.angle_low == q.angle_high else [q.angle_low, q.angle_high]
+        ax.plot(xs, [q.test] * len(xs), ls=":", lw=1.2, color=color, marker=DEPTH_MARKERS.get(
+            q.hidden or 0, "D"), ms=9, mfc="none", mew=1.5)
+        ax.annotate(f"paper {q.name}", (xs[-1], q.test), textcoords="offset points", xytext=(8, 0),
+                    ha="left", va="center", fontsize=7, color=color)
+        values.append(q.test)
+    return values
+
+
 def fig5a(points: list[Fig5aPoint], stem: Path, name: str, paper: Sequence[PaperPoint] = ()) -> list[Path]:
     """Final test (left) and train (right) error versus the initial EP/BPTT angle; one colour per learning
     rule and one marker per depth, mean ± std over seeds as error bars in both directions; each C-VF point
@@ -197,14 +209,7 @@ def fig5a(points: list[Fig5aPoint], stem: Path, name: str, paper: Sequence[Paper
                     diverged = True
                 values += [s[k] for s in p.seeds + p.diverged]
             if k == 1:
-                for q in paper:
-                    color = RULE_COLORS.get(q.rule, "0.3")
-                    xs = [q.angle_low] if q.angle_low == q.angle_high else [q.angle_low, q.angle_high]
-                    ax.plot(xs, [q.test] * len(xs), ls=":", lw=1.2, color=color, marker=DEPTH_MARKERS.get(
-                        q.hidden or 0, "D"), ms=9, mfc="none", mew=1.5)
-                    ax.annotate(f"paper {q.name}", (xs[-1], q.test), textcoords="offset points", xytext=(8, 0),
-                                ha="left", va="center", fontsize=7, color=color)
-                    values.append(q.test)
+                values += _paper_points(ax, paper)
             _scale(ax, values)
             ax.margins(x=0.12, y=0.12)  # room for the labels beside the points
             ax.set_xlabel("initial angle between total EP update and total BPTT gradient (°)")

@@ -16,10 +16,9 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
-from cep.reading import JSON_BYTES, parse_json
+from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir
 from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
-from cep.safe_files import LinkRefused, read_bytes
-from cep.sweep.store import SWEEP_FILE, trial_dir  # the experiment folder's layout
+from cep.safe_files import LinkRefused
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
 STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "collapsed": "stopped at its collapse",
@@ -138,7 +137,7 @@ class Trial:
     def wall_seconds(self) -> float:
         if not self.summary:
             return math.nan
-        return as_float(self.summary.get("wall_seconds", self.summary.get("seconds")))  # gdu trials: seconds
+        return as_float(self.summary.get("wall_seconds", self.summary.get("seconds")))  # older gdu folders: seconds
 
 
 def _hashable(v: Any) -> Any:
@@ -314,7 +313,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not sweep_path.is_file():
         raise NotAnExperiment(f"{path} is not an experiment directory (no {SWEEP_FILE}){_hint(path)}")
     try:
-        sweep = parse_json(read_bytes(sweep_path, limit=JSON_BYTES, what=SWEEP_FILE))
+        sweep = read_sweep_json(path)
     except LinkRefused as e:
         raise NotAnExperiment(str(e)) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:

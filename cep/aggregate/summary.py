@@ -31,11 +31,11 @@ from cep.aggregate.search_report import (
 from cep.aggregate.stats import finite
 from cep.aggregate.table import Table, build_table
 from cep.errors import UsageProblem
+from cep.layout import SUMMARY_DIR
 from cep.results import write_atomic
 from cep.safe_files import refuse_links, remove_stale_temps
 from cep.text import md_escape, md_table, printable, text_table
 
-SUMMARY_DIR = "summary"
 # outputs of this module and of cep.aggregate.plots; stale ones (a figure that no longer applies) are removed
 OUTPUT_FILES = ("index.html", "trials.csv", "groups.csv", "table.md", "gdu_agreement.csv", "angle_curve.csv",
                 "fig4_angle_curve.png", "fig4_angle_curve.pdf", "learning_curves.png",

@@ -13,7 +13,7 @@ Autograd lives only here (the trainer never builds a graph). For one minibatch:
   step T-t. The input matrix W_{L-1} only enters through the constant input
   drive x W_{L-1}^T, so its per-step gradient is dL/d(drive)^T x: it is kept as
   these rank-B factors (`Factored`) rather than as Kmax dense 784-wide matrices.
-* the EP side runs the nudged phase of `cep.rules.nudged_phase` (continual
+* the EP side runs the nudged phase of `cep.model.nudged_phase` (continual
   weight updates when the rule is continual) on a copy of the weights and
   records, through its per-step hook, the neuron and weight updates.
 
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from cep.config import ConfigError, TrialConfig
-from cep.model import Increment, Params, Scalar, States, input_drive, relax, step, synaptic
-from cep.rules import nudged_phase
+from cep.fused_step import relax
+from cep.model import Increment, Params, Scalar, States, input_drive, nudged_phase, step, synaptic
 
 NEURON, WEIGHT = "neuron", "weight"
 

@@ -24,12 +24,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from cep.checkpoint import new_state
 from cep.config import TrialConfig
+from cep.data import load_data
+from cep.device import resolve_device
 from cep.gdu.analysis import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
-from cep.results import atomic_path
+from cep.layout import GDU_DIR
+from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, provenance, write_atomic
 from cep.text import text_table
 
-GDU_DIR = "gdu"
 FIGURE_STEM = "gdu_curves"
 TRAJECTORIES_FILE = "trajectories.npz"
 AGREEMENT_FILE = "agreement.csv"
@@ -54,7 +57,7 @@ def describe(name: str, cfg: TrialConfig) -> str:
 def curves_figure(result: GDUResult, cfg: TrialConfig, units: dict[str, tuple[torch.Tensor, ...]],
                   rows: list[dict[str, Any]], angle: float) -> Any:
     """The paper's Figs. 5(b), 8-15: chosen units over t, BPTT solid and EP dashed in the same colour."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is loaded only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,14 +120,6 @@ def title(cfg: TrialConfig) -> str:
     return ", ".join(parts)
 
 
-def _save(fig: Any, path: Path) -> None:
-    """Write one format atomically, leaving the figure open. The margins are set by hand, so no
-    bbox_inches="tight" (which would draw the whole figure twice)."""
-    metadata = {"CreationDate": None} if path.suffix == ".pdf" else None  # same figure, same bytes
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, metadata=metadata)
-
-
 def _fmt(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.4f}"
 
@@ -161,8 +156,6 @@ def trajectories_npz(result: GDUResult, units: dict[str, tuple[torch.Tensor, ...
 def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.device,
                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, one-hot y, indices): the first minibatch of epoch 1 as `cep.train` draws it from `generator`."""
-    from cep.data import load_data
-
     data = load_data(cfg)
     order = torch.randperm(len(data.y_train), generator=generator)
     idx = order[:cfg.batch_size]
@@ -173,8 +166,7 @@ def first_minibatch(cfg: TrialConfig, generator: torch.Generator, device: torch.
 
 def run_gdu(cfg: TrialConfig) -> int:
     """Run the analysis of `cfg` on its first minibatch, write the results folder, print the table."""
-    from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, provenance, write_atomic
-    from cep.train import new_state, resolve_device
+    from cep.figures import METADATA, plt, save_figure  # matplotlib is loaded only when a figure is drawn
 
     start = time.monotonic()
     device = resolve_device(cfg.device)
@@ -192,12 +184,10 @@ def run_gdu(cfg: TrialConfig) -> int:
     gdu_dir = out / GDU_DIR
     gdu_dir.mkdir(parents=True, exist_ok=True)
     fig = curves_figure(result, cfg, units, rows, angle)
-    try:
+    try:  # the margins are set by hand: not tight; drawn once, saved in both formats
         for suffix in (".png", ".pdf"):
-            _save(fig, gdu_dir / f"{FIGURE_STEM}{suffix}")
+            save_figure(fig, gdu_dir / f"{FIGURE_STEM}{suffix}", METADATA[suffix], tight=False, close=False)
     finally:
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
     write_atomic(gdu_dir / TRAJECTORIES_FILE, trajectories_npz(result, units))
     write_atomic(gdu_dir / AGREEMENT_FILE, agreement_csv(rows))
@@ -212,7 +202,7 @@ def run_gdu(cfg: TrialConfig) -> int:
         **{k: v for k, v in state.info.items() if k != "seed"},
         "files": {"figures": [f"{GDU_DIR}/{FIGURE_STEM}.png", f"{GDU_DIR}/{FIGURE_STEM}.pdf"],
                   "trajectories": f"{GDU_DIR}/{TRAJECTORIES_FILE}", "agreement": f"{GDU_DIR}/{AGREEMENT_FILE}"},
-        "seconds": seconds, "host": socket.gethostname(), "provenance": provenance(str(device), cfg.dtype),
+        "wall_seconds": seconds, "host": socket.gethostname(), "provenance": provenance(str(device), cfg.dtype),
         "config": cfg.to_dict(),
     }
     write_atomic(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Sweeps: a YAML file of trials (spec), its experiment folder (store), Ray Tune (driver, progress), `cep-sweep` (cli).
+"""Sweeps: a YAML file of trials (spec, sections), packs and cost (plan), the experiment folder (store, guard,
+lock; its layout: cep.layout), Ray Tune (driver, trainable, progress, gpu_preflight), `cep-sweep` (cli, local, status).
 
-Only `driver` and `progress` import Ray; the rest reads and writes plain files.
+Only driver, trainable, progress and gpu_preflight import Ray; the rest reads and writes plain files.
 """

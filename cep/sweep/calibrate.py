@@ -13,9 +13,11 @@ import time
 
 import torch
 
+from cep.checkpoint import TrainState, new_state
 from cep.data import Data
+from cep.device import resolve_device
 from cep.sweep.plan import DATASET_SIZES, Pack
-from cep.train import TrainState, _Pack, _train_epoch, new_state, resolve_device
+from cep.train import Stacked, train_epoch
 
 TIMED_BATCHES = 3
 
@@ -35,10 +37,10 @@ def seconds_per_minibatch(states: list[TrainState], batches: int = TIMED_BATCHES
     device, dtype = states[0].params.W[0].device, states[0].params.W[0].dtype
     warm_up, data = random_data(cfg.batch_size, device, dtype), random_data(cfg.batch_size * batches, device, dtype)
     with torch.no_grad():
-        _train_epoch(_Pack.of(states, len(states) > 1), warm_up, None)
+        train_epoch(Stacked.of(states, len(states) > 1), warm_up, None)
         _sync(device)
         start = time.perf_counter()
-        _train_epoch(_Pack.of(states, len(states) > 1), data, None)
+        train_epoch(Stacked.of(states, len(states) > 1), data, None)
         _sync(device)
     return (time.perf_counter() - start) / batches
 

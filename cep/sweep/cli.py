@@ -21,6 +21,7 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
+from cep.layout import RAY_LOG, SWEEP_FILE, experiment_dir, trial_dir
 from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
@@ -29,13 +30,10 @@ from cep.sweep.lock import ExperimentLock, check_unlocked
 from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_sizes, sample_steps, select
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
-    RAY_LOG,
-    SWEEP_FILE,
     check_experiment,
     check_ours,
     delete_discarded,
     discard,
-    experiment_dir,
     grown_record,
     is_uri,
     outcomes,
@@ -43,7 +41,6 @@ from cep.sweep.store import (
     stale_discarded,
     sweep_record,
     torch_threads,
-    trial_dir,
     write_sweep_record,
 )
 from cep.text import duration, printable, text_table
@@ -474,10 +471,9 @@ def _summary(spec: SweepSpec, exp_dir: Path, results: dict[str, FolderState], be
     selected trial is complete."""
     counts = {k: sum(o.status == k for o in results.values()) for k in STATUSES}
     earlier = sum(1 for i, o in results.items() if o.complete and i in before and before[i].complete)
-    m, s = divmod(int(seconds), 60)
     click.echo(f"\nsweep {spec.name}: {len(results)} trial(s): " + ", ".join(
         f"{counts[k]} {k}" for k in STATUSES if counts[k] or k in ("finished", "errored"))
-        + f" ({earlier} complete before this run, not rerun) in {m}m{s:02d}s")
+        + f" ({earlier} complete before this run, not rerun) in {duration(seconds, 'minutes')}")
     if walls:
         click.echo(walls)
     bad = {i: o for i, o in results.items() if not o.complete}

@@ -30,6 +30,7 @@ from typing import Any, TextIO  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from cep.layout import RAY_LOG, TUNE_DIR  # noqa: E402
 from cep.results import FolderState, write_atomic  # noqa: E402
 from cep.safe_files import DiskFull, out_of_space, refuse_links  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
@@ -38,7 +39,7 @@ from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.scheduling import scheduler_settings  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
-from cep.sweep.store import RAY_LOG, STORAGE_PROBE, TUNE_DIR, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
+from cep.sweep.store import STORAGE_PROBE, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
 
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder

@@ -13,9 +13,9 @@ import socket
 import time
 from pathlib import Path
 
+from cep.layout import LOCK_FILE
 from cep.sweep.spec import SweepError
 
-LOCK_FILE = ".cep-sweep.lock"
 TRIES = 20  # over ~1 s: a dry run's probe or a --restart's move holds the file for a moment only
 
 

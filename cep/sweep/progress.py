@@ -99,8 +99,7 @@ class ProgressTable(tune.Callback):
         out.flush()
 
     def _elapsed(self) -> str:
-        s = int(time.monotonic() - self.t0)
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        return duration(time.monotonic() - self.t0, "clock")
 
     def _members(self, trial: Any) -> list[str]:
         name = trial_name(trial)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from cep.layout import trial_dir
 from cep.reading import TEXT_BYTES
 from cep.results import (
     LOG_FILE,
@@ -27,9 +28,9 @@ from cep.results import (
     config_edits,
     read_folder,
 )
-from cep.safe_files import LinkRefused, read_text
+from cep.safe_files import LinkRefused, pid_alive, read_text
 from cep.sweep.spec import SweepError
-from cep.sweep.store import read_sweep_record, trial_dir
+from cep.sweep.store import read_sweep_record
 from cep.text import duration, text_table
 
 
@@ -65,16 +66,6 @@ def _node(folder: Path) -> dict[str, str]:
     return dict(ln.split(" ", 1) for ln in lines if " " in ln)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process; a nonsense pid
-        return pid > 0
-    return True
-
-
 def _last_log_line(folder: Path) -> str:
     try:
         lines = read_text(folder / LOG_FILE, limit=TEXT_BYTES, what=LOG_FILE, errors="replace").splitlines()
@@ -104,7 +95,7 @@ def trial_status(trial_id: str, folder: Path, action: str, epochs: int, host: st
     elif not node:
         row.why = f"no {NODE_FILE}"
     elif node.get("host") == host and pid.isdigit():
-        if _pid_alive(int(pid)):
+        if pid_alive(int(pid)):
             row.status, row.why = "running", f"pid {pid} alive"
         else:
             row.why = f"pid {pid} is gone"

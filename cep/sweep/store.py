@@ -1,16 +1,6 @@
-"""A sweep's experiment folder, without Ray: its layout, sweep.json, the resume check and the completion check.
+"""A sweep's experiment folder, without Ray: sweep.json's record, the resume check and the completion check.
 
-Layout (the aggregator relies on it):
-    <storage>/<name>/sweep.json           the resolved trial list and its fingerprint
-    <storage>/<name>/trials/<trial id>/    the trial's results folder (cep.results): config.yaml,
-                                           metrics.csv, summary.json, learning_curve.png, checkpoint.pt,
-                                           trial.log, node.txt, error.txt, errors.log
-    <storage>/<name>/tune/                 Ray Tune's own files of the latest run (tuner.pkl, ...), made
-                                           afresh by every run and never read back (see OWN_FILES)
-    <storage>/<name>/.cep-sweep.lock       held by the process that runs the experiment (cep.sweep.lock)
-    <storage>/<name>/ray.log               Ray's and Tune's log lines, the trials' worker output
-
-The trial id's `/`-separated segments are nested folders under trials/.
+Its layout: cep.layout.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,36 +18,18 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.reading import JSON_BYTES, parse_json, read_text_limited
+from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, read_sweep_json, trial_dir
+from cep.reading import read_text_limited
 from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
-from cep.safe_files import read_bytes, refuse_links
+from cep.safe_files import refuse_links
 from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
 from cep.sweep.spec import SweepError, SweepSpec, Trial
 
-SWEEP_FILE = "sweep.json"
-TRIALS_DIR = "trials"
-TUNE_DIR = "tune"
-RAY_LOG = "ray.log"  # in the experiment folder: Ray's and Tune's own log lines, and the trials' worker output
-DISCARDED = ".discarded-"  # what --restart moves out of the way before deleting it
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_uri(storage: str) -> bool:
     return bool(_URI.match(storage))
-
-
-def experiment_dir(storage: str, name: str) -> Path:
-    """`<storage>/<name>` as an absolute local path (shared filesystems are local paths too)."""
-    return Path(storage).expanduser().absolute() / name
-
-
-def trial_dir(exp_dir: str | Path, trial_id: str) -> Path:
-    return Path(exp_dir) / TRIALS_DIR / trial_id
-
-
-def experiment_of(folder: str | Path, trial_id: str) -> Path:
-    """The experiment folder of a trial folder trials/<trial id>/ (the inverse of trial_dir)."""
-    return Path(folder).parents[len(Path(trial_id).parts)]
 
 
 def resolve_trials(trials: Sequence[Trial], exp_dir: str | Path, cwd: str | Path | None = None) -> list[Trial]:
@@ -88,7 +61,7 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = parse_json(read_bytes(path, limit=JSON_BYTES, what=SWEEP_FILE).decode("utf-8"))  # never through a link
+        record = read_sweep_json(exp_dir)
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
@@ -123,8 +96,6 @@ def check_experiment(exp_dir: str | Path, trials: Sequence[Trial]) -> dict[str, 
 def _own_file(name: str) -> bool:
     """Whether a file without sweep.json beside it is what a run of ours leaves when killed before writing
     sweep.json, or while undoing a refused start: the folder is then no other program's, and a run starts it."""
-    from cep.sweep.lock import LOCK_FILE
-
     return (name in (LOCK_FILE, RAY_LOG, TUNE_DIR) or name.startswith((STORAGE_PROBE, DISCARDED, ".write-probe."))
             or (name.startswith(f".{Path(SWEEP_FILE).stem}.") and name.endswith(".tmp.json")))
 
@@ -259,8 +230,6 @@ STORAGE_PROBE = ".storage-probe-"  # prefix of the file each node must see (remo
 
 def storage_probe(path: str, token: str) -> tuple[str, bool]:
     """Run on every node of a cluster: this host's name, and whether it sees `path` holding `token`."""
-    import socket
-
     try:
         return socket.gethostname(), read_text_limited(path, len(token) + 1, "storage probe") == token
     except OSError:

@@ -29,8 +29,10 @@ from typing import Any
 import ray
 from ray import tune
 
+from cep.checkpoint import TrainState
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
+from cep.layout import experiment_of
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import (
     CHECKPOINT_FILE,
@@ -43,11 +45,10 @@ from cep.results import (
     write_atomic,
 )
 from cep.runner import Member, resume_pack, run, run_pack
-from cep.safe_files import LinkRefused, append_text
+from cep.safe_files import LinkRefused, append_text, pid_alive
 from cep.sweep.faults import Fault, FaultInjected, fault_due
 from cep.sweep.scheduling import resume_scheduler
-from cep.sweep.store import experiment_of, torch_threads, trial_device
-from cep.train import TrainState
+from cep.sweep.store import torch_threads, trial_device
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
@@ -113,18 +114,8 @@ def remove_stale_staging(min_age_s: float = 3600.0) -> None:
             old = time.time() - d.stat().st_mtime > min_age_s
         except OSError:
             continue
-        if pid.isdigit() and old and not _alive(int(pid)):
+        if pid.isdigit() and old and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
 
 
 def _write_node(folder: Path) -> None:
