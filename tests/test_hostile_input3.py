@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import free_port
 
 from cep.cli import LEGACY_FIELD_NAMES, TRAIN_FIELD_NAMES, cli, run_main
 from cep.config import MAX_SEED, ConfigError, TrialConfig
 from cep.sweep.cli import main as sweep_main
-from tests.processes import free_port
 
 QUICK = ["--train-samples", "40", "--test-samples", "20", "--device", "cpu", "--sizes", "10,8,784", "--seed", "0",
          "--quiet"]
