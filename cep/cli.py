@@ -131,11 +131,14 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
                        "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
 
 
+LOCAL_HINT = "use another --out folder, or delete it to start afresh"  # a local run's saved states unusable
+
+
 def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
-    from cep.runner import Resumed, run  # torch is imported only once something runs
+    from cep.runner import Member, run, start  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
@@ -146,18 +149,33 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
 
         torch.set_num_threads(threads)
 
-    def started(resumed: Resumed) -> None:
-        if resumed.state is not None:
-            click.echo(f"resuming from {resumed.source} in {cfg.out_dir} after epoch {resumed.epoch}")
+    if cfg.action == "gdu":
+        return print_outcome(cfg, run(cfg, cfg.out_dir, hint=LOCAL_HINT))
+    member = Member(cfg, Path(cfg.out_dir) if cfg.out_dir is not None else None, hint=LOCAL_HINT)
+    start([member])
+    if member.resumed.state is not None and member.resumed.state.status == "running":
+        echo_resuming(member)
+    return train_shown([member], member.id, quiet)
 
-    def epoch(metrics: dict[str, Any], state: Any) -> None:
-        if not quiet and metrics["status"] != "diverged":
-            print_epoch(metrics)
 
-    outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
-                  progress=None if quiet else ProgressLine(cfg.epochs),
-                  restart_hint="use another --out folder, or delete it to start afresh")
-    return print_outcome(cfg, outcome)
+def echo_resuming(m: Any) -> None:
+    click.echo(f"resuming from {m.resumed.source} in {m.cfg.out_dir} after epoch {m.resumed.epoch}")
+
+
+def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, scheduler: Any = None) -> int:
+    """A pack's rounds (cep.runner.rounds) on the terminal, showing the member whose id is `shown`: its
+    progress and epochs, its end; the exit code is its. `scheduler`: a search's, per member
+    (cep.sweep.scheduling)."""
+    from cep.runner import rounds
+
+    mine = next(m for m in members if m.id == shown)
+    for trained in rounds(members, progress=None if quiet else ProgressLine(mine.cfg.epochs), show=shown):
+        for e in trained:
+            if e.id == shown and not quiet and e.status != "diverged":
+                print_epoch(e.metrics)
+        if scheduler is not None:
+            scheduler.after_round(trained)
+    return print_outcome(mine.cfg, mine.outcome)
 
 
 def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
