@@ -40,7 +40,7 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfgs[0].device} ({threads} thread(s))")
     if len(pack.ids) > 1:
         click.echo(alone_note(trial, pack) if alone else pack_note(pack, others_root(spec, out)))
-    from cep.cli import execute
+    from cep.console import execute
 
     if len(cfgs) == 1:
         return execute(cfgs[0])
@@ -111,7 +111,7 @@ def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: 
     """Train a pack as the sweep's trial does (its members `ids` through cep.runner.rounds; with a search's
     `scheduler` per member), showing member `shown`; the exit code is that member's. A pack whose members
     have all ended is not run again: its folders stay as they are."""
-    from cep.cli import LOCAL_HINT, check_out_dir, echo_resuming, print_outcome, train_shown
+    from cep.console import LOCAL_HINT, check_out_dir, echo_resuming, print_outcome, train_shown
     from cep.runner import Member, Outcome, resume_pack
 
     for cfg in cfgs:
