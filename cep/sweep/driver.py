@@ -170,6 +170,7 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
 
     A SweepError (no Ray, a cluster that cannot run the trials) comes before any trial starts."""
     started_ray = False
+    switches = test_env()  # test-only (cep.sweep.faults), checked before Ray starts
     try:
         started_ray = _start_ray(run)
         _check_cluster(run)
@@ -179,7 +180,7 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
         raise
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
                        {p.id: tuple(p.ids) for p in run.packs},
-                       scheduler_settings(run.spec.search))
+                       scheduler_settings(run.spec.search), switches)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_pack_trial, ctx=ctx), dict(run.spec.resources))
     run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
@@ -240,9 +241,6 @@ def _start_ray(run: SweepRun) -> bool:
     # the trials' own Python logging (in Ray's workers) at WARNING, as the driver's
     job = ray.job_config.JobConfig()
     job.set_py_logging_config(ray.LoggingConfig(log_level="WARNING"))
-    switches = test_env()  # test-only (cep.sweep.faults): a cluster started elsewhere lacks this environment
-    if switches:
-        job.set_runtime_env({"env_vars": switches})
     try:
         # "local": never join some other cluster silently (Ray's default looks for one on this machine).
         # configure_logging keeps the handlers of _route_ray_logs (a LoggingConfig here would add a console one).

@@ -2,9 +2,10 @@
 
   CEP_FAULT_INJECT="<trial id glob>:<epoch>[:<times>|always]" raises before that epoch trains;
   CEP_TEST_EPOCH_SLEEP=<seconds> sleeps after each epoch (lets tests interrupt mid-sweep).
-The sweep's trainable calls `between_rounds` in its loop over a pack's rounds; the driver checks them once
-(`test_env`) and hands them to the Ray job's environment (workers of a cluster started elsewhere do not
-inherit the driver's). Nothing else carries them (`cep train` and `--local` never see them); no Ray here.
+The driver checks them once (`test_env`) and the trial sets them in its own environment (`set_switches`: a
+Ray worker keeps the environment its node started with, not the driver's); the sweep's trainable calls
+`between_rounds` in its loop over a pack's rounds. Nothing else carries or checks them: the production path
+threads no test hook (`cep train` and `--local` never see them). No Ray here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,15 @@ def test_env() -> dict[str, str]:
     parse_faults(env.get(FAULT_ENV))
     epoch_sleep(env.get(SLEEP_ENV))
     return env
+
+
+def set_switches(switches: Mapping[str, str]) -> None:
+    """In a trial: exactly the driver's test switches (`test_env`), whatever its worker process started with."""
+    for name in (FAULT_ENV, SLEEP_ENV):
+        if name in switches:
+            os.environ[name] = switches[name]
+        else:
+            os.environ.pop(name, None)
 
 
 def between_rounds(members: Sequence[Any], trained: Sequence[Any] = ()) -> None:

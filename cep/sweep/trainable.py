@@ -46,7 +46,7 @@ from cep.results import (
 )
 from cep.runner import Member, resume_pack, rounds, run
 from cep.safe_files import LinkRefused, append_text, pid_alive
-from cep.sweep.faults import between_rounds
+from cep.sweep.faults import between_rounds, set_switches
 from cep.sweep.scheduling import resume_scheduler
 from cep.sweep.store import torch_threads, trial_device
 
@@ -69,6 +69,7 @@ class TrialContext:
     resources: dict[str, float]
     packs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pack id -> member trial ids
     scheduler: dict[str, Any] | None = None  # a search's scheduler, per member (cep.sweep.scheduling)
+    switches: dict[str, str] = field(default_factory=dict)  # the driver's test switches (cep.sweep.faults)
 
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
@@ -134,6 +135,7 @@ def run_pack_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     for name in ("ray.train", "ray.tune"):  # no "Checkpoint successfully created" line per epoch in the console
         logging.getLogger(name).setLevel(logging.WARNING)
     pack_id = config["trial_id"]  # Tune's trial: one pack
+    set_switches(ctx.switches)
     ids = ctx.packs.get(pack_id, (pack_id,))
     torch.set_num_threads(torch_threads(ctx.resources))
     cfgs = [TrialConfig.from_dict(ctx.configs[i]) for i in ids]
