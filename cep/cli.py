@@ -30,15 +30,8 @@ from cep.config import (
     coerce,
 )
 from cep.errors import DataError, UsageProblem
-from cep.results import (
-    CHECKPOINT_FILE,
-    SUMMARY_FILE,
-    collapse_line,
-    default_out_dir,
-    discard_results,
-    earlier_results,
-    unwritable,
-)
+from cep.health import collapse_line
+from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, default_out_dir, discard_results, earlier_results, unwritable
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml

@@ -75,7 +75,7 @@ class TrialConfig:
     checkpoint: bool = False  # save the complete trainer state after every epoch
     gdu_units: int = 5  # units per layer drawn in the gradient-analysis figures
     # health
-    stop_on_collapse: bool = False  # end a run at its collapse (cep.results.find_collapse; status "collapsed")
+    stop_on_collapse: bool = False  # end a run at its collapse (cep.health.find_collapse; status "collapsed")
 
     def __post_init__(self) -> None:
         problems = self.problems()

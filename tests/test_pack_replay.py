@@ -158,7 +158,7 @@ def rows(*errors: tuple[float, float]) -> list[dict[str, float]]:
 
 
 def test_a_collapse_seen_in_test_error_is_found_like_one_in_train_error():
-    from cep.results import collapse_line, find_collapse
+    from cep.health import collapse_line, find_collapse
 
     learns = [(50, 40), (15, 12)]
     assert find_collapse(rows(*learns, (10, 95), (8, 96))) is None  # two epochs at chance: not yet

@@ -12,7 +12,7 @@ import yaml
 
 from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
-from cep.results import write_atomic
+from cep.safe_files import write_atomic
 from cep.sweep.faults import parse_faults
 from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, sample_steps, select
 from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, parse_sweep

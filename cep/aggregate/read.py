@@ -16,8 +16,9 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
+from cep.health import find_collapse
 from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir
-from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
+from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, read_folder
 from cep.safe_files import LinkRefused
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
@@ -98,7 +99,7 @@ class Trial:
     @property
     def collapsed(self) -> dict[str, Any] | None:
         """summary.json's collapse record; a summary from before collapse detection has none, and then the
-        same rule finds it in metrics.csv (cep.results.find_collapse)."""
+        same rule finds it in metrics.csv (cep.health.find_collapse)."""
         if self.summary is not None and "collapsed" in self.summary:
             c = self.summary["collapsed"]
             return c if isinstance(c, dict) else None

@@ -23,7 +23,8 @@ from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
 from cep.layout import RAY_LOG, SWEEP_FILE, experiment_dir, trial_dir
 from cep.paths import length_problem
-from cep.results import STATUSES, FolderState, unwritable, write_atomic
+from cep.results import STATUSES, FolderState, unwritable
+from cep.safe_files import write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked

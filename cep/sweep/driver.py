@@ -31,8 +31,8 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from cep.layout import RAY_LOG, TUNE_DIR  # noqa: E402
-from cep.results import FolderState, write_atomic  # noqa: E402
-from cep.safe_files import DiskFull, out_of_space, refuse_links  # noqa: E402
+from cep.results import FolderState  # noqa: E402
+from cep.safe_files import DiskFull, out_of_space, refuse_links, write_atomic  # noqa: E402
 from cep.sweep.faults import Fault  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
 from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cep.results import write_atomic
+from cep.safe_files import write_atomic
 from cep.sweep.spec import SweepError
 
 FAULTS_FILE = ".faults_injected"  # counts the injections in the trial folder, so that retries see them
