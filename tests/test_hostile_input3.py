@@ -379,7 +379,7 @@ def test_a_thread_count_beyond_the_machine_is_one_line_not_a_crash(tmp_path):
 
 
 def test_a_sweep_asking_more_cpus_than_this_machine_runs_locally_capped(tmp_path):
-    from cep.sweep.store import torch_threads
+    from cep.sweep.plan import torch_threads
 
     assert torch_threads({"cpu": 1e6}) == os.cpu_count() and torch_threads({"cpu": 1}) == 1
     (tmp_path / "s.yaml").write_text(SWEEP + "resources: {cpu: 1000000}\ngrid: {seed: [0]}\n")

@@ -12,12 +12,12 @@ import yaml
 
 from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
+from cep.layout import SWEEP_FILE, trial_dir
 from cep.safe_files import write_atomic
 from cep.sweep.faults import parse_faults
 from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, sample_steps, select
 from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, parse_sweep
 from cep.sweep.store import (
-    SWEEP_FILE,
     check_experiment,
     delete_discarded,
     discard,
@@ -25,7 +25,6 @@ from cep.sweep.store import (
     outcomes,
     resolve_trials,
     sweep_record,
-    trial_dir,
     write_sweep_record,
 )
 

@@ -28,7 +28,17 @@ from cep.safe_files import write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_sizes, sample_steps, select
+from cep.sweep.plan import (
+    Pack,
+    compare,
+    dry_run_table,
+    make_packs,
+    n_weights,
+    pack_sizes,
+    sample_steps,
+    select,
+    torch_threads,
+)
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
@@ -41,7 +51,6 @@ from cep.sweep.store import (
     resolve_trials,
     stale_discarded,
     sweep_record,
-    torch_threads,
     write_sweep_record,
 )
 from cep.text import duration, printable, text_table

@@ -38,8 +38,9 @@ from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, appe
 from cep.runner import Member, resume_pack, run, run_pack
 from cep.safe_files import LinkRefused, append_text, pid_alive, write_atomic
 from cep.sweep.faults import Fault, FaultInjected, fault_due
+from cep.sweep.plan import torch_threads
 from cep.sweep.scheduling import resume_scheduler
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.store import trial_device
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
