@@ -14,9 +14,10 @@ import time
 import torch
 
 from cep.checkpoint import TrainState, new_state
+from cep.cost import DATASET_SIZES
 from cep.data import Data
 from cep.device import resolve_device
-from cep.sweep.plan import DATASET_SIZES, Pack
+from cep.sweep.plan import Pack
 from cep.train import Stacked, train_epoch
 
 TIMED_BATCHES = 3

@@ -21,25 +21,16 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.config import pack_key
-from cep.layout import RAY_LOG, SWEEP_FILE, experiment_dir, trial_dir
+from cep.cost import epoch_macs
+from cep.layout import RAY_LOG, SWEEP_FILE, Trial, experiment_dir, trial_dir
 from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable
 from cep.safe_files import write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import (
-    Pack,
-    compare,
-    dry_run_table,
-    make_packs,
-    n_weights,
-    pack_sizes,
-    sample_steps,
-    select,
-    torch_threads,
-)
-from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
+from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, pack_sizes, select, torch_threads
+from cep.sweep.spec import SweepError, SweepSpec, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
     check_ours,
@@ -440,7 +431,7 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
         key = (pack_key(cfg), len(p.members))
         if key not in measured and len(measured) < MAX_CALIBRATIONS:
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
-            costs[key] = _epoch_cost(p)
+            costs[key] = epoch_macs(t.config for t in p.members)
         per_epoch = measured.get(key) or _scaled(p, measured, costs)
         mark = "" if key in measured else "~"
         rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
@@ -453,14 +444,9 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
 MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
 
 
-def _epoch_cost(pack: Pack) -> float:
-    """Multiply-adds of one epoch of a pack (cep.sweep.plan's cost model)."""
-    return sum(sample_steps(t.config) / t.config.epochs * n_weights(t.config) for t in pack.members)
-
-
 def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
     """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
-    cost = _epoch_cost(pack)
+    cost = epoch_macs(t.config for t in pack.members)
     key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
     return measured[key] * cost / max(costs[key], 1.0)
 
