@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import free_port, wait
+from processes import free_port, pids_matching, wait
 from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.ray,
@@ -88,21 +88,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
-def _pids_matching(marker: str) -> list[int]:
-    """Processes whose command line mentions `marker` (a temp folder only this test uses)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
-
-
 def _kill_matching(marker: str) -> None:
-    for pid in _pids_matching(marker):
+    for pid in pids_matching(marker):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -356,7 +343,7 @@ def test_slurm_script_requeues_at_the_time_limit_and_the_requeued_job_resumes(cl
         assert "time limit near (SIGUSR1): stopping the sweep, then requeueing this job" in out1
         assert "SIGTERM: stopping the sweep and saving its state" in out1  # cep-sweep saved
         assert requeues.read_text() == "scontrol requeue 4242\n"
-        assert not _pids_matching(str(ray_tmp)), "Ray was stopped"
+        assert not pids_matching(str(ray_tmp)), "Ray was stopped"
         assert any(summary(exp / "trials" / t).get("status") != "finished" for t in IDS)
 
         # the requeued job: the same script again, as SLURM runs it after a requeue

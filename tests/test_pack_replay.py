@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import run_cli
 
 from cep.sweep.cli import main
 
@@ -27,13 +28,6 @@ resources: {cpu: 1, gpu: 0}
 """
 CVF = ["C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0", "C-VF/angle=180/seed=0"]
 TIMING = ("epoch_seconds", "elapsed_seconds")
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def numbers(folder: Path) -> list[dict[str, str]]:
