@@ -1,4 +1,4 @@
-"""Hostile or careless input (issue #11): every case ends in seconds with one `error:` line and exit code 2
+"""Hostile or careless input: every case ends in seconds with one `error:` line and exit code 2
 (or the exit code README gives it), writes nothing it should not, and never runs foreign code."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile input, third round (issue #19): input bounds and one-line errors.
+"""Input bounds and one-line errors: what cep refuses up front, and the words that name the real cause.
 
 Seeds within what torch's generator keeps, a trial-count limit and a fast dry run, only regular files read
 (within a size budget), absurd sizes and step counts refused up front, one line instead of a traceback
