@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -45,3 +46,12 @@ def pids_matching(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each process (one already gone is fine)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

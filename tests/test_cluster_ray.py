@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import free_port, pids_matching, wait
+from processes import free_port, kill_all, pids_matching, wait
 from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.ray,
@@ -79,20 +78,12 @@ def _tree(pid: int) -> list[int]:
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a process and everything under it: a node lost without warning."""
-    for pid in _tree(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(_tree(proc.pid))
     proc.wait(30)
 
 
 def _kill_matching(marker: str) -> None:
-    for pid in pids_matching(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(pids_matching(marker))
 
 
 def node_of(folder: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from commands import run_cli
-from processes import tail, wait
+from processes import kill_all, tail, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
@@ -281,11 +281,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(30)
     end = time.monotonic() + 60
     while _group_pids(proc.pid) and time.monotonic() < end:
-        for pid in _group_pids(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(_group_pids(proc.pid))
         time.sleep(0.2)
     assert not _group_pids(proc.pid), "processes of the killed group are left"
 
