@@ -24,12 +24,14 @@ from cep.config import (
     GDU_PRESETS,
     PAPER_EXPERIMENTS,
     RULES,
+    RUN_FIELDS,
     SETTINGS,
     ConfigError,
     TrialConfig,
     coerce,
 )
 from cep.errors import DataError, UsageProblem
+from cep.health import drift_line
 from cep.results import (
     CHECKPOINT_FILE,
     SUMMARY_FILE,
@@ -40,6 +42,7 @@ from cep.results import (
     unwritable,
 )
 from cep.safe_files import DiskFull, disk_full
+from cep.selection import best_line
 from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml
 
@@ -101,7 +104,9 @@ class ProgressLine:
 
 def print_epoch(metrics: dict[str, Any]) -> None:
     click.echo(f"epoch {metrics['epoch']:>3}  train error {metrics['train_error']:6.2f}%  "
-               f"test error {metrics['test_error']:6.2f}%  train loss {metrics['train_loss']:.4f}  "
+               f"test error {metrics['test_error']:6.2f}%  "
+               + (f"val error {metrics['val_error']:6.2f}%  " if "val_error" in metrics else "")
+               + f"train loss {metrics['train_loss']:.4f}  "
                f"test loss {metrics['test_loss']:.4f}"
                + "".join(f"  angle{k[6:]} {v:.1f}°" for k, v in metrics.items() if k.startswith("angle_"))
                + f"  ({metrics['epoch_seconds']:.1f} s)")
@@ -131,11 +136,13 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
                        "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
 
 
-def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
+def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
+            resume_from: str | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
-    `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
-    from cep.runner import Resumed, run  # torch is imported only once something runs
+    `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `resume_from`: a
+    checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt)."""
+    from cep.runner import Resumed, resume, run  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
@@ -154,7 +161,12 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
         if not quiet and metrics["status"] != "diverged":
             print_epoch(metrics)
 
-    outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
+    resumed = None
+    if resume_from is not None:  # that file only: the folder's own checkpoints are not candidates
+        resumed = resume(cfg.with_run_fields(checkpoint=False), cfg.out_dir, [(resume_from, Path(resume_from))])
+        if resumed.state is not None:
+            resumed.state.config = resumed.state.config.with_run_fields(checkpoint=cfg.checkpoint)
+    outcome = run(cfg, cfg.out_dir, resumed=resumed, on_start=started, on_epoch=epoch,
                   progress=None if quiet else ProgressLine(cfg.epochs),
                   restart_hint="use another --out folder, or delete it to start afresh")
     return print_outcome(cfg, outcome)
@@ -179,7 +191,10 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
     if "collapsed" in final.info:
         stopped = "; stopped there (stop_on_collapse)" if final.status == "collapsed" else ""
         click.echo(collapse_line(final.info["collapsed"]) + stopped, err=True)
+    if "drifting" in final.info:
+        click.echo(drift_line(final.info["drifting"]), err=True)
     if final.history:
+        click.echo(best_line(final.history))
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
                    f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
                    f"seed {final.config.seed}")
@@ -224,6 +239,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--data-dir": ("data_dir", str, "where MNIST is read from or downloaded to"),
     "--train-samples": ("train_samples", int, "use only this many training images"),
     "--test-samples": ("test_samples", int, "use only this many test images"),
+    "--val-samples": ("val_samples", int, "hold out this many training images (stratified, the same for every "
+                                          "trial) to choose the best epoch on; 0: none"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
     "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
     "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
@@ -231,6 +248,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
                                                  "end the run when it collapses (train error back to chance, or test "
                                                  "error at chance while train error is low)"),
+    "--stop-on-drift/--no-stop-on-drift": ("stop_on_drift", None, "end the run when its train error drifts well "
+                                                                  "above its minimum (cep.health)"),
 }
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
@@ -263,14 +282,17 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
                    "count may change float32 results in the last bits, as another device does)")
+@click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="continue (or, with --epochs at its epoch, evaluate) the saved state in this checkpoint file, "
+                   "e.g. RUN/checkpoint-best.pt; its trial fields are the starting point")
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
-                  **options: Any) -> int:
-    """Train one trial. Options override --config, which overrides --preset.
+                  resume_from: str | None, **options: Any) -> int:
+    """Train one trial. Options override --config, which overrides --preset (or --resume-from's fields).
 
     Example: cep train --preset EP-1h --epochs 1
     """
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = saved_fields(resume_from) if resume_from else {}
     if preset:
         fields.update(setting="discrete", activation="sigm", **PAPER_EXPERIMENTS[preset])
     if config_file:
@@ -285,7 +307,15 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
         cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
-    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg))
+    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), resume_from)
+
+
+def saved_fields(path: str) -> dict[str, Any]:
+    """The result fields of the trial saved in a checkpoint file (where it ran and wrote left out)."""
+    from cep.checkpoint import load_state  # torch is imported only once something runs
+
+    saved = load_state(path).config.to_dict()
+    return {k: v for k, v in saved.items() if k not in RUN_FIELDS}
 
 
 # ------------------------------------------------------------------ cep run
