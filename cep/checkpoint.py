@@ -18,7 +18,8 @@ from cep.reading import MB, ReadRefused, open_limited
 from cep.results import BEST_CHECKPOINT_FILE, atomic_path
 from cep.selection import selected_best
 
-STATE_STATUSES = ("running", "finished", "diverged", "collapsed")  # where the trainer stands; all but running end it
+STATE_STATUSES = ("running", "finished", "diverged", "collapsed", "stopped")  # all but running end a run
+# (stopped: by stop_on_drift, cep.health, or by a search's scheduler, cep.sweep.scheduling)
 
 
 @dataclass
