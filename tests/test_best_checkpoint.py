@@ -4,11 +4,12 @@ continued or evaluated with `cep train --resume-from`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-import cep.runner
+import cep.checkpoint
 from cep.checkpoint import load_state
 from cep.cli import TRAIN_FIELD_NAMES, cli, run_main
 from cep.config import TrialConfig
@@ -78,23 +79,24 @@ def test_resume_from_the_best_checkpoint_evaluates_it(whole, tmp_path, capsys):
 def test_a_kill_between_the_best_and_the_last_checkpoint_leaves_both_readable(whole, tmp_path, monkeypatch):
     folder, state = whole
     best_epoch = load_state(folder / "checkpoint-best.pt").epoch
-    real_save = cep.runner.save_state
+    real_save = torch.save
 
     class Killed(BaseException):
         pass
 
-    def killed_after_the_best(st, path):
-        if path.name == "checkpoint.pt" and st.epoch == best_epoch:
-            raise Killed  # checkpoint-best.pt of this epoch is written, checkpoint.pt is not
-        real_save(st, path)
+    def killed_while_writing_the_last(obj, f):
+        if str(f).endswith("checkpoint.pt") and obj["epoch"] == best_epoch:
+            Path(f).write_bytes(b"half a checkpoint")  # checkpoint-best.pt of this epoch is written
+            raise Killed
+        real_save(obj, f)
 
-    monkeypatch.setattr(cep.runner, "save_state", killed_after_the_best)
+    monkeypatch.setattr(cep.checkpoint.torch, "save", killed_while_writing_the_last)
     cfg = TrialConfig(epochs=EPOCHS, out_dir=str(tmp_path), **TINY)
     with pytest.raises(Killed):
         run(cfg, tmp_path)
     assert load_state(tmp_path / "checkpoint-best.pt").epoch == best_epoch
-    assert load_state(tmp_path / "checkpoint.pt").epoch == best_epoch - 1
-    monkeypatch.setattr(cep.runner, "save_state", real_save)
+    assert load_state(tmp_path / "checkpoint.pt").epoch == best_epoch - 1  # the previous one, whole
+    monkeypatch.setattr(cep.checkpoint.torch, "save", real_save)
     resumed = run(cfg, tmp_path).state  # repeats the killed epoch and ends as the uninterrupted run
     same_state(resumed, state)
     same_state(load_state(tmp_path / "checkpoint-best.pt"), load_state(folder / "checkpoint-best.pt"))
