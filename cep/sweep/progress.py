@@ -39,6 +39,7 @@ class _Row:
     status: str = "pending"  # a status of cep.results.STATUSES, or "running" while Tune runs the trial
     failures: int = 0
     collapsed_epoch: int | None = None  # where its train error went back to chance (it may train on)
+    drifting_epoch: int | None = None  # where its train error began to drift above its minimum (cep.health)
     epoch_seconds: float | None = None  # of its latest epoch (in a pack: the round's, shared by its members)
     started: float | None = None  # monotonic time this run first started it
     ended: float | None = None  # monotonic time this run saw it end
@@ -135,6 +136,12 @@ class ProgressTable(tune.Callback):
                 then = "stopped there" if row.status == "collapsed" else "training on"
                 self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} ({_collapse_seen(rec)}); "
                             f"{then} [{self._elapsed()}]")
+            drifting = rec.get("drifting_epoch")
+            if drifting is not None and row.drifting_epoch is None:
+                row.drifting_epoch = int(drifting)
+                then = "stopped there" if row.status == "stopped" else "training on"
+                self._print(f"! {rec.get('id')}: drifting since epoch {row.drifting_epoch} (train error "
+                            f"{_percent(rec.get('train_error'))}, well above its minimum); {then} [{self._elapsed()}]")
             if isinstance(rec.get("epoch_seconds"), (int, float)) and not result.get("replayed"):
                 row.epoch_seconds = float(rec["epoch_seconds"])
             if row.status in COMPLETE and row.started is not None and row.ended is None:
@@ -154,6 +161,8 @@ class ProgressTable(tune.Callback):
             err = f", test error {_percent(row.test_error)}" if isinstance(row.test_error, float) else ""
             if row.collapsed_epoch is not None:
                 err += f", collapsed at epoch {row.collapsed_epoch}"
+            if row.drifting_epoch is not None:
+                err += f", drifting from epoch {row.drifting_epoch}"
             self._print(f"+ {i}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
         self.changed = True
 
@@ -186,6 +195,9 @@ class ProgressTable(tune.Callback):
         flagged = sum(r.collapsed_epoch is not None for r in self.rows.values())
         if flagged:
             head += f"; {flagged} collapsed so far"
+        drifting = sum(r.drifting_epoch is not None for r in self.rows.values())
+        if drifting:
+            head += f"; {drifting} drifting so far"
         active = [(i, r) for i, r in self.rows.items() if r.status == "running"]
         if not active:
             return head
@@ -195,7 +207,8 @@ class ProgressTable(tune.Callback):
                  f"{r.epoch_seconds:.1f}" if r.epoch_seconds is not None else "-",
                  duration(_remaining(r)) if r.epoch_seconds is not None else "-",
                  r.status + (f" (retry {r.failures})" if r.failures else "")
-                 + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")]
+                 + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")
+                 + (f", drifting from epoch {r.drifting_epoch}" if r.drifting_epoch is not None else "")]
                 for i, r in active]
         return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "s/epoch", "ETA", "status"],
                                          rows, indent="  ", right=(1, 2, 3, 4, 5))
