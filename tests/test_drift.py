@@ -94,3 +94,39 @@ def test_stop_on_drift_ends_the_run_where_the_drift_is_confirmed_and_a_resume_ke
     assert folder.status == "stopped" and "by stop_on_drift" in folder.detail(tmp_path)
     again = resume(state.config.replace(epochs=60), tmp_path)
     assert again.state.status == "stopped"  # not trained on
+
+
+def test_cep_sweep_status_shows_a_drifting_trial(tmp_path, capsys):
+    from cep.sweep.status import trial_status
+
+    folder = tmp_path / "t"
+    state = _state(folder)
+    _train_through(state, DRIFTING)
+    write_results(folder, state)
+    row = trial_status("C-EP-1h/seed=0", folder, "train", 40)
+    assert row.drifting_epoch == 17 and row.cells(0.0)[1] == "interrupted, drifting from epoch 17"
+    healthy = _state(tmp_path / "h")
+    _train_through(healthy, CONVERGING)
+    write_results(tmp_path / "h", healthy)
+    assert trial_status("h", tmp_path / "h", "train", 40).drifting_epoch is None
+
+
+def test_the_live_table_flags_a_drifting_member_once():
+    import io
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    from cep.sweep.progress import ProgressTable
+
+    out = io.StringIO()
+    table = ProgressTable({"a": 30}, interval=1e9, out=out)
+    trial = SimpleNamespace(config={"trial_id": "a"}, trial_id="t0", num_failures=0)
+    table.on_trial_start(0, [], trial)
+    for epoch, drifting in ((18, None), (19, 17), (20, 17)):
+        table.on_trial_result(0, [], trial, {"members": [
+            {"id": "a", "epoch": epoch, "epochs": 30, "train_error": 3.6, "test_error": 5.0, "status": "running",
+             "collapsed_epoch": None, "drifting_epoch": drifting}]})
+    lines = [ln for ln in out.getvalue().splitlines() if "drifting" in ln]
+    assert len(lines) == 1 and lines[0].startswith("! a: drifting since epoch 17 (train error 3.60%")
+    text = table.table()
+    assert "1 drifting so far" in text.splitlines()[0] and "running, drifting from epoch 17" in text
