@@ -169,17 +169,18 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     outcome = run(cfg, cfg.out_dir, resumed=resumed, on_start=started, on_epoch=epoch,
                   progress=None if quiet else ProgressLine(cfg.epochs),
                   restart_hint="use another --out folder, or delete it to start afresh")
-    return print_outcome(cfg, outcome)
+    return print_outcome(cfg, outcome, resume_from)
 
 
-def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
-    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
+def print_outcome(cfg: TrialConfig, outcome: Any, source: str | None = None) -> int:
+    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code.
+    `source`: the checkpoint it resumed from, when not the folder's own."""
     final = outcome.state
     if final is None:  # the gdu action prints its own report
         return 0
     if outcome.replayed:
-        click.echo(f"resuming from {Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} after epoch "
-                   f"{final.epoch}; nothing left to train")
+        click.echo(f"resuming from {source or Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} "
+                   f"after epoch {final.epoch}; nothing left to train")
     if "measured_angle" in final.info:
         click.echo("measured angle between V and W^T per pair: "
                    + ", ".join(f"{a:.1f}°" for a in final.info["measured_angle"]))

@@ -73,7 +73,9 @@ def test_resume_from_the_best_checkpoint_evaluates_it(whole, tmp_path, capsys):
     assert e.value.code == 0
     final = json.loads((out / "summary.json").read_text())["final"]
     assert final["test_error"] == best["test_error"]
-    assert f"test error there {best['test_error']:.2f}%" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"test error there {best['test_error']:.2f}%" in said
+    assert f"resuming from {folder / 'checkpoint-best.pt'}: already finished after epoch {best['epoch']}" in said
 
 
 def test_a_kill_between_the_best_and_the_last_checkpoint_leaves_both_readable(whole, tmp_path, monkeypatch):
