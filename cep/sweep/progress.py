@@ -130,18 +130,10 @@ class ProgressTable(tune.Callback):
             row.epoch, row.epochs = int(rec.get("epoch", 0)), int(rec.get("epochs", row.epochs))
             row.train_error, row.test_error = rec.get("train_error"), rec.get("test_error")
             row.status = str(rec.get("status"))
-            collapsed = rec.get("collapsed_epoch")
-            if collapsed is not None and row.collapsed_epoch is None:
-                row.collapsed_epoch = int(collapsed)
-                then = "stopped there" if row.status == "collapsed" else "training on"
-                self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} ({_collapse_seen(rec)}); "
-                            f"{then} [{self._elapsed()}]")
-            drifting = rec.get("drifting_epoch")
-            if drifting is not None and row.drifting_epoch is None:
-                row.drifting_epoch = int(drifting)
-                then = "stopped there" if row.status == "stopped" else "training on"
-                self._print(f"! {rec.get('id')}: drifting since epoch {row.drifting_epoch} (train error "
-                            f"{_percent(rec.get('train_error'))}, well above its minimum); {then} [{self._elapsed()}]")
+            self._flag_once(row, rec, "collapsed_epoch", "collapsed", "collapsed at epoch {} ("
+                            + _collapse_seen(rec) + ")")
+            self._flag_once(row, rec, "drifting_epoch", "stopped", "drifting since epoch {} (train error "
+                            + _percent(rec.get("train_error")) + ", well above its minimum)")
             if isinstance(rec.get("epoch_seconds"), (int, float)) and not result.get("replayed"):
                 row.epoch_seconds = float(rec["epoch_seconds"])
             if row.status in COMPLETE and row.started is not None and row.ended is None:
@@ -150,6 +142,16 @@ class ProgressTable(tune.Callback):
                 self._print(f"= {rec.get('id')}: already {row.status} earlier (epoch {row.epoch}); not rerun")
         self.changed = True
         self.on_step_end(iteration, trials)
+
+    def _flag_once(self, row: _Row, rec: dict[str, Any], key: str, stopped: str, words: str) -> None:
+        """The first report of a member's collapse or drift (`key`: its epoch) sets the row's and gets a line;
+        `stopped`: the status of a member that ended there."""
+        epoch = rec.get(key)
+        if epoch is None or getattr(row, key) is not None:
+            return
+        setattr(row, key, int(epoch))
+        then = "stopped there" if row.status == stopped else "training on"
+        self._print(f"! {rec.get('id')}: {words.format(int(epoch))}; {then} [{self._elapsed()}]")
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         for i in self._members(trial):
