@@ -69,11 +69,16 @@ def _test_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def _percent(record: dict[str, Any], key: str) -> str:
+    """A record's error in %, or '?' where it is missing or not a finite number (an older or damaged file)."""
+    value = record.get(key)
+    return f"{value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+
+
 def collapse_line(collapse: dict[str, Any]) -> str:
     """A collapse record in words, for logs and terminals."""
     def pct(key: str) -> str:
-        value = collapse.get(key)
-        return f"{value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+        return _percent(collapse, key)
 
     if collapse.get("seen_in") == "test_error":
         before = f"{pct('test_error_before')} (epoch {collapse['epoch_before']})" if collapse.get(
@@ -137,8 +142,7 @@ def find_drift(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 def drift_line(drift: dict[str, Any]) -> str:
     """A drift record in words, for logs, terminals and the aggregator (tolerant of missing numbers)."""
     def pct(key: str) -> str:
-        value = drift.get(key)
-        return f"{value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+        return _percent(drift, key)
 
     return (f"drifting since epoch {drift.get('epoch', '?')}: train error {pct('train_error')} at epoch "
             f"{drift.get('flagged_at', '?')}, up from its minimum {pct('min_train_error')} at epoch "

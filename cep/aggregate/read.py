@@ -109,8 +109,7 @@ class TrialResult:
 
     @property
     def collapsed_epoch(self) -> int | None:
-        epoch = (self.collapsed or {}).get("epoch")
-        return int(epoch) if finite(epoch) else None
+        return _epoch_of(self.collapsed)
 
     @property
     def drifting(self) -> dict[str, Any] | None:
@@ -122,8 +121,7 @@ class TrialResult:
 
     @property
     def drifting_epoch(self) -> int | None:
-        epoch = (self.drifting or {}).get("epoch")
-        return int(epoch) if finite(epoch) else None
+        return _epoch_of(self.drifting)
 
     @property
     def selected(self) -> dict[str, Any] | None:
@@ -173,6 +171,12 @@ class TrialResult:
 
 def _hashable(v: Any) -> Any:
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
+
+
+def _epoch_of(record: dict[str, Any] | None) -> int | None:
+    """The epoch of a collapse or drift record (None: none, or not a finite number)."""
+    epoch = (record or {}).get("epoch")
+    return int(epoch) if finite(epoch) else None
 
 
 def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> TrialResult:
