@@ -30,11 +30,12 @@ from cep.config import (
     coerce,
 )
 from cep.errors import DataError, UsageProblem
+from cep.local_run import EXIT_SIGTERM, Terminated, run_folder, sigterm_stops
 from cep.results import (
     CHECKPOINT_FILE,
+    METRICS_FILE,
     SUMMARY_FILE,
     collapse_line,
-    default_out_dir,
     discard_results,
     earlier_results,
     unwritable,
@@ -58,8 +59,11 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
             click.echo(f"error: a file ended unexpectedly ({e.__cause__ or 'EOFError'}); a truncated download "
                        "or checkpoint? delete or replace it", err=True)
             sys.exit(EXIT_USAGE)
-        click.echo("interrupted", err=True)  # Ctrl-C, and only Ctrl-C, is exit code 130
+        click.echo("interrupted by Ctrl-C; rerun the same command to resume", err=True)  # only Ctrl-C is 130
         sys.exit(130)
+    except Terminated:
+        click.echo("stopped by SIGTERM; rerun the same command to resume", err=True)
+        sys.exit(EXIT_SIGTERM)
     except click.ClickException as e:
         click.echo(f"error: {printable(e.format_message())}", err=True)
         sys.exit(EXIT_USAGE)
@@ -110,8 +114,9 @@ def print_epoch(metrics: dict[str, Any]) -> None:
 def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
     """Before anything runs: the results folder can be written, and no earlier result in it is lost.
 
-    A folder holding an earlier run is resumed only with --checkpoint and a saved state (the runner
-    checks that it is this configuration); --overwrite discards the earlier files; otherwise refused.
+    A folder holding an earlier run is resumed only with --checkpoint (the default) and a saved state, or
+    none yet (the runner checks that it is this configuration); --overwrite discards the earlier files;
+    otherwise refused.
     """
 
     if cfg.out_dir is None:
@@ -121,7 +126,8 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
         raise UsageProblem(f"--out {cfg.out_dir}: {why}; choose another results folder")
     found = earlier_results(cfg.out_dir)
     resumable = CHECKPOINT_FILE if cfg.action == "train" else SUMMARY_FILE
-    if not found or (cfg.checkpoint and resumable in found and not overwrite):
+    no_epoch = not {CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE} & set(found)  # stopped before its first save
+    if not found or (cfg.checkpoint and (resumable in found or no_epoch) and not overwrite):
         return
     if overwrite:
         discard_results(cfg.out_dir)
@@ -154,9 +160,10 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
         if not quiet and metrics["status"] != "diverged":
             print_epoch(metrics)
 
-    outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
-                  progress=None if quiet else ProgressLine(cfg.epochs),
-                  restart_hint="use another --out folder, or delete it to start afresh")
+    with sigterm_stops():
+        outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
+                      progress=None if quiet else ProgressLine(cfg.epochs),
+                      restart_hint="add --overwrite to start afresh, or use another --out folder")
     return print_outcome(cfg, outcome)
 
 
@@ -226,8 +233,10 @@ TRAIN_OPTIONS: OptionTable = {
     "--test-samples": ("test_samples", int, "use only this many test images"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
     "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
-    "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
-    "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
+    "--out": ("out_dir", str, "results folder (default: runs/NAME-HASH, HASH a digest of the fields that change "
+                               "the result, epochs excepted: the same command finds the same run again)"),
+    "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch (default: on), so "
+                                     "that rerunning the same command resumes the run bit for bit"),
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
                                                  "end the run when it collapses (train error back to chance, or test "
                                                  "error at chance while train error is low)"),
@@ -259,7 +268,8 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from a YAML file of trial fields")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
-@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
+@click.option("--overwrite", is_flag=True, help="start afresh: discard the results of an earlier run of this "
+              "command (or in --out)")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
                    "count may change float32 results in the last bits, as another device does)")
@@ -267,6 +277,9 @@ def cli() -> None:
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
                   **options: Any) -> int:
     """Train one trial. Options override --config, which overrides --preset.
+
+    Rerunning the same command resumes the run where it stopped (Ctrl-C, SIGTERM, a crash), bit for bit;
+    a finished run is not trained again (a larger --epochs continues it); --overwrite starts afresh.
 
     Example: cep train --preset EP-1h --epochs 1
     """
@@ -282,9 +295,10 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
     fields.update({k: v for k, v in options.items() if v is not None})
+    fields.setdefault("checkpoint", True)  # a local run resumes unless told not to save its state
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
+        cfg = cfg.replace(out_dir=run_folder(cfg, preset or cfg.model_label))
     return execute(cfg, quiet, overwrite, threads or _default_threads(cfg))
 
 
@@ -325,7 +339,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument("--test-samples", type=int, default=None)
-    p.add_argument("--checkpoint", action="store_true")
+    p.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides --device-label)")
     return p
@@ -360,8 +374,8 @@ def legacy_config(argv: Sequence[str]) -> TrialConfig:
                   dtype=a.dtype, out_dir=a.out, checkpoint=a.checkpoint)
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(f"plotcurves-{cfg.depth_name}" if cfg.action == "gdu"
-                                                  else cfg.model_label))
+        cfg = cfg.replace(out_dir=run_folder(cfg, f"plotcurves-{cfg.depth_name}" if cfg.action == "gdu"
+                                             else cfg.model_label))
     return cfg
 
 
@@ -372,7 +386,8 @@ def run_command(ctx: click.Context) -> int:
     """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
 
     Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
-    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint, --overwrite, --device.
+    --dtype float32|float64, --train-samples N, --test-samples N, --no-checkpoint, --overwrite, --device.
+    As `cep train`: rerunning the same command resumes the run (runs/NAME-HASH unless --out).
     """
     if any(arg in ("-h", "--help") for arg in ctx.args):
         click.echo(ctx.get_help())
@@ -400,7 +415,7 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
     Defaults differing from training: float64 (the EP differences are O(beta)) and the offline
     mnist5k data. When --sizes changes the depth without --lrs, the preset's rate is repeated.
     """
-    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k"}
+    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k", "checkpoint": True}
     given = {k: v for k, v in options.items() if v is not None}
     fields.update(given)
     if "lr_tab" not in given and "size_tab" in given:
@@ -408,7 +423,7 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
         fields["lr_tab"] = [GDU_PRESETS[preset]["lr_tab"][0]] * max(n - 1, 1)
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(f"gdu-{preset}"))
+        cfg = cfg.replace(out_dir=run_folder(cfg, f"gdu-{preset}"))
     return cfg
 
 
