@@ -132,9 +132,10 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
     if overwrite:
         discard_results(cfg.out_dir)
         return
+    why = "without a checkpoint" if cfg.checkpoint else "and this run saves no checkpoint (--no-checkpoint)"
     raise UsageProblem(f"--out {cfg.out_dir} holds an earlier run ({', '.join(found[:3])}"
-                       f"{', ...' if len(found) > 3 else ''}); choose another --out folder, add --checkpoint to "
-                       "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
+                       f"{', ...' if len(found) > 3 else ''}) {why}, so it cannot be resumed; choose another "
+                       "--out folder, or --overwrite to replace it")
 
 
 def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
@@ -143,6 +144,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
     from cep.runner import Resumed, run  # torch is imported only once something runs
 
+    if threads is not None and threads < 1:
+        raise UsageProblem(f"--threads {threads}: give a count of at least 1")
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
                            f"most {os.cpu_count() or 1}")
@@ -241,6 +244,8 @@ TRAIN_OPTIONS: OptionTable = {
                                                  "end the run when it collapses (train error back to chance, or test "
                                                  "error at chance while train error is low)"),
 }
+THREADS_HELP = ("torch CPU threads (default: 1, or 2 for a net of more than 2 million forward weights; a thread "
+                "count may change float32 results in the last bits, as another device does)")
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
 
@@ -270,9 +275,7 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
 @click.option("--overwrite", is_flag=True, help="start afresh: discard the results of an earlier run of this "
               "command (or in --out)")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
-                   "count may change float32 results in the last bits, as another device does)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP)
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
                   **options: Any) -> int:
@@ -341,6 +344,7 @@ def legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-samples", type=int, default=None)
     p.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides --device-label)")
     return p
 
@@ -386,7 +390,8 @@ def run_command(ctx: click.Context) -> int:
     """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
 
     Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
-    --dtype float32|float64, --train-samples N, --test-samples N, --no-checkpoint, --overwrite, --device.
+    --dtype float32|float64, --train-samples N, --test-samples N, --no-checkpoint, --overwrite, --device,
+    --threads N.
     As `cep train`: rerunning the same command resumes the run (runs/NAME-HASH unless --out).
     """
     if any(arg in ("-h", "--help") for arg in ctx.args):
@@ -395,7 +400,8 @@ def run_command(ctx: click.Context) -> int:
             sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
         return 0
     cfg = legacy_config(ctx.args)
-    return execute(cfg, overwrite="--overwrite" in ctx.args, threads=_default_threads(cfg))
+    threads = legacy_parser().parse_args(list(ctx.args)).threads
+    return execute(cfg, overwrite="--overwrite" in ctx.args, threads=threads or _default_threads(cfg))
 
 
 # ------------------------------------------------------------------ cep gdu
@@ -430,9 +436,11 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
 @cli.command("gdu")
 @click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
               help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
-@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
+@click.option("--overwrite", is_flag=True, help="start afresh: discard the results of an earlier run of this "
+              "command (or in --out)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP)
 @field_options(GDU_OPTIONS)
-def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
+def gdu_command(preset: str, overwrite: bool, threads: int | None, **options: Any) -> int:
     """EP updates versus BPTT gradients on the first minibatch (spec section 6; the paper's Figs. 5b, 8-15).
 
     Options override --preset. Defaults: float64, mnist5k. Writes figures, trajectories.npz,
@@ -442,7 +450,7 @@ def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
     """
     try:
         cfg = gdu_config(preset, options)
-        return execute(cfg, overwrite=overwrite, threads=_default_threads(cfg))
+        return execute(cfg, overwrite=overwrite, threads=threads or _default_threads(cfg))
     except ConfigError as e:
         raise ConfigError([(GDU_FIELD_NAMES.get(f, f), m) for f, m in e.problems]) from None
 

@@ -9,6 +9,7 @@ Exit codes: 0 every selected trial complete; 1 some errored or incomplete;
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -428,7 +429,9 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
             rows.append([str(k), p.id, "1", "-", "(one analysis)"])
             continue
         key = (pack_key(cfg), len(p.members))
-        if key not in measured and len(measured) < MAX_CALIBRATIONS:
+        nets = {_net(k) for k in measured}
+        new_net = _net(key) not in nets and len(nets) < MAX_NETS
+        if key not in measured and (len(measured) < MAX_CALIBRATIONS or new_net):
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
             costs[key] = _epoch_cost(p)
         per_epoch = measured.get(key) or _scaled(p, measured, costs)
@@ -436,11 +439,21 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
         rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
                      mark + duration(per_epoch * cfg.epochs)])
     click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
-    if len(measured) == MAX_CALIBRATIONS and any(r[3].startswith("~") for r in rows):
-        click.echo(f"~: scaled by multiply-adds from the {MAX_CALIBRATIONS} pack programs calibrated")
+    if any(r[3].startswith("~") for r in rows):
+        click.echo("~: scaled by multiply-adds from a calibrated pack of the same net (layers, rule, setting, "
+                   f"batch; from another net beyond the first {MAX_NETS} nets)")
 
 
-MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
+MAX_CALIBRATIONS = 4  # pack programs timed by --dry-run, beyond the first pack of each net; others are scaled
+MAX_NETS = 16  # distinct nets (_net) each timed once; beyond them, scaled from another net by multiply-adds
+NET_FIELDS = ("rule", "continual", "setting", "size_tab", "activation", "batch_size", "dtype", "device", "debug_cep")
+
+
+def _net(key: tuple[str, int]) -> str:
+    """The net of a calibration key (pack_key, trials): what sets the time of one step per trial; T, Kmax and
+    the data only set how many steps an epoch has."""
+    fields = json.loads(key[0])
+    return json.dumps([fields.get(f) for f in NET_FIELDS])
 
 
 def _epoch_cost(pack: Pack) -> float:
@@ -449,9 +462,14 @@ def _epoch_cost(pack: Pack) -> float:
 
 
 def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
-    """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
+    """A pack's seconds per epoch from the calibrated pack of the closest cost among those of the same net
+    (_net: the same step per trial, so time follows trials x steps), else among all, scaled by cost.
+
+    Multiply-adds alone do not compare two nets: a step's time is mostly fixed overhead for a 1h net, mostly
+    products for a 2h net, and a pack's batched products run at another rate than a trial's."""
     cost = _epoch_cost(pack)
-    key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
+    net = _net((pack_key(pack.members[0].config), len(pack.members)))
+    key = min(measured, key=lambda k: (_net(k) != net, abs(math.log(max(costs[k], 1.0) / max(cost, 1.0)))))
     return measured[key] * cost / max(costs[key], 1.0)
 
 
