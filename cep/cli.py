@@ -174,6 +174,8 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
     """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
     final = outcome.state
     if final is None:  # the gdu action prints its own report
+        if outcome.replayed:
+            click.echo(f"{cfg.out_dir}/ holds this analysis already; nothing rerun (--overwrite to redo it)")
         return 0
     if outcome.replayed:
         click.echo(f"resuming from {Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} after epoch "
@@ -263,7 +265,9 @@ def field_options(table: OptionTable) -> Callable[[Callable[..., Any]], Callable
 def cli() -> None:
     """Continual Equilibrium Propagation: train and analyse one trial.
 
-    Sweeps over many trials: see cep-sweep.
+    Sweeps over many trials: see cep-sweep. Exit codes: 0 done; 1 the run diverged; 2 bad input
+    (one error line per problem, nothing run); 130 / 143 stopped by Ctrl-C / SIGTERM: rerun the same
+    command to resume from the last finished epoch.
     """
 
 

@@ -123,3 +123,12 @@ def test_an_unseeded_run_resumes_with_the_seed_it_drew(tmp_path):
     seeds = [line.rsplit("seed ", 1)[1] for out in (first.stdout, again.stdout) for line in out.splitlines()
              if line.startswith("final test error")]
     assert len(seeds) == 2 and seeds[0] == seeds[1]  # the drawn seed, recorded, is the one the rerun continues
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
+    code, err = stop_after(tmp_path, 1, signal.SIGINT)
+    assert code == 130 and "interrupted by Ctrl-C; rerun the same command to resume" in err, err
+    assert "Traceback" not in err
+    resumed = subprocess.run([CEP, *ARGS, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0 and "after epoch 1" in resumed.stdout, resumed.stdout + resumed.stderr
