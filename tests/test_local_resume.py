@@ -132,3 +132,17 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     resumed = subprocess.run([CEP, *ARGS, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0 and "after epoch 1" in resumed.stdout, resumed.stdout + resumed.stderr
+
+
+def test_cep_run_finds_its_run_again(tmp_path):
+    """The original main.py flags: the same command finds the same runs/NAME-HASH folder and keeps it."""
+    legacy = ["run", "--action", "train", "--discrete", "--size_tab", "10", "16", "784", "--lr_tab", "0.04", "0.08",
+              "--T", "5", "--Kmax", "2", "--beta", "0.1", "--epochs", "1", "--seed", "0", "--dataset", "mnist5k",
+              "--train-samples", "100", "--test-samples", "50", "--device", "cpu"]
+    first = subprocess.run([CEP, *legacy], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    [folder] = run_folders(tmp_path)
+    again = subprocess.run([CEP, *legacy, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and f"in {Path('runs') / folder.name} after epoch 1" in again.stdout, again.stdout
+    assert run_folders(tmp_path) == [folder] and epochs_done(folder) == 2
