@@ -265,9 +265,9 @@ def field_options(table: OptionTable) -> Callable[[Callable[..., Any]], Callable
 def cli() -> None:
     """Continual Equilibrium Propagation: train and analyse one trial.
 
-    Sweeps over many trials: see cep-sweep. Exit codes: 0 done; 1 the run diverged; 2 bad input
-    (one error line per problem, nothing run); 130 / 143 stopped by Ctrl-C / SIGTERM: rerun the same
-    command to resume from the last finished epoch.
+    Sweeps over many trials: see cep-sweep. Exit codes: 0 done; 1 the run diverged (or collapsed, with
+    --stop-on-collapse); 2 bad input (one error line per problem, nothing run); 130 / 143 stopped by
+    Ctrl-C / SIGTERM: rerun the same command to resume from the last finished epoch.
     """
 
 
