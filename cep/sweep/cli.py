@@ -441,7 +441,7 @@ def _estimate_packs(spec: SweepSpec, packs: list[Pack]) -> None:
     click.echo(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
     if any(r[3].startswith("~") for r in rows):
         click.echo("~: scaled by multiply-adds from a calibrated pack of the same net (layers, rule, setting, "
-                   f"batch; from another net beyond the first {MAX_NETS} nets)")
+                   f"batch; packed or alone), or from another net beyond the first {MAX_NETS}")
 
 
 MAX_CALIBRATIONS = 4  # pack programs timed by --dry-run, beyond the first pack of each net; others are scaled
@@ -450,10 +450,11 @@ NET_FIELDS = ("rule", "continual", "setting", "size_tab", "activation", "batch_s
 
 
 def _net(key: tuple[str, int]) -> str:
-    """The net of a calibration key (pack_key, trials): what sets the time of one step per trial; T, Kmax and
-    the data only set how many steps an epoch has."""
+    """The program of a calibration key (pack_key, trials): the net and whether it is packed (a pack runs
+    batched products, a trial alone plain ones) set the time of one step per trial; T, Kmax, the data and the
+    number of members only set how many such steps an epoch has."""
     fields = json.loads(key[0])
-    return json.dumps([fields.get(f) for f in NET_FIELDS])
+    return json.dumps([fields.get(f) for f in NET_FIELDS] + [key[1] > 1])
 
 
 def _epoch_cost(pack: Pack) -> float:
