@@ -30,7 +30,7 @@ from cep.config import (
 )
 from cep.console import execute
 from cep.errors import DataError, UsageProblem
-from cep.results import default_out_dir
+from cep.local_run import EXIT_SIGTERM, Terminated, run_folder
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml
@@ -50,8 +50,11 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
             click.echo(f"error: a file ended unexpectedly ({e.__cause__ or 'EOFError'}); a truncated download "
                        "or checkpoint? delete or replace it", err=True)
             sys.exit(EXIT_USAGE)
-        click.echo("interrupted", err=True)  # Ctrl-C, and only Ctrl-C, is exit code 130
+        click.echo("interrupted by Ctrl-C; rerun the same command to resume", err=True)  # only Ctrl-C is 130
         sys.exit(130)
+    except Terminated:
+        click.echo("stopped by SIGTERM; rerun the same command to resume", err=True)
+        sys.exit(EXIT_SIGTERM)
     except click.ClickException as e:
         click.echo(f"error: {printable(e.format_message())}", err=True)
         sys.exit(EXIT_USAGE)
@@ -107,14 +110,18 @@ TRAIN_OPTIONS: OptionTable = {
                                           "trial) to choose the best epoch on; 0: none"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
     "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
-    "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
-    "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch; rerun to resume"),
+    "--out": ("out_dir", str, "results folder (default: runs/NAME-HASH, HASH a digest of the fields that change "
+                               "the result, epochs excepted: the same command finds the same run again)"),
+    "--checkpoint/--no-checkpoint": ("checkpoint", None, "save the full state every epoch (default: on), so "
+                                     "that rerunning the same command resumes the run bit for bit"),
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
                                                  "end the run when it collapses (train error back to chance, or test "
                                                  "error at chance while train error is low)"),
     "--stop-on-drift/--no-stop-on-drift": ("stop_on_drift", None, "end the run when its train error drifts well "
                                                                   "above its minimum (cep.health)"),
 }
+THREADS_HELP = ("torch CPU threads (default: 1, or 2 for a net of more than 2 million forward weights; a thread "
+                "count may change float32 results in the last bits, as another device does)")
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
 
@@ -132,7 +139,9 @@ def field_options(table: OptionTable) -> Callable[[Callable[..., Any]], Callable
 def cli() -> None:
     """Continual Equilibrium Propagation: train and analyse one trial.
 
-    Sweeps over many trials: see cep-sweep.
+    Sweeps over many trials: see cep-sweep. Exit codes: 0 done; 1 the run diverged (or collapsed, with
+    --stop-on-collapse); 2 bad input (one error line per problem, nothing run); 130 / 143 stopped by
+    Ctrl-C / SIGTERM: rerun the same command to resume from the last finished epoch.
     """
 
 
@@ -142,17 +151,19 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from a YAML file of trial fields")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines or progress")
-@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
-                   "count may change float32 results in the last bits, as another device does)")
+@click.option("--overwrite", is_flag=True, help="start afresh: discard the results of an earlier run of this "
+              "command (or in --out)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP)
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="continue (or, with --epochs at its epoch, evaluate) the saved state in this checkpoint file, "
-                   "e.g. RUN/checkpoint-best.pt; its trial fields are the starting point")
+                   "e.g. RUN/checkpoint-best.pt, in a new --out folder; its trial fields are the starting point")
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
                   resume_from: str | None, **options: Any) -> int:
     """Train one trial. Options override --config, which overrides --preset (or --resume-from's fields).
+
+    Rerunning the same command resumes the run where it stopped (Ctrl-C, SIGTERM, a crash), bit for bit;
+    a finished run is not trained again (a larger --epochs continues it); --overwrite starts afresh.
 
     Example: cep train --preset EP-1h --epochs 1
     """
@@ -168,9 +179,13 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
     fields.update({k: v for k, v in options.items() if v is not None})
+    fields.setdefault("checkpoint", True)  # a local run resumes unless told not to save its state
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
+        if resume_from:  # its own run: the default folder is the original run's (same fields), never rewritten
+            raise UsageProblem(f"--resume-from {resume_from}: give --out NEW_FOLDER for the continued run (the "
+                               "default folder is the original run's, which is kept as it is)")
+        cfg = cfg.replace(out_dir=run_folder(cfg, preset or cfg.model_label))
     return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), resume_from)
 
 
@@ -219,8 +234,9 @@ def legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument("--test-samples", type=int, default=None)
-    p.add_argument("--checkpoint", action="store_true")
+    p.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides --device-label)")
     return p
 
@@ -254,8 +270,8 @@ def legacy_config(argv: Sequence[str]) -> TrialConfig:
                   dtype=a.dtype, out_dir=a.out, checkpoint=a.checkpoint)
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(f"plotcurves-{cfg.depth_name}" if cfg.action == "gdu"
-                                                  else cfg.model_label))
+        cfg = cfg.replace(out_dir=run_folder(cfg, f"plotcurves-{cfg.depth_name}" if cfg.action == "gdu"
+                                             else cfg.model_label))
     return cfg
 
 
@@ -266,7 +282,9 @@ def run_command(ctx: click.Context) -> int:
     """Accept the original main.py flags verbatim: cep run --action 'train' --discrete --size_tab 10 512 784 ...
 
     Also: --dataset mnist|mnist5k (default mnist, in --data-dir ./data), --out DIR,
-    --dtype float32|float64, --train-samples N, --test-samples N, --checkpoint, --overwrite, --device.
+    --dtype float32|float64, --train-samples N, --test-samples N, --no-checkpoint, --overwrite, --device,
+    --threads N.
+    As `cep train`: rerunning the same command resumes the run (runs/NAME-HASH unless --out).
     """
     if any(arg in ("-h", "--help") for arg in ctx.args):
         click.echo(ctx.get_help())
@@ -274,7 +292,8 @@ def run_command(ctx: click.Context) -> int:
             sorted(o for act in legacy_parser()._actions for o in act.option_strings)))
         return 0
     cfg = legacy_config(ctx.args)
-    return execute(cfg, overwrite="--overwrite" in ctx.args, threads=_default_threads(cfg))
+    threads = legacy_parser().parse_args(list(ctx.args)).threads
+    return execute(cfg, overwrite="--overwrite" in ctx.args, threads=threads or _default_threads(cfg))
 
 
 # ------------------------------------------------------------------ cep gdu
@@ -294,7 +313,7 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
     Defaults differing from training: float64 (the EP differences are O(beta)) and the offline
     mnist5k data. When --sizes changes the depth without --lrs, the preset's rate is repeated.
     """
-    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k"}
+    fields: dict[str, Any] = {**GDU_PRESETS[preset], "dtype": "float64", "dataset": "mnist5k", "checkpoint": True}
     given = {k: v for k, v in options.items() if v is not None}
     fields.update(given)
     if "lr_tab" not in given and "size_tab" in given:
@@ -302,16 +321,18 @@ def gdu_config(preset: str, options: dict[str, Any]) -> TrialConfig:
         fields["lr_tab"] = [GDU_PRESETS[preset]["lr_tab"][0]] * max(n - 1, 1)
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
-        cfg = cfg.replace(out_dir=default_out_dir(f"gdu-{preset}"))
+        cfg = cfg.replace(out_dir=run_folder(cfg, f"gdu-{preset}"))
     return cfg
 
 
 @cli.command("gdu")
 @click.option("--preset", type=click.Choice(sorted(GDU_PRESETS)), default="ep-discrete", show_default=True,
               help="a plotcurves command of the seed README; Fig. 5(b): ep-, c-ep-, c-vf-continuous")
-@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in --out")
+@click.option("--overwrite", is_flag=True, help="start afresh: discard the results of an earlier run of this "
+              "command (or in --out)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP)
 @field_options(GDU_OPTIONS)
-def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
+def gdu_command(preset: str, overwrite: bool, threads: int | None, **options: Any) -> int:
     """EP updates versus BPTT gradients on the first minibatch (spec section 6; the paper's Figs. 5b, 8-15).
 
     Options override --preset. Defaults: float64, mnist5k. Writes figures, trajectories.npz,
@@ -321,7 +342,7 @@ def gdu_command(preset: str, overwrite: bool, **options: Any) -> int:
     """
     try:
         cfg = gdu_config(preset, options)
-        return execute(cfg, overwrite=overwrite, threads=_default_threads(cfg))
+        return execute(cfg, overwrite=overwrite, threads=threads or _default_threads(cfg))
     except ConfigError as e:
         raise ConfigError([(GDU_FIELD_NAMES.get(f, f), m) for f, m in e.problems]) from None
 

@@ -15,7 +15,8 @@ import click
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
 from cep.health import collapse_line, drift_line
-from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
+from cep.local_run import sigterm_stops
+from cep.results import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
 from cep.selection import best_line
 
 
@@ -53,8 +54,9 @@ def print_epoch(metrics: dict[str, Any]) -> None:
 def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
     """Before anything runs: the results folder can be written, and no earlier result in it is lost.
 
-    A folder holding an earlier run is resumed only with --checkpoint and a saved state (the runner
-    checks that it is this configuration); --overwrite discards the earlier files; otherwise refused.
+    A folder holding an earlier run is resumed only with --checkpoint (the default) and a saved state, or
+    none yet (the runner checks that it is this configuration); --overwrite discards the earlier files;
+    otherwise refused.
     """
 
     if cfg.out_dir is None:
@@ -64,17 +66,19 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
         raise UsageProblem(f"--out {cfg.out_dir}: {why}; choose another results folder")
     found = earlier_results(cfg.out_dir)
     resumable = CHECKPOINT_FILE if cfg.action == "train" else SUMMARY_FILE
-    if not found or (cfg.checkpoint and resumable in found and not overwrite):
+    no_epoch = not {CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE} & set(found)  # stopped before its first save
+    if not found or (cfg.checkpoint and (resumable in found or no_epoch) and not overwrite):
         return
     if overwrite:
         discard_results(cfg.out_dir)
         return
+    why = "without a checkpoint" if cfg.checkpoint else "and this run saves no checkpoint (--no-checkpoint)"
     raise UsageProblem(f"--out {cfg.out_dir} holds an earlier run ({', '.join(found[:3])}"
-                       f"{', ...' if len(found) > 3 else ''}); choose another --out folder, add --checkpoint to "
-                       "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
+                       f"{', ...' if len(found) > 3 else ''}) {why}, so it cannot be resumed; choose another "
+                       "--out folder, or --overwrite to replace it")
 
 
-LOCAL_HINT = "use another --out folder, or delete it to start afresh"  # a local run's saved states unusable
+LOCAL_HINT = "add --overwrite to start afresh, or use another --out folder"  # a local run's states unusable
 
 
 def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
@@ -85,6 +89,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt)."""
     from cep.runner import Member, resume, run, start  # torch is imported only once something runs
 
+    if threads is not None and threads < 1:
+        raise UsageProblem(f"--threads {threads}: give a count of at least 1")
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
                            f"most {os.cpu_count() or 1}")
@@ -94,17 +100,19 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
 
         torch.set_num_threads(threads)
 
-    if cfg.action == "gdu":
-        return print_outcome(cfg, run(cfg, cfg.out_dir, hint=LOCAL_HINT))
-    member = Member(cfg, Path(cfg.out_dir) if cfg.out_dir is not None else None, hint=LOCAL_HINT)
-    if resume_from is not None:  # that file only: the folder's own checkpoints are not candidates
-        member.resumed = resume(cfg.with_run_fields(checkpoint=False), cfg.out_dir, [(resume_from, Path(resume_from))])
-        if member.resumed.state is not None:
-            member.resumed.state.config = member.resumed.state.config.with_run_fields(checkpoint=cfg.checkpoint)
-    start([member])
-    if member.resumed.state is not None and member.resumed.state.status == "running":
-        echo_resuming(member)
-    return train_shown([member], member.id, quiet, source=resume_from)
+    with sigterm_stops():  # SIGTERM ends the run like Ctrl-C: one line, exit 143, resumable
+        if cfg.action == "gdu":
+            return print_outcome(cfg, run(cfg, cfg.out_dir, hint=LOCAL_HINT))
+        member = Member(cfg, Path(cfg.out_dir) if cfg.out_dir is not None else None, hint=LOCAL_HINT)
+        if resume_from is not None:  # that file only: the folder's own checkpoints are not candidates
+            member.resumed = resume(cfg.with_run_fields(checkpoint=False), cfg.out_dir,
+                                    [(resume_from, Path(resume_from))])
+            if member.resumed.state is not None:
+                member.resumed.state.config = member.resumed.state.config.with_run_fields(checkpoint=cfg.checkpoint)
+        start([member])
+        if member.resumed.state is not None and member.resumed.state.status == "running":
+            echo_resuming(member)
+        return train_shown([member], member.id, quiet, source=resume_from)
 
 
 def echo_resuming(m: Any) -> None:
@@ -133,6 +141,8 @@ def print_outcome(cfg: TrialConfig, outcome: Any, source: str | None = None) -> 
     `source`: the checkpoint it resumed from, when not the folder's own."""
     final = outcome.state
     if final is None:  # the gdu action prints its own report
+        if outcome.replayed:
+            click.echo(f"{cfg.out_dir}/ holds this analysis already; nothing rerun (--overwrite to redo it)")
         return 0
     if outcome.replayed:
         click.echo(f"resuming from {source or Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} "

@@ -39,9 +39,9 @@ def default_threads(cfg: TrialConfig, cpus: int | None = None) -> int:
     costs more than it gains, and on a busy machine extra threads wait on each other (EP-1h at 146 samples/s
     instead of ~4,000 with torch's default). Measured with benchmarks/trainer_speed.py --threads 1,2
     (README, "Threads"): 1 thread is fastest for every paper configuration, so 1 unless the net has more
-    than ~2 million weights per minibatch sample (then up to 2, never more than the CPUs there are).
+    than 2 million forward weights (then 2, never more than the CPUs there are).
     """
-    return max(1, min(cpus or available_cpus(), 1 + cfg.n_synapses // LARGE_NET_WEIGHTS))
+    return max(1, min(cpus or available_cpus(), 2 if cfg.n_synapses > LARGE_NET_WEIGHTS else 1))
 
 
 LARGE_NET_WEIGHTS = 2_000_000  # forward weights above which a second thread pays (see default_threads)

@@ -115,3 +115,15 @@ def test_a_diverged_epoch_never_replaces_the_best(tmp_path):
     assert state.status == "diverged" and state.epoch == 1  # epoch 1 is still the best: its state is kept
     best = load_state(tmp_path / "checkpoint-best.pt")
     assert best.epoch == 1 and best.params.all_finite() and best.status == "running"
+
+
+def test_resume_from_without_out_keeps_the_original_run(whole, tmp_path, capsys, monkeypatch):
+    """The default folder (runs/NAME-HASH) of a run continued from its own checkpoint-best.pt is the original
+    run's (same fields): refused in one line, so the later epochs of that run are never rewritten."""
+    from commands import one_line_exit_2
+
+    folder, _ = whole
+    monkeypatch.chdir(tmp_path)
+    line = one_line_exit_2(["train", "--resume-from", str(folder / "checkpoint-best.pt"), "--quiet"], capsys)
+    assert "--resume-from" in line and "--out" in line
+    assert not (tmp_path / "runs").exists()

@@ -37,10 +37,12 @@ def test_every_seed_readme_command_is_accepted():
 
 def test_seed_readme_commands_map_to_the_published_configurations():
     first = legacy_config(shlex.split(COMMANDS[0])[2:])
-    assert first.replace(out_dir=None) == paper_config("EP-1h", dataset="mnist", data_dir="./data", out_dir=None)
+    assert first.replace(out_dir=None) == paper_config("EP-1h", dataset="mnist", data_dir="./data", out_dir=None,
+                                                       checkpoint=True)  # cep run resumes by default
     for line, name in zip(COMMANDS[:6], ["EP-1h", "EP-2h", "C-EP-1h", "C-EP-2h", "C-VF-1h", "C-VF-2h"]):
         cfg = legacy_config(shlex.split(line)[2:])
-        assert cfg.replace(out_dir=None) == paper_config(name, dataset="mnist", data_dir="./data", out_dir=None)
+        assert cfg.replace(out_dir=None) == paper_config(name, dataset="mnist", data_dir="./data", out_dir=None,
+                                                         checkpoint=True)
     spelled = legacy_config(shlex.split(COMMANDS[2].replace("--cep", "--c-ep"))[2:])
     assert spelled.continual
     gdu = legacy_config(shlex.split(COMMANDS[14])[2:])  # Fig. 5(b), continuous EP
@@ -57,7 +59,7 @@ def test_cep_train_writes_a_results_folder(tmp_path, capsys):
     assert "final test error" in stdout and str(out) in stdout and "measured angle" in stdout
     cfg = TrialConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
     assert cfg == paper_config("C-VF-1h", angle=45, epochs=2, seed=3, size_tab=(10, 32, 784), out_dir=str(out),
-                               train_samples=200, test_samples=100, device="cpu")
+                               train_samples=200, test_samples=100, device="cpu", checkpoint=True)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     summary = json.loads((out / "summary.json").read_text())

@@ -118,7 +118,7 @@ def test_the_dry_run_calibrates_a_few_programs_and_scales_the_rest(tmp_path, cap
         sweep_main([str(tmp_path / "s.yaml"), "--dry-run", "--storage", str(tmp_path / "st")])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    assert "~: scaled by multiply-adds from the 4 pack programs calibrated" in out
+    assert "~: scaled by multiply-adds from a calibrated pack of the same net" in out
     assert sum(line.split()[3].startswith("~") for line in out.splitlines() if line.startswith(("5 ", "6 "))) == 2
 
 

@@ -227,7 +227,8 @@ def _print_report(cfg: TrialConfig, result: GDUResult, rows: list[dict[str, Any]
     if result.unsettled(cfg.beta):
         click.echo(f"warning: the free phase has not settled (last step changes states by {result.free_residual:.1e}"
                    f"{' per unit time' if cfg.setting == 'continuous' else ''}, large against beta {cfg.beta:g}): "
-                   "EP reads this drift as signal; use more free steps (--T)", err=True)
+                   "EP reads this drift as signal; use more free steps (cep gdu --free-steps, cep run --T)",
+                   err=True)
     gdu_dir = out / GDU_DIR
     click.echo(f"figures: {gdu_dir / FIGURE_STEM}.png and .pdf; trajectories and agreement.csv in {gdu_dir}/")
     click.echo(f"results in {out}/ ({seconds:.1f} s)")

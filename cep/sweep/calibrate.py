@@ -8,6 +8,7 @@ cluster's nodes, and a busy machine, run at other speeds.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -24,7 +25,9 @@ from cep.text import duration, text_table
 from cep.train import Stacked, train_epoch
 
 TIMED_BATCHES = 3
-MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
+MAX_CALIBRATIONS = 4  # pack programs timed by --dry-run, beyond the first pack of each net; others are scaled
+MAX_NETS = 16  # distinct nets (_net) each timed once; beyond them, scaled from another net by multiply-adds
+NET_FIELDS = ("rule", "continual", "setting", "size_tab", "activation", "batch_size", "dtype", "device", "debug_cep")
 
 
 def random_data(n: int, device: torch.device, dtype: torch.dtype) -> Data:
@@ -90,7 +93,9 @@ def estimate_table(spec: SweepSpec, packs: list[Pack]) -> str:
             rows.append([str(k), p.id, "1", "-", "(one analysis)"])
             continue
         key = (pack_key(cfg), len(p.members))
-        if key not in measured and len(measured) < MAX_CALIBRATIONS:
+        nets = {_net(k) for k in measured}
+        new_net = _net(key) not in nets and len(nets) < MAX_NETS
+        if key not in measured and (len(measured) < MAX_CALIBRATIONS or new_net):
             measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
             costs[key] = epoch_macs(t.config for t in p.members)
         per_epoch = measured.get(key) or _scaled(p, measured, costs)
@@ -98,13 +103,27 @@ def estimate_table(spec: SweepSpec, packs: list[Pack]) -> str:
         rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
                      mark + duration(per_epoch * cfg.epochs)])
     lines.append(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
-    if len(measured) == MAX_CALIBRATIONS and any(r[3].startswith("~") for r in rows):
-        lines.append(f"~: scaled by multiply-adds from the {MAX_CALIBRATIONS} pack programs calibrated")
+    if any(r[3].startswith("~") for r in rows):
+        lines.append("~: scaled by multiply-adds from a calibrated pack of the same net (layers, rule, setting, "
+                     f"batch; packed or alone), or from another net beyond the first {MAX_NETS}")
     return "\n".join(lines)
 
 
+def _net(key: tuple[str, int]) -> str:
+    """The program of a calibration key (pack_key, trials): the net and whether it is packed (a pack runs
+    batched products, a trial alone plain ones) set the time of one step per trial; T, Kmax, the data and the
+    number of members only set how many such steps an epoch has."""
+    fields = json.loads(key[0])
+    return json.dumps([fields.get(f) for f in NET_FIELDS] + [key[1] > 1])
+
+
 def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
-    """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
+    """A pack's seconds per epoch from the calibrated pack of the closest cost among those of the same net
+    (_net: the same step per trial, so time follows trials x steps), else among all, scaled by cost.
+
+    Multiply-adds alone do not compare two nets: a step's time is mostly fixed overhead for a 1h net, mostly
+    products for a 2h net, and a pack's batched products run at another rate than a trial's."""
     cost = epoch_macs(t.config for t in pack.members)
-    key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
+    net = _net((pack_key(pack.members[0].config), len(pack.members)))
+    key = min(measured, key=lambda k: (_net(k) != net, abs(math.log(max(costs[k], 1.0) / max(cost, 1.0)))))
     return measured[key] * cost / max(costs[key], 1.0)

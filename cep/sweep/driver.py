@@ -20,9 +20,12 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import logging  # noqa: E402
 import signal  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
@@ -244,15 +247,43 @@ def _start_ray(run: SweepRun) -> bool:
     try:
         # "local": never join some other cluster silently (Ray's default looks for one on this machine).
         # configure_logging keeps the handlers of _route_ray_logs (a LoggingConfig here would add a console one).
-        ray.init(address=run.address or "local", include_dashboard=False, configure_logging=True,
-                 logging_level=logging.INFO if run.verbose else logging.WARNING, logging_format=_LOG_FORMAT,
-                 job_config=job, log_to_driver=True)
+        with _ray_processes_in_their_own_session():
+            ray.init(address=run.address or "local", include_dashboard=False, configure_logging=True,
+                     logging_level=logging.INFO if run.verbose else logging.WARNING, logging_format=_LOG_FORMAT,
+                     job_config=job, log_to_driver=True)
     except Exception as e:
         where = f"--address {run.address}: cannot join the Ray cluster" if run.address else "cannot start Ray"
         raise SweepError([f"{where} ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''})"]
                          ) from None
     _route_worker_output(run)
     return True
+
+
+@contextmanager
+def _ray_processes_in_their_own_session() -> Iterator[None]:
+    """Start a local Ray's processes (GCS, raylet, and the workers they spawn) in a session of their own.
+
+    A signal to cep-sweep's whole process group (`timeout`, `kill -- -PGID`, a container runtime) then reaches
+    the driver alone, which stops Tune and shuts Ray down itself; in the group, Ray's processes died first
+    and the driver waited a minute for its GCS. They still die with the driver (Ray's kernel fate sharing).
+    Ray 2.60 starts them through services.ConsolePopen; if its internals differ, they start as Ray starts them.
+    """
+    services = getattr(getattr(ray, "_private", None), "services", None)
+    original = getattr(services, "ConsolePopen", None)
+    if not (isinstance(original, type) and issubclass(original, subprocess.Popen)):
+        yield
+        return
+
+    class OwnSession(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 # ------------------------------------------------------------ Ray's own output
