@@ -38,6 +38,7 @@ from cep.safe_files import (
     DiskFull,
     LinkRefused,
     append_text,
+    check_replaceable,
     create_exclusive,
     disk_full,
     find_link,
@@ -96,6 +97,7 @@ def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Pa
     """
     path = Path(path)
     refuse_links(root if root is not None else path.parent, path)
+    check_replaceable(path)
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
