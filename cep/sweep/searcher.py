@@ -29,28 +29,12 @@ WORST = 100.0  # the metric (an error in percent) of a point whose trials have n
 
 def flat_space(search: SearchSpec) -> dict[str, Dist]:
     """The searched dimensions by name: `beta`, `lr_tab[0]` (a ratio entry is its factor)."""
-    out: dict[str, Dist] = {}
-    for name, space in search.space.items():
-        if isinstance(space, Dist):
-            out[name] = space
-        else:
-            out.update({f"{name}[{i}]": e for i, e in enumerate(space) if isinstance(e, Dist)})
-    return out
+    return search.dimensions()
 
 
 def to_point(search: SearchSpec, flat: Mapping[str, Any]) -> dict[str, Any]:
     """A suggestion (flat dimensions) as trial fields, ratios applied."""
-    out: dict[str, Any] = {}
-    for name, space in search.space.items():
-        if isinstance(space, Dist):
-            out[name] = flat[name]
-            continue
-        entries = [flat[f"{name}[{i}]"] if isinstance(e, Dist) else e for i, e in enumerate(space)]
-        for i, e in enumerate(space):
-            if isinstance(e, Dist) and e.ratio_to is not None:
-                entries[i] = entries[e.ratio_to] * entries[i]
-        out[name] = entries
-    return out
+    return search.compose(lambda name, _: flat[name])
 
 
 def searcher_problems(search: SearchSpec | None) -> list[str]:
