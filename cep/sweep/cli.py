@@ -27,7 +27,19 @@ from cep.results import STATUSES, FolderState, unwritable, write_atomic
 from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import Pack, compare, dry_run_table, make_packs, n_weights, pack_sizes, sample_steps, select
+from cep.sweep.plan import (
+    Pack,
+    auto_scheduler_problems,
+    compare,
+    dry_run_table,
+    make_packs,
+    n_weights,
+    pack_sizes,
+    sample_steps,
+    select,
+    sweep_packs,
+)
+from cep.sweep.sections import option_problems
 from cep.sweep.spec import SweepError, SweepSpec, Trial, load_sweep, name_problem
 from cep.sweep.store import (
     check_experiment,
@@ -119,6 +131,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     t_start = time.monotonic()
     # every problem at once: the sweep file's and the options'
     problems = [] if trial_id is not None or local else _storage_problems(storage, address, name)
+    problems += option_problems(dry_run=dry_run, restart=restart, local=local, progress_interval=progress_interval)
     if out is not None and not local:
         problems.append("--out: only for --trial ID --local (a sweep writes into <storage>/<name>/trials/); "
                         "remove --out, or add --trial ID --local")
@@ -130,21 +143,27 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
             if spec.search is not None and spec.search.adaptive:  # the points its experiment records
                 spec = _searched(spec, experiment_dir(storage, name or spec.name), False, ())
             return _run_local(spec, trial_id, local, out, alone)
-        chosen = select(spec.trials, only)
+        adaptive = spec.search is not None and spec.search.adaptive
+        chosen = select(spec.trials, only) if not adaptive else []
     except SweepError as e:
         return _fail(e.problems + problems)
     exp_dir = experiment_dir(storage, name or spec.name)
     try:
-        if spec.search is not None and spec.search.adaptive:
+        if adaptive:  # --only: recorded trials to rerun (with --restart)
             spec = _searched(spec, exp_dir, restart, only)
-            chosen = list(spec.trials)
+            chosen = select(spec.trials, only)
+        from cep.sweep.adaptive import first_point_trials
+
+        problems = auto_scheduler_problems(spec, first_point_trials(spec) if adaptive else spec.trials)
+        if problems:
+            raise SweepError(problems)
     except SweepError as e:
         return _fail(e.problems)
     all_trials = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
     selected = [t for t in all_trials if t.id in chosen_ids]
     if dry_run:
-        packs = make_packs(chosen, pack_sizes(spec))
+        packs = sweep_packs(spec, chosen)
         click.echo(dry_run_table(spec, chosen, packs))
         if spec.search is not None and spec.search.adaptive:
             from cep.sweep.adaptive import points_per_round
@@ -263,12 +282,12 @@ def _searched(spec: SweepSpec, exp_dir: Path, restart: bool, only: tuple[str, ..
     from cep.sweep.searcher import searcher_problems
 
     problems = searcher_problems(spec.search)  # a missing library is said before anything starts
-    if only:
+    if only and not restart:
         problems.append("--only: an adaptive search runs all its points (each round's suggestions depend on all "
-                        "results so far); run it whole")
+                        "results so far); run it whole, or rerun recorded trials afresh with --restart --only ID")
     if problems:
         raise SweepError(problems)
-    return spec if restart else recorded_spec(spec, exp_dir)
+    return spec if restart and not only else recorded_spec(spec, exp_dir)
 
 
 def _run_search(run: SweepRun, record: dict | None, no_aggregate: bool, t_start: float) -> int:

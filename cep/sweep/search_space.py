@@ -384,9 +384,12 @@ def search_conflicts(search: SearchSpec | None, base: Mapping[str, Any], experim
     return out
 
 
-def scheduler_problems(search: SearchSpec | None, pack: int | None) -> list[str]:
-    """A scheduler decides among the members of a pack (cep.sweep.scheduling): with pack: 1 it compares nothing."""
+def scheduler_problems(search: SearchSpec | None, pack: int | None, why: str = "") -> list[str]:
+    """A scheduler decides among the members of a pack (cep.sweep.scheduling): with packs of one it compares
+    nothing. `pack`: the sweep's pack (None: auto, judged where it is sized: cep.sweep.plan.auto_scheduler_problems),
+    or the size auto chose, `why` it did."""
     if search is None or search.scheduler == "none" or pack != 1:
         return []
-    return [f"search.scheduler: {search.scheduler} compares the members of a pack, and pack: 1 trains every trial "
-            "alone, so nothing would be stopped; use pack: 2 or more (or auto), or scheduler: none"]
+    given = f"pack: auto trains every trial alone here ({why})" if why else "pack: 1 trains every trial alone"
+    return [f"search.scheduler: {search.scheduler} compares the members of a pack, and {given}, so nothing would be "
+            "stopped; use pack: 2 or more" + ("" if why else " (or auto)") + ", or scheduler: none"]

@@ -86,6 +86,7 @@ class SweepSpec:
     pack: int | None = None  # most trials per pack (cep.sweep.plan.make_packs); None: auto
     search: SearchSpec | None = None  # the `search` section (cep.sweep.search_space); None: a grid only
     raw: Any = field(default=None, compare=False, repr=False)  # (file content, --set): to expand other points
+    rounds: tuple[int, ...] = ()  # an adaptive search's points per recorded round: packs never span two rounds
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -280,7 +281,8 @@ def _edge_problems(experiments: list[Experiment], base: dict[str, Any], grid: di
     found: list[str] = []
     _expand(experiments, base, grid, sets, found, edges, collisions=False)
     first = {line.split(": ", 1)[0]: re.sub(r" \(trials? [^()]*\)$", "", line) for line in reversed(found)}
-    return [f"{line} (at an edge of search.space: a value the search may suggest)" for line in reversed(first.values())]
+    return [line + (" (at an edge of search.space: a value the search may suggest)" if path.startswith("search.")
+                    else "") for path, line in reversed(first.items())]
 
 
 def _unreported(found: list[str], reported: list[str]) -> list[str]:
