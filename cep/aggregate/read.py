@@ -141,6 +141,9 @@ class Trial:
 
 
 def _hashable(v: Any) -> Any:
+    """A grid value as a key (sweep.json's values are JSON: lists, and in a tampered file mappings too)."""
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 

@@ -214,10 +214,10 @@ def _run_locked(run: SweepRun, all_trials: list[Trial], selected: list[Trial], r
     if restart and not subset:
         restart_experiment(exp_dir, None, lock)
     record = check_experiment(exp_dir, all_trials)  # a different sweep is refused, even with --restart --only
-    if record is not None:  # a copied or shared folder: nothing through a link, no leftovers, no edited configs
-        problems = link_problems(exp_dir, all_trials)
-        if problems:
-            raise SweepError(problems)
+    problems = link_problems(exp_dir, all_trials)  # a copied or shared folder, or a new one holding a linked ray.log
+    if problems:
+        raise SweepError(problems)
+    if record is not None:  # no leftovers, no edited configs
         remove_temporaries(exp_dir, all_trials)
         for line in restore_edited_configs(exp_dir, all_trials):
             click.echo(f"warning: {line}", err=True)

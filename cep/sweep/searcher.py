@@ -52,17 +52,23 @@ def make_searcher(search: SearchSpec) -> Any:
     if problems:
         raise SweepError(problems)
     space = {k: d.domain() for k, d in flat_space(search).items()}
-    if search.searcher == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+    try:
+        if search.searcher == "optuna":
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(space=OptunaSearch.convert_search_space(space), metric="score", mode=search.mode,
-                            seed=search.seed)
-    from ray.tune.search.hyperopt import HyperOptSearch
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            return OptunaSearch(space=OptunaSearch.convert_search_space(space), metric="score", mode=search.mode,
+                                seed=search.seed)
+        from ray.tune.search.hyperopt import HyperOptSearch
 
-    return HyperOptSearch(space=HyperOptSearch.convert_search_space(space), metric="score", mode=search.mode,
-                          random_state_seed=search.seed)
+        return HyperOptSearch(space=HyperOptSearch.convert_search_space(space), metric="score", mode=search.mode,
+                              random_state_seed=search.seed)
+    except ImportError as e:  # installed, but broken (a version Ray Tune does not know, a missing dependency)
+        why = " ".join(str(e).split())[:160]
+        raise SweepError([f"search.searcher: {search.searcher} is installed but cannot be imported ({why}); "
+                          f"reinstall it: pip install -e \".[{EXTRAS[search.searcher]}]\" --force-reinstall"]
+                         ) from None
 
 
 def _plain(flat: Mapping[str, Any]) -> dict[str, Any]:
