@@ -56,7 +56,7 @@ def open_lock(path: Path, flags: int) -> int | None:
     None when it does not exist and `flags` does not create it."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no lock file (no folder: what else is wrong is said elsewhere)
         return None
     except OSError as e:
         if e.errno == errno.ELOOP or os.path.islink(path):
