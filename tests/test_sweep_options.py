@@ -12,7 +12,7 @@ from cli_runs import SWEEP, one_error_line, run_cli
     (["--trial", "trial", "--local", "--restart"], "--restart: --trial ID --local"),
     (["--progress-interval", "-1"], "--progress-interval: got -1.0"),
     (["--progress-interval", "nan"], "--progress-interval: got nan"),
-    (["--progress-interval", "0", "--dry-run"], "--progress-interval: got 0.0"),
+    (["--progress-interval", "inf", "--dry-run"], "--progress-interval: got inf"),
 ])
 def test_an_option_that_would_do_nothing_is_one_line(extra, needle, tmp_path):
     (tmp_path / "s.yaml").write_text(SWEEP)

@@ -184,6 +184,7 @@ def option_problems(*, dry_run: bool, restart: bool, local: bool, progress_inter
     if local and restart:
         out.append("--restart: --trial ID --local resumes the trial's own folder; to start it afresh, remove that "
                    "folder (or give another --out), or restart it in the sweep with --restart --only ID")
-    if not math.isfinite(progress_interval) or progress_interval <= 0:
-        out.append(f"--progress-interval: got {progress_interval}; a positive number of seconds, e.g. 30")
+    if not math.isfinite(progress_interval) or progress_interval < 0:
+        out.append(f"--progress-interval: got {progress_interval}; seconds between tables of running trials, e.g. 30 "
+                   "(0: at every change)")
     return out
