@@ -43,3 +43,23 @@ def test_the_recorded_rounds_give_the_packs_a_trial_replays(tmp_path):
     trial = next(t for t in replay.trials if t.grid["search"] == 0)
     pack = next(p for p in sweep_packs(replay, replay.trials) if trial.id in p.ids)
     assert {t.grid["search"] for t in pack.members} == {0} and len(pack.members) == 2
+
+
+def test_restart_only_selects_a_recorded_trial_of_an_adaptive_search(tmp_path):
+    import yaml
+    from cli_runs import one_error_line, run_cli
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    exp = tmp_path / "st" / "s"
+    exp.mkdir(parents=True)
+    rounds = [[{"k": 0, "suggested": {"beta": 0.2}, "result": 12.0}]]
+    (exp / SEARCH_FILE).write_text(json.dumps({"searcher": "optuna", "seed": 0, "metric": "final_test_error",
+                                               "mode": "min", "rounds": rounds}))
+    from cep.sweep.store import resolve_trials, sweep_record, write_sweep_record
+    spec = recorded_spec(parse_sweep(SWEEP), exp)
+    write_sweep_record(exp, sweep_record(spec, resolve_trials(spec.trials, exp, cwd=tmp_path)))
+    args = ["s.yaml", "--storage", str(tmp_path / "st"), "--only", "search=0000/seed=1", "--dry-run"]
+    proc = run_cli([*args, "--restart"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "search=0000/seed=1" in proc.stdout and "search=0000/seed=0" not in proc.stdout
+    one_error_line(run_cli(args, tmp_path), "--only: an adaptive search runs all its points", "--restart --only ID")
