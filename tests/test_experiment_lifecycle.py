@@ -383,7 +383,7 @@ def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_p
 
     from cep.config import TrialConfig
     from cep.results import CHECKPOINT_FILE
-    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, run_pack
+    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, rounds, run_pack
 
     small = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
                  dataset="mnist5k", device="cpu", dtype="float64", epochs=3, checkpoint=True)
@@ -398,14 +398,12 @@ def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_p
         run_pack(pack(tmp_path / "whole"))
         members = pack(tmp_path / "killed")
 
-        def on_round(states):
-            if states[0].epoch == 1:
-                shutil.copyfile(members[1].folder / CHECKPOINT_FILE, tmp_path / "m2-round1.pt")
-            if states[0].epoch == 2:
-                raise KeyboardInterrupt  # the kill, after the round was saved ...
-
         with pytest.raises(KeyboardInterrupt):
-            run_pack(members, on_round=on_round)
+            for trained in rounds(members):
+                if trained[0].state.epoch == 1:
+                    shutil.copyfile(members[1].folder / CHECKPOINT_FILE, tmp_path / "m2-round1.pt")
+                if trained[0].state.epoch == 2:
+                    raise KeyboardInterrupt  # the kill, after the round was saved ...
         # ... as if it came after member 1 saved round 2 and before member 2 did
         shutil.copyfile(tmp_path / "m2-round1.pt", members[1].folder / CHECKPOINT_FILE)
         (members[1].folder / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)

@@ -110,9 +110,9 @@ def test_train_local_and_ray_trial_run_through_one_runner_alike(reference, sweep
     _, exp = reference
     ray_trial = exp / "trials" / IDS[0]
     calls = []
-    real_run = cep.runner.run
-    monkeypatch.setattr(cep.runner, "run", lambda cfg, folder, **kw: calls.append(str(folder)) or real_run(
-        cfg, folder, **kw))
+    real_rounds = cep.runner.rounds
+    monkeypatch.setattr(cep.runner, "rounds", lambda members, **kw: calls.append(str(members[0].folder)) or real_rounds(
+        members, **kw))
     threads = torch.get_num_threads()
     try:
         local = tmp_path / "local"
@@ -486,7 +486,7 @@ def test_a_local_run_prints_only_our_lines_and_keeps_rays_in_the_experiment_fold
     assert p.returncode == 0, p.stdout + p.stderr
     lines = (p.stdout + p.stderr).splitlines()
     foreign = [ln for ln in lines if not any(re.match(pat, ln) for pat in OUR_LINES)
-               or re.search(r"timestamp_ns|WARNING|INFO|\(pid=|run_trial pid", ln)]
+               or re.search(r"timestamp_ns|WARNING|INFO|\(pid=|run_pack_trial pid", ln)]
     assert not foreign, "\n".join(foreign)
     assert any("sweep ETA" in ln for ln in lines) and any(ln.startswith("wall time per experiment") for ln in lines)
     log = (tmp_path / "quiet" / "ray.log").read_text()

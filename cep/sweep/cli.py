@@ -24,7 +24,6 @@ from cep.config import pack_key
 from cep.layout import RAY_LOG, SWEEP_FILE, experiment_dir, trial_dir
 from cep.paths import length_problem
 from cep.results import STATUSES, FolderState, unwritable, write_atomic
-from cep.sweep.faults import FAULT_ENV, SLEEP_ENV, epoch_sleep, parse_faults
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
 from cep.sweep.plan import (
@@ -178,8 +177,6 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     if problems:
         return _fail(problems)
     try:
-        faults = tuple(parse_faults(os.environ.get(FAULT_ENV)))
-        sleep = epoch_sleep(os.environ.get(SLEEP_ENV))
         # before Ray and the lock (our lock file never goes into another program's folder); again once locked
         if restart and len(selected) == len(all_trials):
             check_ours(exp_dir, restarting=True)
@@ -193,7 +190,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     lock = ExperimentLock(exp_dir)
     try:
         lock.acquire()  # before --restart discards anything and before sweep.json is written
-        run = SweepRun(spec, [], [], exp_dir, address=address, faults=faults, epoch_sleep=sleep,
+        run = SweepRun(spec, [], [], exp_dir, address=address,
                        progress_interval=progress_interval, verbose=verbose)
         return _run_locked(run, all_trials, selected, restart, lock, no_aggregate, t_start)
     except SweepError as e:
