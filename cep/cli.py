@@ -29,9 +29,7 @@ from cep.config import (
 )
 from cep.console import execute
 from cep.errors import DataError, UsageProblem
-from cep.results import (
-    default_out_dir,
-)
+from cep.results import default_out_dir
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.yaml_file import YAMLFileError, read_yaml

@@ -14,14 +14,8 @@ import click
 
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
-from cep.results import (
-    CHECKPOINT_FILE,
-    SUMMARY_FILE,
-    collapse_line,
-    discard_results,
-    earlier_results,
-    unwritable,
-)
+from cep.health import collapse_line
+from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
 
 
 class ProgressLine:

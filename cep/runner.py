@@ -32,6 +32,7 @@ from cep.config import RUN_FIELDS, TrialConfig
 from cep.device import resolve_device
 from cep.errors import UsageProblem
 from cep.gdu.report import run_gdu
+from cep.health import collapse_line
 from cep.layout import GDU_DIR
 from cep.results import (
     CHECKPOINT_FILE,
@@ -39,7 +40,6 @@ from cep.results import (
     CURVE_FILE,
     SUMMARY_FILE,
     append_log,
-    collapse_line,
     config_edit_line,
     config_edits,
     read_folder,

@@ -22,8 +22,8 @@ from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.device import resolve_device
 from cep.fused_step import learn, relax
-from cep.model import Params, weight_angles
-from cep.results import SATURATION_MARGIN, find_collapse
+from cep.health import SATURATION_MARGIN, find_collapse, weight_health
+from cep.model import Params
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
@@ -64,15 +64,6 @@ def evaluate_trials(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.
     units = len(y) * cfg.size_tab[0]
     return _Evaluation([100.0 * e / len(y) for e in errors.tolist()], [v / len(y) for v in loss.tolist()],
                        [v / units for v in saturated.tolist()])
-
-
-def weight_health(params: Params) -> dict[str, float]:
-    """The per-epoch weight measures of metrics.csv: the angle between each V_i and W_i^T (vf: how far
-    feedback alignment has moved them, Fig. 4's subject) and the Frobenius norm of each W_i and V_i."""
-    out = {f"angle_{i}": a for i, a in enumerate(weight_angles(params))}
-    out.update({f"norm_W{i}": float(w.norm()) for i, w in enumerate(params.W)})
-    out.update({f"norm_V{i}": float(v.norm()) for i, v in enumerate(params.V)})
-    return out
 
 
 def _zeros(pack: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

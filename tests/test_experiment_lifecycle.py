@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import tail, wait
+from commands import run_cli
+from processes import kill_all, tail, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
@@ -41,13 +42,6 @@ IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 3
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
 SLOW = 300
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -287,11 +281,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(30)
     end = time.monotonic() + 60
     while _group_pids(proc.pid) and time.monotonic() < end:
-        for pid in _group_pids(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(_group_pids(proc.pid))
         time.sleep(0.2)
     assert not _group_pids(proc.pid), "processes of the killed group are left"
 

@@ -14,7 +14,8 @@ from cep.checkpoint import new_state
 from cep.config import TrialConfig
 from cep.data import load_data
 from cep.fused_step import relax
-from cep.results import METRIC_COLUMNS, find_collapse, read_folder
+from cep.health import find_collapse
+from cep.results import METRIC_COLUMNS, read_folder
 from cep.runner import Member, rounds, run
 from cep.train import train_pack
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import run_cli
 from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
@@ -39,13 +40,6 @@ max_failures: 1
 IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 4
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cep.layout import Trial
 from cep.results import FolderState
 from cep.sweep.plan import pack_sizes, sweep_packs
 from cep.sweep.searcher import AdaptiveSearch, point_metric, read_search_record, to_point, write_search_record
-from cep.sweep.spec import SweepSpec, Trial, parse_sweep
-from cep.sweep.store import (
-    grown_record,
-    outcomes,
-    pack_plan,
-    resolve_trials,
-    sweep_record,
-    write_sweep_record,
-)
+from cep.sweep.spec import SweepSpec, parse_sweep
+from cep.sweep.store import grown_record, outcomes, pack_plan, resolve_trials, sweep_record, write_sweep_record
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun

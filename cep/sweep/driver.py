@@ -30,15 +30,16 @@ from typing import Any, TextIO  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from cep.layout import RAY_LOG, TUNE_DIR  # noqa: E402
-from cep.results import FolderState, write_atomic  # noqa: E402
-from cep.safe_files import DiskFull, out_of_space, refuse_links  # noqa: E402
+from cep.cost import epoch_macs  # noqa: E402
+from cep.layout import RAY_LOG, TUNE_DIR, Trial  # noqa: E402
+from cep.results import FolderState  # noqa: E402
+from cep.safe_files import DiskFull, out_of_space, refuse_links, write_atomic  # noqa: E402
 from cep.sweep.faults import test_env  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
-from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
+from cep.sweep.plan import Pack  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.scheduling import scheduler_settings  # noqa: E402
-from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
+from cep.sweep.spec import SweepError, SweepSpec  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_pack_trial  # noqa: E402
 
@@ -223,8 +224,7 @@ def _schedule(run: SweepRun) -> Schedule:
     cost model), and how many packs the cluster runs at once (as its resources stand now)."""
     cluster = ray.cluster_resources()
     fits = [int(cluster.get(_resource_key(k), 0) // v) for k, v in run.spec.resources.items() if v > 0]
-    cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
-            for p in run.packs}
+    cost = {p.id: epoch_macs(t.config for t in p.members) for p in run.packs}
     return Schedule(cost, max(1, min(fits, default=1)))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.results import write_atomic
+from cep.safe_files import write_atomic
 from cep.sweep.spec import SweepError
 
 FAULTS_FILE = ".faults_injected"  # counts the injections in the trial folder, so that retries see them

@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from cep.config import TrialConfig
-from cep.layout import SWEEP_FILE
-from cep.sweep.plan import Pack, sweep_packs
+from cep.layout import SWEEP_FILE, Trial
+from cep.sweep.plan import Pack, sweep_packs, torch_threads
 from cep.sweep.scheduling import resume_scheduler, scheduler_settings
-from cep.sweep.spec import SweepError, SweepSpec, Trial
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.spec import SweepError, SweepSpec
+from cep.sweep.store import trial_device
 
 PACK_DIR = "pack"  # with --out DIR: the other members of the trial's pack train in DIR/pack/<trial id>/
 

@@ -24,15 +24,16 @@ from cep.layout import (
     RAY_LOG,
     SWEEP_FILE,
     TUNE_DIR,
+    Trial,
     read_sweep_json,
     trial_dir,
     trial_id_problem,
 )
 from cep.reading import read_text_limited
-from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
-from cep.safe_files import refuse_links
-from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
-from cep.sweep.spec import SweepError, SweepSpec, Trial
+from cep.results import METRICS_FILE, FolderState, read_folder
+from cep.safe_files import refuse_links, write_atomic
+from cep.sweep.plan import Pack, compare, describe_change, fingerprint
+from cep.sweep.spec import SweepError, SweepSpec
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 

@@ -34,21 +34,13 @@ from cep.config import TrialConfig
 from cep.errors import UsageProblem
 from cep.layout import experiment_of
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
-from cep.results import (
-    CHECKPOINT_FILE,
-    ERROR_FILE,
-    ERRORS_LOG,
-    NODE_FILE,
-    append_log,
-    read_folder,
-    result_link,
-    write_atomic,
-)
+from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, result_link
 from cep.runner import Member, resume_pack, rounds, run
-from cep.safe_files import LinkRefused, append_text, pid_alive
+from cep.safe_files import LinkRefused, append_text, pid_alive, write_atomic
 from cep.sweep.faults import between_rounds, set_switches
+from cep.sweep.plan import torch_threads
 from cep.sweep.scheduling import resume_scheduler
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.store import trial_device
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
