@@ -15,9 +15,12 @@ from cep.config import MAX_SYNAPSES, TrialConfig
 from cep.errors import UsageProblem
 from cep.model import Params, init_params, weight_angles
 from cep.reading import MB, ReadRefused, open_limited
+from cep.results import BEST_CHECKPOINT_FILE
 from cep.safe_files import atomic_path
+from cep.selection import selected_best
 
-STATE_STATUSES = ("running", "finished", "diverged", "collapsed")  # where the trainer stands; all but running end it
+STATE_STATUSES = ("running", "finished", "diverged", "collapsed", "stopped")  # all but running end a run
+# (stopped: by stop_on_drift, cep.health, or by a search's scheduler, cep.sweep.scheduling)
 
 
 @dataclass
@@ -74,6 +77,17 @@ def save_state(state: TrainState, path: str | Path) -> None:
     """Write the state atomically (a crash leaves the previous checkpoint intact)."""
     with atomic_path(path) as tmp:
         torch.save(state.to_dict(), tmp)
+
+
+def save_best(state: TrainState, folder: str | Path) -> bool:
+    """Save the state as BEST_CHECKPOINT_FILE when its last epoch is the run's selected best (atomically, as every
+    checkpoint); True when it did. Called before the last checkpoint is saved: a kill between the two
+    leaves the best a round ahead of the last, and the resumed run, repeating that epoch, writes it again."""
+    best = selected_best(state.history)
+    if state.status == "diverged" or best is None or int(best["epoch"]) != state.epoch:
+        return False
+    save_state(state, Path(folder) / BEST_CHECKPOINT_FILE)
+    return True
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> TrainState:

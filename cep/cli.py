@@ -22,6 +22,7 @@ from cep.config import (
     GDU_PRESETS,
     PAPER_EXPERIMENTS,
     RULES,
+    RUN_FIELDS,
     SETTINGS,
     ConfigError,
     TrialConfig,
@@ -102,6 +103,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--data-dir": ("data_dir", str, "where MNIST is read from or downloaded to"),
     "--train-samples": ("train_samples", int, "use only this many training images"),
     "--test-samples": ("test_samples", int, "use only this many test images"),
+    "--val-samples": ("val_samples", int, "hold out this many training images (stratified, the same for every "
+                                          "trial) to choose the best epoch on; 0: none"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
     "--dtype": ("dtype", click.Choice(DTYPES), "floating-point precision"),
     "--out": ("out_dir", str, "results folder (default: runs/NAME-DATE-TIME)"),
@@ -109,6 +112,8 @@ TRAIN_OPTIONS: OptionTable = {
     "--stop-on-collapse/--no-stop-on-collapse": ("stop_on_collapse", None,
                                                  "end the run when it collapses (train error back to chance, or test "
                                                  "error at chance while train error is low)"),
+    "--stop-on-drift/--no-stop-on-drift": ("stop_on_drift", None, "end the run when its train error drifts well "
+                                                                  "above its minimum (cep.health)"),
 }
 TRAIN_FIELD_NAMES = {field: opt.split("/")[0] for opt, (field, _, _) in TRAIN_OPTIONS.items()}
 
@@ -141,14 +146,17 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
                    "count may change float32 results in the last bits, as another device does)")
+@click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="continue (or, with --epochs at its epoch, evaluate) the saved state in this checkpoint file, "
+                   "e.g. RUN/checkpoint-best.pt; its trial fields are the starting point")
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
-                  **options: Any) -> int:
-    """Train one trial. Options override --config, which overrides --preset.
+                  resume_from: str | None, **options: Any) -> int:
+    """Train one trial. Options override --config, which overrides --preset (or --resume-from's fields).
 
     Example: cep train --preset EP-1h --epochs 1
     """
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = saved_fields(resume_from) if resume_from else {}
     if preset:
         fields.update(setting="discrete", activation="sigm", **PAPER_EXPERIMENTS[preset])
     if config_file:
@@ -163,7 +171,15 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
         cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
-    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg))
+    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), resume_from)
+
+
+def saved_fields(path: str) -> dict[str, Any]:
+    """The result fields of the trial saved in a checkpoint file (where it ran and wrote left out)."""
+    from cep.checkpoint import load_state  # torch is imported only once something runs
+
+    saved = load_state(path).config.to_dict()
+    return {k: v for k, v in saved.items() if k not in RUN_FIELDS}
 
 
 # ------------------------------------------------------------------ cep run

@@ -68,6 +68,7 @@ class TrialConfig:
     data_dir: str = "data"
     train_samples: int | None = None  # use only the first N (shuffled) training images
     test_samples: int | None = None
+    val_samples: int = 0  # training images held out for validation (cep.data.split_validation); 0: none
     test_batch_size: int = 1000
     # where and how
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -77,6 +78,7 @@ class TrialConfig:
     gdu_units: int = 5  # units per layer drawn in the gradient-analysis figures
     # health
     stop_on_collapse: bool = False  # end a run at its collapse (cep.health.find_collapse; status "collapsed")
+    stop_on_drift: bool = False  # end a run once it drifts (cep.health.find_drift; status "stopped")
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -163,6 +165,8 @@ class TrialConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 p.append((name, f"got {value}; a positive number of images, or null for all"))
+        if self.val_samples < 0:
+            p.append(("val_samples", f"got {self.val_samples}; a number of training images to hold out, or 0 for none"))
         if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
             p.append(("device", f"got {self.device!r}; use auto, cpu, cuda or cuda:N"))
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
@@ -271,6 +275,7 @@ FIELD_MAXIMA: dict[str, tuple[int, str]] = {
     "test_batch_size": (100_000, "images per evaluation batch (MNIST has 60,000)"),
     "train_samples": (10_000_000, "images (MNIST has 60,000)"),
     "test_samples": (10_000_000, "images (MNIST has 10,000)"),
+    "val_samples": (10_000_000, "images (MNIST has 60,000 training images)"),
     "gdu_units": (1_000, "units drawn per layer (each is a line in a figure)"),
 }
 MAX_EPOCHS = FIELD_MAXIMA["epochs"][0]
@@ -326,10 +331,11 @@ RESULT_FIELDS: tuple[str, ...] = tuple(f for f in FIELD_NAMES if f not in RUN_FI
 # program with a leading trial dimension): the per-trial numbers that the model takes as tensors, the
 # seed (weights, data order, nudge signs) and where each trial writes. Every other field is shared.
 PACK_FIELDS: frozenset[str] = frozenset({"seed", "angle", "lr_tab", "beta", "randbeta", "out_dir", "checkpoint",
-                                         "stop_on_collapse"})  # a collapsed member stops alone (as it diverges)
+                                         "stop_on_collapse", "stop_on_drift"})  # such a member stops alone
+# (val_samples is not here: a pack shares one data set, so its members hold out the same images)
 # Result fields added after results existed, with the default that computes what the code computed
 # before them (see result_differences).
-LATER_FIELDS: dict[str, typing.Any] = {"stop_on_collapse": False}
+LATER_FIELDS: dict[str, typing.Any] = {"stop_on_collapse": False, "val_samples": 0, "stop_on_drift": False}
 FLOAT_FIELDS: tuple[str, ...] = tuple(f for f, tp in FIELD_TYPES.items() if tp is float or tp == tuple[float, ...])
 
 

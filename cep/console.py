@@ -14,8 +14,9 @@ import click
 
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
-from cep.health import collapse_line
+from cep.health import collapse_line, drift_line
 from cep.results import CHECKPOINT_FILE, SUMMARY_FILE, discard_results, earlier_results, unwritable
+from cep.selection import best_line
 
 
 class ProgressLine:
@@ -41,7 +42,9 @@ class ProgressLine:
 
 def print_epoch(metrics: dict[str, Any]) -> None:
     click.echo(f"epoch {metrics['epoch']:>3}  train error {metrics['train_error']:6.2f}%  "
-               f"test error {metrics['test_error']:6.2f}%  train loss {metrics['train_loss']:.4f}  "
+               f"test error {metrics['test_error']:6.2f}%  "
+               + (f"val error {metrics['val_error']:6.2f}%  " if "val_error" in metrics else "")
+               + f"train loss {metrics['train_loss']:.4f}  "
                f"test loss {metrics['test_loss']:.4f}"
                + "".join(f"  angle{k[6:]} {v:.1f}°" for k, v in metrics.items() if k.startswith("angle_"))
                + f"  ({metrics['epoch_seconds']:.1f} s)")
@@ -74,11 +77,13 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
 LOCAL_HINT = "use another --out folder, or delete it to start afresh"  # a local run's saved states unusable
 
 
-def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
+def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
+            resume_from: str | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
-    `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
-    from cep.runner import Member, run, start  # torch is imported only once something runs
+    `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `resume_from`: a
+    checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt)."""
+    from cep.runner import Member, resume, run, start  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
         raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
@@ -92,20 +97,25 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     if cfg.action == "gdu":
         return print_outcome(cfg, run(cfg, cfg.out_dir, hint=LOCAL_HINT))
     member = Member(cfg, Path(cfg.out_dir) if cfg.out_dir is not None else None, hint=LOCAL_HINT)
+    if resume_from is not None:  # that file only: the folder's own checkpoints are not candidates
+        member.resumed = resume(cfg.with_run_fields(checkpoint=False), cfg.out_dir, [(resume_from, Path(resume_from))])
+        if member.resumed.state is not None:
+            member.resumed.state.config = member.resumed.state.config.with_run_fields(checkpoint=cfg.checkpoint)
     start([member])
     if member.resumed.state is not None and member.resumed.state.status == "running":
         echo_resuming(member)
-    return train_shown([member], member.id, quiet)
+    return train_shown([member], member.id, quiet, source=resume_from)
 
 
 def echo_resuming(m: Any) -> None:
     click.echo(f"resuming from {m.resumed.source} in {m.cfg.out_dir} after epoch {m.resumed.epoch}")
 
 
-def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, scheduler: Any = None) -> int:
+def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, scheduler: Any = None,
+                source: str | None = None) -> int:
     """A pack's rounds (cep.runner.rounds) on the terminal, showing the member whose id is `shown`: its
     progress and epochs, its end; the exit code is its. `scheduler`: a search's, per member
-    (cep.sweep.scheduling)."""
+    (cep.sweep.scheduling); `source`: the checkpoint file it resumed from, when not the folder's own."""
     from cep.runner import rounds
 
     mine = next(m for m in members if m.id == shown)
@@ -115,17 +125,18 @@ def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, schedul
                 print_epoch(e.metrics)
         if scheduler is not None:
             scheduler.after_round(trained)
-    return print_outcome(mine.cfg, mine.outcome)
+    return print_outcome(mine.cfg, mine.outcome, source)
 
 
-def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
-    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
+def print_outcome(cfg: TrialConfig, outcome: Any, source: str | None = None) -> int:
+    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code.
+    `source`: the checkpoint it resumed from, when not the folder's own."""
     final = outcome.state
     if final is None:  # the gdu action prints its own report
         return 0
     if outcome.replayed:
-        click.echo(f"resuming from {Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} after epoch "
-                   f"{final.epoch}; nothing left to train")
+        click.echo(f"resuming from {source or Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} "
+                   f"after epoch {final.epoch}; nothing left to train")
     if "measured_angle" in final.info:
         click.echo("measured angle between V and W^T per pair: "
                    + ", ".join(f"{a:.1f}°" for a in final.info["measured_angle"]))
@@ -137,7 +148,10 @@ def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
     if "collapsed" in final.info:
         stopped = "; stopped there (stop_on_collapse)" if final.status == "collapsed" else ""
         click.echo(collapse_line(final.info["collapsed"]) + stopped, err=True)
+    if "drifting" in final.info:
+        click.echo(drift_line(final.info["drifting"]), err=True)
     if final.history:
+        click.echo(best_line(final.history))
         click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
                    f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
                    f"seed {final.config.seed}")

@@ -22,6 +22,7 @@ from cep.errors import DataError
 from cep.mnist_files import prepare_raw
 
 SPLIT_SEED = 0  # fixed, so every trial sees the same mnist5k split and the same sample limits
+VAL_SEED = 31  # fixed (not the trial's seed): every trial of a sweep, and every resume, holds out the same images
 
 
 @dataclass
@@ -30,10 +31,13 @@ class Data:
     y_train: Tensor  # [N] int64
     x_test: Tensor
     y_test: Tensor
+    x_val: Tensor | None = None  # the held-out training images (val_samples); None: no validation split
+    y_val: Tensor | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Data:
+        val = (None, None) if self.x_val is None else (self.x_val.to(device, dtype), self.y_val.to(device))
         return Data(self.x_train.to(device, dtype), self.y_train.to(device),
-                    self.x_test.to(device, dtype), self.y_test.to(device))
+                    self.x_test.to(device, dtype), self.y_test.to(device), *val)
 
 
 def mnist5k_path() -> Path:
@@ -105,9 +109,41 @@ def _limit(x: Tensor, y: Tensor, n: int | None) -> tuple[Tensor, Tensor]:
     return x[idx], y[idx]
 
 
+def validation_indices(y: Tensor, n: int) -> Tensor:
+    """Which of the training images (labels `y`) to hold out: n of them, stratified (each class in proportion
+    to its share, largest remainders first), drawn with the fixed VAL_SEED; sorted."""
+    classes, counts = torch.unique(y, return_counts=True)
+    share = counts.double() * n / len(y)
+    take = share.floor().long()
+    extra = n - int(take.sum())
+    take[torch.argsort(share - take, descending=True, stable=True)[:extra]] += 1
+    g = torch.Generator().manual_seed(VAL_SEED)
+    picked = []
+    for c, k in zip(classes.tolist(), take.tolist()):
+        idx = torch.nonzero(y == c).flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.sort(torch.cat(picked)).values
+
+
+def split_validation(data: Data, n: int) -> Data:
+    """`data` with n training images moved to the validation set (the rest keep their order); n = 0: as is."""
+    if n == 0:
+        return data
+    if n >= len(data.y_train):
+        raise DataError(f"val_samples: got {n}, but the {len(data.y_train)} training images must keep some to "
+                        f"train on; hold out fewer (e.g. {len(data.y_train) // 10}), or 0 for no validation")
+    val = validation_indices(data.y_train, n)
+    keep = torch.ones(len(data.y_train), dtype=torch.bool)
+    keep[val] = False
+    return Data(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.x_train[val],
+                data.y_train[val])
+
+
 def load_data(cfg: TrialConfig) -> Data:
-    """The trial's dataset with its sample limits applied, on the CPU in float32."""
-    data = load_mnist5k() if cfg.dataset == "mnist5k" else load_mnist(cfg.data_dir)
+    """The trial's dataset, on the CPU in float32: the validation images held out of the whole training set
+    first (the same whatever train_samples), then the sample limits applied."""
+    data = split_validation(load_mnist5k() if cfg.dataset == "mnist5k" else load_mnist(cfg.data_dir),
+                            cfg.val_samples)
     x_tr, y_tr = _limit(data.x_train, data.y_train, cfg.train_samples)
     x_te, y_te = _limit(data.x_test, data.y_test, cfg.test_samples)
-    return Data(x_tr, y_tr, x_te, y_te)
+    return Data(x_tr, y_tr, x_te, y_te, data.x_val, data.y_val)

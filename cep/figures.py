@@ -38,7 +38,7 @@ def angle_columns(history: list[dict[str, Any]]) -> list[str]:
 
 def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str = "",
                    collapsed_epoch: int | None = None, initial_angles: list[float] | None = None) -> None:
-    """Train and test error per epoch; for vf a second panel with the angle between each V_i and W_i^T
+    """Train, test (and validation) error per epoch; for vf a second panel with the angle between each V_i and W_i^T
     (how feedback alignment moves it is the question after Fig. 4), from `initial_angles` at epoch 0 when
     given; a collapse is marked on both."""
     epochs = [h["epoch"] for h in history]
@@ -48,6 +48,8 @@ def learning_curve(history: list[dict[str, Any]], path: str | Path, title: str =
     ax = axes[0, 0]
     ax.plot(epochs, [h["train_error"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["test_error"] for h in history], "s--", label="test")
+    if any("val_error" in h for h in history):  # a validation split (val_samples)
+        ax.plot(epochs, [h.get("val_error", float("nan")) for h in history], "^:", label="validation")
     ax.set_ylabel("error (%)")
     ax.set_title(title or "learning curve")
     if angles:

@@ -29,6 +29,7 @@ from cep.layout import GDU_DIR
 from cep.provenance import provenance
 from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
 from cep.safe_files import LinkRefused, append_text, find_link, read_bytes, refuse_links, write_atomic
+from cep.selection import best_record
 from cep.yaml_file import YAMLFileError, read_yaml
 
 METRICS_BYTES = EPOCH_ROW_BYTES * (MAX_EPOCHS + 1)  # one row per epoch and the header
@@ -37,14 +38,15 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_CHECKPOINT_FILE = "checkpoint-best.pt"  # the state at the selected best epoch (cep.checkpoint.save_best)
 CURVE_FILE = "learning_curve.png"
 LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
 # everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
-RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, CURVE_FILE, LOG_FILE, ERROR_FILE,
-                ERRORS_LOG, NODE_FILE, GDU_DIR)
+RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, BEST_CHECKPOINT_FILE, CURVE_FILE, LOG_FILE,
+                ERROR_FILE, ERRORS_LOG, NODE_FILE, GDU_DIR)
 
 # Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
 # table, the sweep's summary and the aggregator. "collapsed": ended early at a collapse because the trial
@@ -138,6 +140,7 @@ def summarize(state: Any) -> dict[str, Any]:
         "final": {k: last.get(k) for k in ("train_error", "test_error", "train_loss", "test_loss")},
         "best_test_error": best["test_error"] if best else None,
         "best_test_epoch": int(best["epoch"]) if best else None,
+        "best": best_record(hist),  # the epoch selected on validation (val_samples), else on test
         "seed": cfg.seed,
         **state.info,
         "wall_seconds": state.elapsed,

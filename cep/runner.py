@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from cep.checkpoint import CheckpointError, TrainState, load_state, new_state, save_state
+from cep.checkpoint import CheckpointError, TrainState, load_state, new_state, save_best, save_state
 from cep.config import RUN_FIELDS, TrialConfig
 from cep.device import resolve_device
 from cep.errors import UsageProblem
 from cep.gdu.report import run_gdu
-from cep.health import collapse_line
+from cep.health import collapse_line, ended_by_drift
 from cep.layout import GDU_DIR
 from cep.results import (
     CHECKPOINT_FILE,
@@ -123,7 +123,8 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
         raise ResumeError(f"{best.source} of trial {folder} has {state.epoch} epochs done, more than the "
                           f"{cfg.epochs} asked; ask for at least {state.epoch} epochs, or {restart_hint}")
     state.config = state.config.replace(epochs=cfg.epochs, **{k: getattr(cfg, k) for k in RUN_FIELDS})
-    if state.status not in ("diverged", "collapsed"):  # finished with fewer epochs than now asked: it continues
+    if state.status not in ("diverged", "collapsed") and not ended_by_drift(state):  # finished with fewer
+        # epochs than now asked: it continues
         state.status = "finished" if state.epoch == cfg.epochs else "running"
     return best
 
@@ -290,6 +291,7 @@ def _save_round(members: Sequence[Member], epochs: list[MemberEpoch]) -> None:
         if m.folder is not None and m.cfg.checkpoint:
             if len(members) > 1:
                 _keep_previous(m.folder)
+            save_best(e.state, m.folder)
             save_state(e.state, m.folder / CHECKPOINT_FILE)
     for e in epochs:
         m = by_id[e.id]

@@ -22,7 +22,7 @@ from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.device import resolve_device
 from cep.fused_step import learn, relax
-from cep.health import SATURATION_MARGIN, find_collapse, weight_health
+from cep.health import SATURATION_MARGIN, find_collapse, note_drift, weight_health
 from cep.model import Params
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
@@ -186,10 +186,12 @@ def train_round(states: list[TrainState], data: Data, stacked: bool, progress: P
     alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
              if math.isfinite(loss) and m.params.all_finite()]
     done = [(_diverge(m), m) for i, m in enumerate(active) if i not in alive]
-    tests = _evaluate_alive(pack, alive, data)
+    tests = _evaluate_alive(pack, alive, data.x_test, data.y_test)
+    vals = _evaluate_alive(pack, alive, data.x_val, data.y_val) if data.x_val is not None else None
     seconds = time.monotonic() - start
     for j, i in enumerate(alive):
-        health = {**weight_health(active[i].params), "output_saturation": tests.saturation[j]}
+        health = {**({"val_error": vals.errors[j], "val_loss": vals.losses[j]} if vals else {}),
+                  **weight_health(active[i].params), "output_saturation": tests.saturation[j]}
         done.append((_epoch_done(active[i], train_errors[i], train_losses[i], tests.errors[j], tests.losses[j],
                                  health, seconds), active[i]))
     return done
@@ -209,14 +211,17 @@ def train_pack(states: list[TrainState], report: Report | None = None, progress:
     return states
 
 
-def _evaluate_alive(pack: Stacked, alive: list[int], data: Data) -> _Evaluation:
-    """The evaluation of the members that did not diverge (stacked again only when some did)."""
+
+
+def _evaluate_alive(pack: Stacked, alive: list[int], x: torch.Tensor, y: torch.Tensor) -> _Evaluation:
+    """The evaluation on (x, y) (the test or the validation set) of the members that did not diverge
+    (stacked again only when some did)."""
     if not alive:
         return _Evaluation([], [], [])
     if pack.size is None or len(alive) == pack.size:
-        return evaluate_trials(pack.cfg, pack.params, data.x_test, data.y_test, pack.size)
+        return evaluate_trials(pack.cfg, pack.params, x, y, pack.size)
     params = Params.stack([pack.members[i].params for i in alive])
-    return evaluate_trials(pack.cfg, params, data.x_test, data.y_test, len(alive))
+    return evaluate_trials(pack.cfg, params, x, y, len(alive))
 
 
 def _diverge(state: TrainState) -> dict[str, Any]:
@@ -241,8 +246,11 @@ def _epoch_done(state: TrainState, train_error: float, train_loss: float, test_e
         collapse = find_collapse(state.history)
         if collapse is not None:
             state.info["collapsed"] = collapse
+    drift_stop = note_drift(state)
     if state.config.stop_on_collapse and state.info.get("collapsed", {}).get("epoch") == state.epoch:
         state.status = "collapsed"
+    elif drift_stop:
+        state.status = "stopped"
     elif state.epoch == state.config.epochs:
         state.status = "finished"
     metrics["status"] = state.status

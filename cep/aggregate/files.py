@@ -44,7 +44,9 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 TRIAL_COLUMNS = ("id", "experiment", "status", "epochs_done", "collapsed_epoch", "final_test_error",
                  "final_train_error", "best_test_error", "best_test_epoch", "best_train_error", "final_test_loss",
-                 "final_train_loss", "angle_grad_deg", "measured_angle_deg", "wall_seconds", "host", "note")
+                 "final_train_loss", "angle_grad_deg", "measured_angle_deg", "wall_seconds", "host", "note",
+                 "drifting_epoch", "selected_on", "selected_epoch", "selected_val_error", "selected_test_error",
+                 "selected_train_error")  # selected: the best epoch by the run's selection (cep.selection)
 
 
 def trials_csv(exp: Experiment) -> str:
@@ -60,8 +62,14 @@ def trials_csv(exp: Experiment) -> str:
                      t.best_test_epoch, t.best("train_error"),
                      t.final("test_loss"), t.final("train_loss"), t.angle_grad, t.measured_angle or None,
                      t.wall_seconds, t.summary.get("host") if t.summary else None, "; ".join(note + t.notes),
-                     *[t.config.get(k) for k in fields]])
+                     t.drifting_epoch, *_selected_cells(t.selected), *[t.config.get(k) for k in fields]])
     return csv_text([*TRIAL_COLUMNS, *fields], rows)
+
+
+def _selected_cells(best: dict[str, Any] | None) -> list[Any]:
+    """trials.csv's selected_* cells: what the best epoch was selected on, the epoch, its errors."""
+    b = best or {}
+    return [b.get(k) for k in ("selected_on", "epoch", "val_error", "test_error", "train_error")]
 
 
 def groups_csv(table: Table) -> str:
@@ -69,7 +77,9 @@ def groups_csv(table: Table) -> str:
     header = ["row", "experiment", "variant", "rule", "hidden_layers", "trials", *STATUSES, "collapsed_trials"]
     for name in ("test_error", "train_error", "best_test_error", "angle_grad_deg"):
         header += [f"{name}_mean", f"{name}_std", f"{name}_n"]
-    header += ["paper_row", "paper_test_error", "paper_angle_grad_low", "paper_angle_grad_high", "paper_note"]
+    header += ["paper_row", "paper_test_error", "paper_angle_grad_low", "paper_angle_grad_high", "paper_note",
+               "drifting_trials", "test_error_at_best_val_mean", "test_error_at_best_val_std",
+               "test_error_at_best_val_n"]
     rows = []
     for r in table.rows:
         g = r.group
@@ -78,7 +88,8 @@ def groups_csv(table: Table) -> str:
         rows.append([g.label, g.experiment, " ".join(f"{k}={fmt_value(v)}" for k, v in g.variant),
                      g.rule, hidden_layers(g.config), len(g.trials), *[c[s] for s in STATUSES], len(g.collapsed),
                      *[x for s in (r.test, r.train, r.best_test, r.angle_grad) for x in (s.mean, s.std, s.n)],
-                     r.paper_test.name, r.paper_test.value, angle[0], angle[1], r.paper_test.why])
+                     r.paper_test.name, r.paper_test.value, angle[0], angle[1], r.paper_test.why,
+                     len(g.drifting), r.val_test.mean, r.val_test.std, r.val_test.n])
     return csv_text(header, rows)
 
 

@@ -23,7 +23,8 @@ from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel
 from cep.aggregate.published import load_published
 from cep.aggregate.read import Experiment, TrialResult, count_statuses
 from cep.aggregate.stats import finite, seeds_text
-from cep.aggregate.table import Table
+from cep.aggregate.table import SELECTION_WORDS, Table
+from cep.health import drift_line
 from cep.layout import SUMMARY_DIR, SWEEP_FILE
 from cep.reading import TEXT_BYTES
 from cep.results import (
@@ -198,7 +199,7 @@ def fig4_table(table: Table) -> list[str]:
             f"{esc(v)}</td>" for i, v in enumerate(cells)) + "</tr>")
     out.append("</tbody></table>")
     out.append("<p class=\"notes\">Final MNIST error rates in %, mean ± sample standard deviation (n − 1) over the "
-               "finished seeds of each row (Seeds counts them). Paper: the published numbers "
+               f"finished seeds of each row (Seeds counts them). {esc(SELECTION_WORDS)} Paper: the published numbers "
                f"({esc(load_published()['paper'])}), shown only where the row's configuration matches the "
                "published one field by field, dataset included.</p>")
     if table.with_angle_grad:
@@ -266,6 +267,8 @@ def trial_rows(exp: Experiment, start: Path) -> list[str]:
         elif t.status == "diverged":
             at = t.summary.get("diverged_at_epoch") if t.summary else None
             detail.append(f"diverged at epoch {at}" if at else "diverged")
+        if t.action == "train" and t.drifting is not None:
+            detail.append(drift_line(t.drifting))
         detail += t.notes
         status = esc(t.status) + "".join(f"<div class=\"detail\">{esc(d)}</div>" for d in detail)
         if t.action != "train":

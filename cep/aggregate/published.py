@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.aggregate.stats import finite, fmt_value, hidden_layers
-from cep.config import RESULT_FIELDS, rule_label
+from cep.config import LATER_FIELDS, RESULT_FIELDS, rule_label
 
 PUBLISHED_FILE = Path(__file__).parents[1] / "published.json"
 
@@ -54,7 +54,8 @@ def match_published(config: dict[str, Any], key: str, published: dict[str, Any] 
                 if k in RESULT_FIELDS and k not in ignore}
 
     def differ(row: dict[str, Any]) -> list[str]:
-        return [k for k, v in wanted(row).items() if not _same(config.get(k), v)]
+        # a field added later (LATER_FIELDS) missing from an older sweep.json has its default
+        return [k for k, v in wanted(row).items() if not _same(config.get(k, LATER_FIELDS.get(k)), v)]
 
     family = [r for r in pub["rows"] if (r["config"]["rule"], r["config"]["continual"], len(r["config"]["size_tab"]))
               == (config.get("rule"), bool(config.get("continual")), len(config.get("size_tab") or []))]

@@ -16,10 +16,11 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
-from cep.health import find_collapse
+from cep.health import find_collapse, find_drift
 from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir, trial_id_problem
 from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, read_folder
 from cep.safe_files import LinkRefused
+from cep.selection import best_record
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
 STATUS_WORDS = {"finished": "finished", "diverged": "diverged", "collapsed": "stopped at its collapse",
@@ -108,8 +109,34 @@ class TrialResult:
 
     @property
     def collapsed_epoch(self) -> int | None:
-        epoch = (self.collapsed or {}).get("epoch")
-        return int(epoch) if finite(epoch) else None
+        return _epoch_of(self.collapsed)
+
+    @property
+    def drifting(self) -> dict[str, Any] | None:
+        """summary.json's drift record, else the same rule (cep.health.find_drift) on metrics.csv."""
+        d = self.summary.get("drifting") if self.summary else None
+        if isinstance(d, dict):
+            return d
+        return find_drift(self.metrics) if self.action == "train" else None
+
+    @property
+    def drifting_epoch(self) -> int | None:
+        return _epoch_of(self.drifting)
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        """The run's best epoch by its selection (cep.selection: validation when it held images out, else
+        test) with its errors: summary.json's `best`, else found in metrics.csv."""
+        b = self.summary.get("best") if self.summary else None
+        if isinstance(b, dict):
+            return b
+        return best_record(self.metrics) if self.action == "train" else None
+
+    @property
+    def on_validation(self) -> dict[str, Any] | None:
+        """The selected best epoch when it was chosen on validation images (None: no validation split)."""
+        b = self.selected
+        return b if b is not None and b.get("selected_on") == "validation" else None
 
     @property
     def epochs_done(self) -> int:
@@ -147,6 +174,12 @@ def _hashable(v: Any) -> Any:
     if isinstance(v, dict):
         return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
+
+
+def _epoch_of(record: dict[str, Any] | None) -> int | None:
+    """The epoch of a collapse or drift record (None: none, or not a finite number)."""
+    epoch = (record or {}).get("epoch")
+    return int(epoch) if finite(epoch) else None
 
 
 def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> TrialResult:
@@ -210,9 +243,25 @@ class Group:
 
     def collapsed_text(self) -> str:
         """'2 of 5 (epochs 41, 63)': the Collapsed column."""
-        epochs = sorted(t.collapsed_epoch for t in self.collapsed if t.collapsed_epoch is not None)
-        at = f" (epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))})" if epochs else ""
-        return f"{len(epochs)} of {len(self.trials)}{at}"
+        return self._flag_text([t.collapsed_epoch for t in self.collapsed])
+
+    @property
+    def drifting(self) -> list[TrialResult]:
+        """The trials whose train error drifted well above its minimum (cep.health), whatever came after."""
+        return [t for t in self.trials if t.drifting_epoch is not None]
+
+    def drifting_text(self) -> str:
+        """'4 of 5 (from epochs 46, 58, 71, 90)': the Drifting column."""
+        return self._flag_text([t.drifting_epoch for t in self.drifting], "from ")
+
+    def _flag_text(self, at: list[int | None], words: str = "") -> str:
+        epochs = sorted(e for e in at if e is not None)
+        shown = f" ({words}epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))})" if epochs else ""
+        return f"{len(epochs)} of {len(self.trials)}{shown}"
+
+    def validated(self) -> list[TrialResult]:
+        """The counted trials whose best epoch was chosen on validation images."""
+        return [t for t in self.done if t.on_validation is not None]
 
     def stat(self, key: str, best: bool = False) -> Stat:
         return Stat.of(t.best(key) if best else t.final(key) for t in self.done)

@@ -29,8 +29,9 @@ from cep.aggregate.search_report import (
     search_text,
 )
 from cep.aggregate.stats import finite
-from cep.aggregate.table import Table, build_table
+from cep.aggregate.table import SELECTION_WORDS, Table, build_table
 from cep.errors import UsageProblem
+from cep.health import DRIFT_STOP, drift_line
 from cep.layout import SUMMARY_DIR
 from cep.safe_files import refuse_links, remove_stale_temps, write_atomic
 from cep.text import md_escape, md_table, printable, text_table
@@ -72,6 +73,11 @@ def attention(exp: Experiment) -> list[str]:
             stopped = "; stopped there (stop_on_collapse)" if t.status == "collapsed" else ""
             bits.append(f"{_collapse_words(collapse)}; best test error {t.best('test_error'):.2f}% at epoch "
                         f"{t.best_test_epoch}{stopped}")
+        drift = t.drifting if t.action == "train" else None
+        if drift is not None:
+            stopped = "; stopped there (stop_on_drift)" if (t.summary or {}).get("stopped", {}).get(
+                "by") == DRIFT_STOP else ""
+            bits.append(drift_line(drift) + stopped)
         bits += t.notes
         if bits:
             lines.append(f"{t.id}: " + "; ".join(bits))
@@ -111,7 +117,7 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
                 "seeds of each row (Seeds counts them; a seed stopped at its collapse counts with its errors "
                 "there). Best test: each seed's lowest test error over the epochs, Best epoch where the seeds "
                 "reached it. Collapsed: seeds whose train error went back to chance level (≥ 80%) after "
-                "having been ≤ 20%. Paper: the published numbers "
+                f"having been ≤ 20%. {SELECTION_WORDS} Paper: the published numbers "
                 f"({load_published()['paper']}), shown only where the row's configuration matches the "
                 "published one field by field, dataset included.", ""]
         if table.with_angle_grad:

@@ -8,6 +8,14 @@ from typing import Any
 from cep.aggregate.published import Match, fmt_published_angle, load_published, match_published
 from cep.aggregate.read import Experiment, Group
 from cep.aggregate.stats import Stat, finite, fmt_value, hidden_layers
+from cep.health import DRIFT_EPOCHS, DRIFT_RATIO, DRIFT_RISE
+
+# which selection each best-epoch number used, and what Drifting counts (table.md and the page)
+SELECTION_WORDS = ("Best test is chosen on the test set, as the paper's figures are (optimistic: selected on the "
+                   "data it reports); Test at best val (shown when seeds held out val_samples training images) is "
+                   "the test error at each seed's lowest validation error, the honest figure. Drifting: seeds whose "
+                   f"train error stayed ≥ {DRIFT_RISE:g} points and ≥ {DRIFT_RATIO:g}× above its own minimum for "
+                   f"{DRIFT_EPOCHS} epochs, from the epoch the rise began.")
 
 
 # ------------------------------------------------------------ table model
@@ -21,6 +29,8 @@ class TableRow:
     angle_grad: Stat
     paper_test: Match
     paper_angle: Match
+    val_test: Stat  # the test error at each seed's best validation epoch (seeds with a validation split)
+    val_epochs: list[int]  # those epochs
     note: int | None = None  # footnote number when the paper column is empty
 
 
@@ -31,13 +41,16 @@ class Table:
     rows: list[TableRow]
     notes: list[str]
     with_angle_grad: bool
+    with_validation: bool = False  # some trial held out validation images: its best epoch chosen on them
 
     def header(self) -> list[str]:
         h = ["Experiment", "Rule", "Hidden", "Seeds", "Test error (%)", "Paper test (%)", "Train error (%)",
              "Best test (%)", "Best epoch"]
+        if self.with_validation:
+            h += ["Test at best val (%)", "Best val epoch"]
         if self.with_angle_grad:
             h += ["Angle-grad (°)", "Paper angle-grad (°)"]
-        return h + ["Collapsed", "Trials"]
+        return h + ["Collapsed", "Drifting", "Trials"]
 
     def cells(self, row: TableRow) -> list[str]:
         g = row.group
@@ -46,9 +59,11 @@ class Table:
             paper += f" [{row.note}]"
         c = [g.label, g.rule, fmt_value(hidden_layers(g.config)), str(row.test.n),
              row.test.fmt(), paper, row.train.fmt(), row.best_test.fmt(), epoch_range(row.best_epochs)]
+        if self.with_validation:
+            c += [row.val_test.fmt(), epoch_range(row.val_epochs)]
         if self.with_angle_grad:
             c += [row.angle_grad.fmt(1), fmt_published_angle(row.paper_angle.value)]
-        return c + [g.collapsed_text(), g.status_text()]
+        return c + [g.collapsed_text(), g.drifting_text(), g.status_text()]
 
 
 def epoch_range(epochs: list[int]) -> str:
@@ -68,7 +83,9 @@ def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Tab
         row = TableRow(g, g.stat("test_error"), g.stat("train_error"), g.stat("test_error", best=True),
                        sorted(e for t in g.done if (e := t.best_test_epoch) is not None), g.angle_grad,
                        match_published(g.config, "test_error", pub, shown),
-                       match_published(g.config, "angle_grad", pub, shown))
+                       match_published(g.config, "angle_grad", pub, shown),
+                       Stat.of(t.on_validation.get("test_error") for t in g.validated()),
+                       sorted(int(t.on_validation["epoch"]) for t in g.validated()))
         if row.paper_test.value is None:
             reasons.setdefault(row.paper_test.why, []).append(g.label)
             row.note = list(reasons).index(row.paper_test.why) + 1
@@ -76,6 +93,6 @@ def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Tab
     notes = [f"{', '.join(labels) if len(labels) <= 3 else f'{labels[0]}, …, {labels[-1]} ({len(labels)} rows)'}"
              f": no published number: {why}." for why, labels in reasons.items()]
     with_angle = any(finite(t.angle_grad) for t in exp.train_trials)
-    return Table(rows, notes, with_angle)
+    return Table(rows, notes, with_angle, any(r.val_epochs for r in rows))
 
 

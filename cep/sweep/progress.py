@@ -40,6 +40,7 @@ class _Row:
     status: str = "pending"  # a status of cep.results.STATUSES, or "running" while Tune runs the trial
     failures: int = 0
     collapsed_epoch: int | None = None  # where its train error went back to chance (it may train on)
+    drifting_epoch: int | None = None  # where its train error began to drift above its minimum (cep.health)
     epoch_seconds: float | None = None  # of its latest epoch (in a pack: the round's, shared by its members)
     started: float | None = None  # monotonic time this run first started it
     ended: float | None = None  # monotonic time this run saw it end
@@ -130,12 +131,10 @@ class ProgressTable(tune.Callback):
             row.epoch, row.epochs = int(rec.get("epoch", 0)), int(rec.get("epochs", row.epochs))
             row.train_error, row.test_error = rec.get("train_error"), rec.get("test_error")
             row.status = str(rec.get("status"))
-            collapsed = rec.get("collapsed_epoch")
-            if collapsed is not None and row.collapsed_epoch is None:
-                row.collapsed_epoch = int(collapsed)
-                then = "stopped there" if row.status == "collapsed" else "training on"
-                self._print(f"! {rec.get('id')}: collapsed at epoch {row.collapsed_epoch} ({_collapse_seen(rec)}); "
-                            f"{then} [{self._elapsed()}]")
+            self._flag_once(row, rec, "collapsed_epoch", "collapsed", "collapsed at epoch {} ("
+                            + _collapse_seen(rec) + ")")
+            self._flag_once(row, rec, "drifting_epoch", "stopped", "drifting since epoch {} (train error "
+                            + _percent(rec.get("train_error")) + ", well above its minimum)")
             if isinstance(rec.get("epoch_seconds"), (int, float)) and not result.get("replayed"):
                 row.epoch_seconds = float(rec["epoch_seconds"])
             if row.status in COMPLETE and row.started is not None and row.ended is None:
@@ -144,6 +143,16 @@ class ProgressTable(tune.Callback):
                 self._print(f"= {rec.get('id')}: already {row.status} earlier (epoch {row.epoch}); not rerun")
         self.changed = True
         self.on_step_end(iteration, trials)
+
+    def _flag_once(self, row: _Row, rec: dict[str, Any], key: str, stopped: str, words: str) -> None:
+        """The first report of a member's collapse or drift (`key`: its epoch) sets the row's and gets a line;
+        `stopped`: the status of a member that ended there."""
+        epoch = rec.get(key)
+        if epoch is None or getattr(row, key) is not None:
+            return
+        setattr(row, key, int(epoch))
+        then = "stopped there" if row.status == stopped else "training on"
+        self._print(f"! {rec.get('id')}: {words.format(int(epoch))}; {then} [{self._elapsed()}]")
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         for i in self._members(trial):
@@ -155,6 +164,8 @@ class ProgressTable(tune.Callback):
             err = f", test error {_percent(row.test_error)}" if isinstance(row.test_error, float) else ""
             if row.collapsed_epoch is not None:
                 err += f", collapsed at epoch {row.collapsed_epoch}"
+            if row.drifting_epoch is not None:
+                err += f", drifting from epoch {row.drifting_epoch}"
             self._print(f"+ {i}: {row.status} at epoch {row.epoch}/{row.epochs}{err} [{self._elapsed()}]")
         self.changed = True
 
@@ -187,6 +198,9 @@ class ProgressTable(tune.Callback):
         flagged = sum(r.collapsed_epoch is not None for r in self.rows.values())
         if flagged:
             head += f"; {flagged} collapsed so far"
+        drifting = sum(r.drifting_epoch is not None for r in self.rows.values())
+        if drifting:
+            head += f"; {drifting} drifting so far"
         active = [(i, r) for i, r in self.rows.items() if r.status == "running"]
         if not active:
             return head
@@ -196,7 +210,8 @@ class ProgressTable(tune.Callback):
                  f"{r.epoch_seconds:.1f}" if r.epoch_seconds is not None else "-",
                  duration(_remaining(r)) if r.epoch_seconds is not None else "-",
                  r.status + (f" (retry {r.failures})" if r.failures else "")
-                 + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")]
+                 + (f", collapsed at epoch {r.collapsed_epoch}" if r.collapsed_epoch is not None else "")
+                 + (f", drifting from epoch {r.drifting_epoch}" if r.drifting_epoch is not None else "")]
                 for i, r in active]
         return head + "\n" + text_table(["trial", "epoch", "train err", "test err", "s/epoch", "ETA", "status"],
                                          rows, indent="  ", right=(1, 2, 3, 4, 5))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from cep.health import find_drift
 from cep.layout import trial_dir
 from cep.reading import TEXT_BYTES
 from cep.results import (
@@ -46,9 +47,17 @@ class TrialStatus:
     why: str = ""  # how liveness was judged
     edited: str = ""  # config.yaml differs from sweep.json's record (config_edit_line), "" when not
 
+    @property
+    def drifting_epoch(self) -> int | None:
+        """Where the trial's drift began (cep.health): summary.json's record, else found in metrics.csv."""
+        found = (self.folder.summary or {}).get("drifting") or find_drift(self.folder.metrics)
+        epoch = found.get("epoch") if isinstance(found, dict) else None
+        return int(epoch) if isinstance(epoch, (int, float)) else None
+
     def cells(self, now: float) -> list[str]:
-        err = self.folder.test_error
-        return [self.id, self.status, f"{self.folder.epochs_done}/{self.folder.epochs}",
+        err, drift = self.folder.test_error, self.drifting_epoch
+        status = self.status + (f", drifting from epoch {drift}" if drift is not None else "")
+        return [self.id, status, f"{self.folder.epochs_done}/{self.folder.epochs}",
                 f"{err:.2f}%" if isinstance(err, (int, float)) else "-", self.host or "-",
                 _ago(now - self.updated) if self.updated is not None else "-", self.why]
 
@@ -142,5 +151,7 @@ def status_command(results_dir: Path) -> int:
     for r in rows:
         if r.edited:
             click.echo(f"warning: {r.edited}")
-    click.echo(f"\n{len(rows)} trial(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    drifting = sum(r.drifting_epoch is not None for r in rows)
+    click.echo(f"\n{len(rows)} trial(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())
+               + (f"; {drifting} drifting (train error well above its minimum: cep.health)" if drifting else ""))
     return 0

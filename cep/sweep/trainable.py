@@ -66,11 +66,12 @@ class TrialContext:
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
     """A member's line in a Tune report: its last epoch's metrics (or where it stands), status, and the epoch
-    of its collapse (None: none so far) with the error that showed it."""
+    of its collapse (None: none so far) with the error that showed it, and of its drift's start (cep.health)."""
     last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
     collapse = state.info.get("collapsed", {})
     return {**last, "id": trial_id, "epochs": state.config.epochs, "status": state.status,
-            "collapsed_epoch": collapse.get("epoch"), "collapse_seen_in": collapse.get("seen_in", "train_error")}
+            "collapsed_epoch": collapse.get("epoch"), "collapse_seen_in": collapse.get("seen_in", "train_error"),
+            "drifting_epoch": state.info.get("drifting", {}).get("epoch")}
 
 
 def _tune_report(pack_id: str, members: list[Member], replayed: bool = False) -> None:
