@@ -37,7 +37,24 @@ def experiment_dir(storage: str, name: str) -> Path:
     return Path(storage).expanduser().absolute() / name
 
 
+class TrialIdRefused(ValueError):
+    """A trial id (from a sweep.json a user can edit) that would name a folder outside trials/."""
+
+
+def trial_id_problem(trial_id: object) -> str:
+    """Why `trial_id` cannot name a folder below trials/ ("" when it can): absolute, `..`, `.` or empty parts."""
+    if not isinstance(trial_id, str) or not trial_id:
+        return f"trial id {trial_id!r} is not a non-empty string"
+    if trial_id.startswith("/") or "\0" in trial_id or any(p in ("", ".", "..") for p in trial_id.split("/")):
+        return f"trial id {trial_id!r} is not a relative folder path (no leading /, no empty, . or .. parts)"
+    return ""
+
+
 def trial_dir(exp_dir: str | Path, trial_id: str) -> Path:
+    """The trial's folder below trials/; an id that would lead elsewhere is a TrialIdRefused (never followed)."""
+    problem = trial_id_problem(trial_id)
+    if problem:
+        raise TrialIdRefused(problem)
     return Path(exp_dir) / TRIALS_DIR / trial_id
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cep.errors import UsageProblem
-from cep.reading import read_bytes_limited
+from cep.reading import ReadRefused, file_kind, read_bytes_limited
 
 TEMP_PREFIX = ".cep-tmp-"  # .cep-tmp-<pid>@<host>~<file name>: an atomic write in progress (or a killed one)
 STALE_TEMP_S = 3600.0  # a temporary of another host is stale after this long (its pid cannot be checked here)
@@ -95,18 +95,45 @@ def read_text(path: str | Path, root: str | Path | None = None, *, limit: int, w
 
 
 def append_text(path: str | Path, text: str) -> None:
-    """Append to a log file (made when missing), never through a link; a full disk raises DiskFull."""
+    """Append to a log file (made when missing), never through a link, never blocking, a regular file only
+    (ReadRefused: a FIFO would block the writer forever); a full disk raises DiskFull."""
     path = Path(path)
     refuse_links(path.parent, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        with open(fd, "a") as f:
-            f.write(text)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
+        if e.errno in (errno.EISDIR, errno.ENXIO):  # a folder; a FIFO without a reader
+            raise ReadRefused(_not_regular(path, "a folder" if e.errno == errno.EISDIR else "a FIFO (named pipe)")
+                              ) from None
         if disk_full(e, path):
             raise DiskFull(path) from None
         raise
+    with open(fd, "a") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO with a reader, a device
+            raise ReadRefused(_not_regular(path, file_kind(mode)))
+        try:
+            f.write(text)
+            f.flush()
+        except OSError as e:
+            if disk_full(e, path):
+                raise DiskFull(path) from None
+            raise
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse (ReadRefused, one line) a folder or other non-file where a whole file is about to be written."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise ReadRefused(_not_regular(Path(path), "a folder"))
+
+
+def _not_regular(path: Path, kind: str) -> str:
+    return f"{path}: {kind} where cep writes a file; remove it (a regular file is made in its place) and rerun"
 
 
 # ----------------------------------------------------------------- temporaries
@@ -210,6 +237,7 @@ def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Pa
     """
     path = Path(path)
     refuse_links(root if root is not None else path.parent, path)
+    check_replaceable(path)
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

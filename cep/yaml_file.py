@@ -16,6 +16,7 @@ from cep.reading import YAML_BYTES, ReadRefused, read_bytes_limited
 
 MAX_BYTES = YAML_BYTES
 MAX_NODES = 100_000  # scalars, lists and mappings once every alias is expanded
+MERGE_TAG, BOOL_TAG, STR_TAG = "tag:yaml.org,2002:merge", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
 MAX_DEPTH = 64  # nested lists and mappings (a sweep file needs 4); deeper would overflow Python's stack later
 
 
@@ -35,6 +36,10 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *defaults`: merged by PyYAML, its keys overridable
+                continue
+            if key_node.tag == BOOL_TAG and isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+                key_node.tag = STR_TAG  # a key `on:` or `yes:` is the word written, not True
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
@@ -113,6 +118,8 @@ def _expansion_problem(root: yaml.Node | None) -> str:
         return "an alias refers to the value that contains it (a circular structure); write the values out instead"
     except (RecursionError, _TooDeep):
         return f"nested too deeply (more than {MAX_DEPTH} levels); fix the brackets or indentation"
+    if len(sizes) > MAX_NODES:  # as written, aliases aside
+        return f"more than {MAX_NODES:,} values; a sweep file or config holds a few hundred: is it the right file?"
     if n > MAX_NODES:
         return f"its aliases (*name) expand it to more than {MAX_NODES:,} values; write the values out instead"
     return ""

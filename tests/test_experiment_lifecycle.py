@@ -351,9 +351,10 @@ def test_a_lock_is_refused_while_its_process_lives_and_taken_over_once_it_is_kil
         lock = ExperimentLock(exp)
         with pytest.raises(SweepError) as e:
             lock.acquire()
-        assert e.value.problems == [f"{exp}: in use by cep-sweep pid {holder.pid} on host {socket.gethostname()} "
-                                    f"(since {e.value.problems[0].split('(since ')[1].split(')')[0]}); wait for it "
-                                    f"to end, or stop it (Ctrl-C, or kill {holder.pid} on that host) and rerun"]
+        since = e.value.problems[0].split(" since ")[1].split(")")[0]
+        assert e.value.problems == [f"{exp}: in use by another cep-sweep (its .cep-sweep.lock says: pid {holder.pid} "
+                                    f"on host {socket.gethostname()} since {since}); wait for it to end, or stop it "
+                                    "(Ctrl-C where it runs) and rerun"]
         holder.kill()
         holder.wait(30)
         lock.acquire()  # SIGKILL released it: taken over silently

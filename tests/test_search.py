@@ -257,12 +257,14 @@ def test_a_damaged_search_record_is_one_line(tmp_path):
         with pytest.raises(SweepError) as e:
             read_search_record(tmp_path, spec)
         assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{tmp_path / SEARCH_FILE}: damaged")
-    (tmp_path / SEARCH_FILE).write_text(json.dumps({"searcher": "hyperopt", "seed": 5, "rounds": []}))
+    (tmp_path / SEARCH_FILE).write_text(json.dumps({"searcher": "hyperopt", "seed": 5, "metric": spec.metric,
+                                                    "mode": spec.mode, "rounds": []}))
     with pytest.raises(SweepError) as e:
         read_search_record(tmp_path, spec)
-    assert e.value.problems == [f"{tmp_path / SEARCH_FILE}: recorded by another search ('hyperopt', seed 5; this one: "
-                                "optuna, seed 5); rerun with --name NEW to keep it and start another, or --restart "
-                                "to discard it"]
+    assert e.value.problems == [f"{tmp_path / SEARCH_FILE}: recorded by a search with searcher 'hyperopt', this "
+                                "sweep's search.searcher is 'optuna' (its recorded results would be relabelled); set "
+                                "search.searcher back to 'hyperopt', or rerun with --name NEW to start another search "
+                                "(--restart discards this one)"]
 
 
 def test_a_missing_searcher_library_is_one_line_naming_the_extra(tmp_path):

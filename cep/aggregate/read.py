@@ -17,7 +17,7 @@ from typing import Any
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
 from cep.health import find_collapse, find_drift
-from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir
+from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir, trial_id_problem
 from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, read_folder
 from cep.safe_files import LinkRefused
 from cep.selection import best_record
@@ -170,6 +170,9 @@ class TrialResult:
 
 
 def _hashable(v: Any) -> Any:
+    """A grid value as a key (sweep.json's values are JSON: lists, and in a tampered file mappings too)."""
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
@@ -187,10 +190,7 @@ def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> TrialResult:
     grid = entry.get("grid") if isinstance(entry.get("grid"), dict) else {}
     experiment = entry.get("experiment") or (parts[0] if parts else tid)
     trial = TrialResult(id=tid, experiment=str(experiment), grid=dict(grid), config=dict(config),
-                  path=trial_dir(experiment_dir, "/".join(parts)))
-    if any(p in (".", "..") for p in parts) or not parts:
-        trial.notes.append("trial id is not a relative folder path; not read")
-        return trial
+                        path=trial_dir(experiment_dir, tid))  # ids are checked by load_experiment
     trial.folder = read_folder(trial.path, trial.action, trial.epochs or 1, root=experiment_dir)
     edits = config_edits(trial.path, trial.config) if not trial.folder.refused else []
     if edits:  # sweep.json's configuration is the trial's: the one used here
@@ -375,6 +375,9 @@ def load_experiment(path: str | Path) -> Experiment:
     bad = [i for i, t in enumerate(trials) if not (isinstance(t, dict) and isinstance(t.get("id"), str))]
     if bad:
         raise NotAnExperiment(f"{sweep_path}: trials[{bad[0]}] has no string 'id' ({len(bad)} such entries)")
+    bad = [(i, trial_id_problem(t["id"])) for i, t in enumerate(trials) if trial_id_problem(t["id"])]
+    if bad:
+        raise NotAnExperiment(f"{sweep_path}: trials[{bad[0][0]}]: {bad[0][1]}; restore sweep.json from a copy")
     return Experiment(path, sweep, [read_trial(path, t) for t in trials])
 
 

@@ -218,7 +218,8 @@ def aggregate_experiment(experiment_dir: str | Path, plots: bool = True, echo: b
             out.mkdir(exist_ok=True)
             write_atomic(out / name, text)
         except OSError as e:  # a read-only experiment (another user's, a snapshot): the report still prints
-            unwritable = f"cannot write the summary into {out} ({e.strerror or type(e).__name__})"
+            unwritable = (str(e) if isinstance(e, UsageProblem)  # a folder where a file goes: named, with the fix
+                          else f"cannot write the summary into {out} ({e.strerror or type(e).__name__})")
             return
         files.append(out / name)
 

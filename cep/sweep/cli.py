@@ -18,8 +18,9 @@ import click
 
 from cep.cli import EXIT_USAGE, run_main
 from cep.sweep import experiment
-from cep.sweep.plan import dry_run_table, make_packs, pack_sizes
+from cep.sweep.plan import dry_run_table, sweep_packs
 from cep.sweep.report import aggregate, summary, wall_times
+from cep.sweep.sections import option_problems
 from cep.sweep.spec import SweepError, SweepSpec, load_sweep
 from cep.text import printable
 
@@ -122,6 +123,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
     t_start = time.monotonic()
     # every problem at once: the sweep file's and the options'
     problems = [] if trial_id is not None or local else experiment.storage_problems(storage, address, name)
+    problems += option_problems(dry_run=dry_run, restart=restart, local=local, progress_interval=progress_interval)
     if out is not None and not local:
         problems.append("--out: only for --trial ID --local (a sweep writes into <storage>/<name>/trials/); "
                         "remove --out, or add --trial ID --local")
@@ -191,7 +193,7 @@ def _dry_run(ts: experiment.Trials) -> int:
     from cep.sweep.calibrate import estimate_table
 
     chosen = [t for t in ts.spec.trials if t.id in {s.id for s in ts.selected}]
-    packs = make_packs(chosen, pack_sizes(ts.spec))
+    packs = sweep_packs(ts.spec, chosen)
     click.echo(dry_run_table(ts.spec, chosen, packs))
     if experiment.adaptive(ts.spec):
         from cep.sweep.adaptive import points_per_round

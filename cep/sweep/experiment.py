@@ -19,7 +19,7 @@ from cep.safe_files import write_atomic
 from cep.sweep.address import address_problems
 from cep.sweep.guard import link_problems, remove_temporaries, restore_edited_configs
 from cep.sweep.lock import ExperimentLock, check_unlocked
-from cep.sweep.plan import Pack, compare, make_packs, pack_sizes, select
+from cep.sweep.plan import Pack, auto_scheduler_problems, compare, make_packs, pack_sizes, select
 from cep.sweep.spec import SweepError, SweepSpec, name_problem
 from cep.sweep.store import (
     check_experiment,
@@ -94,12 +94,12 @@ def searched_spec(spec: SweepSpec, exp_dir: Path, restart: bool, only: tuple[str
     from cep.sweep.searcher import searcher_problems
 
     problems = searcher_problems(spec.search)  # a missing library is said before anything starts
-    if only:
+    if only and not restart:
         problems.append("--only: an adaptive search runs all its points (each round's suggestions depend on all "
-                        "results so far); run it whole")
+                        "results so far); run it whole, or rerun recorded trials afresh with --restart --only ID")
     if problems:
         raise SweepError(problems)
-    return spec if restart else recorded_spec(spec, exp_dir)
+    return spec if restart and not only else recorded_spec(spec, exp_dir)
 
 
 def adaptive(spec: SweepSpec) -> bool:
@@ -113,11 +113,15 @@ def local_spec(spec: SweepSpec, storage: str, name: str | None) -> SweepSpec:
 
 def trials(spec: SweepSpec, storage: str, name: str | None, only: tuple[str, ...], restart: bool) -> Trials:
     """The trials of a run in their experiment folder (--only selects; an adaptive search runs whole)."""
-    chosen = select(spec.trials, only)
     exp_dir = experiment_dir(storage, name or spec.name)
-    if adaptive(spec):
+    if adaptive(spec):  # --only: recorded trials to rerun (with --restart)
         spec = searched_spec(spec, exp_dir, restart, only)
-        chosen = list(spec.trials)
+    chosen = select(spec.trials, only)
+    from cep.sweep.adaptive import first_point_trials
+
+    problems = auto_scheduler_problems(spec, first_point_trials(spec) if adaptive(spec) else spec.trials)
+    if problems:
+        raise SweepError(problems)
     every = resolve_trials(spec.trials, exp_dir)
     chosen_ids = {t.id for t in chosen}
     return Trials(spec, exp_dir, tuple(every), tuple(t for t in every if t.id in chosen_ids))
@@ -178,10 +182,10 @@ def open_experiment(ts: Trials, restart: bool, lock: ExperimentLock, echo: Echo)
     if restart and not ts.subset:
         restart_experiment(exp_dir, None, lock, echo)
     record = check_experiment(exp_dir, ts.all)  # a different sweep is refused, even with --restart --only
-    if record is not None:  # a copied or shared folder: nothing through a link, no leftovers, no edited configs
-        problems = link_problems(exp_dir, ts.all)
-        if problems:
-            raise SweepError(problems)
+    problems = link_problems(exp_dir, ts.all)  # a copied or shared folder, or a new one holding a linked ray.log
+    if problems:
+        raise SweepError(problems)
+    if record is not None:  # no leftovers, no edited configs
         remove_temporaries(exp_dir, ts.all)
         for line in restore_edited_configs(exp_dir, ts.all):
             echo(f"warning: {line}", err=True)

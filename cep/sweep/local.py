@@ -15,7 +15,7 @@ import click
 
 from cep.config import TrialConfig
 from cep.layout import SWEEP_FILE, Trial
-from cep.sweep.plan import Pack, make_packs, pack_sizes, torch_threads
+from cep.sweep.plan import Pack, sweep_packs, torch_threads
 from cep.sweep.scheduling import resume_scheduler, scheduler_settings
 from cep.sweep.spec import SweepError, SweepSpec
 from cep.sweep.store import trial_device
@@ -28,7 +28,7 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     import torch
 
     trial = spec.trial(trial_id)
-    pack = next(p for p in make_packs(spec.trials, pack_sizes(spec)) if trial.id in p.ids)
+    pack = next(p for p in sweep_packs(spec, spec.trials) if trial.id in p.ids)  # the pack it trained in
     members = [trial] if alone else list(pack.members)
     folders = member_folders(spec, trial, members, out, alone)
     refuse_experiment_folders(folders, trial, spec.name)

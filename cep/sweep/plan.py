@@ -5,8 +5,10 @@ No Ray, no torch.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +18,7 @@ from typing import Any
 from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, pack_key, result_differences
 from cep.cost import sample_steps, step_synapses, trial_macs
 from cep.layout import Trial
+from cep.sweep.search_space import scheduler_problems
 from cep.sweep.spec import SweepError, SweepSpec, format_value
 from cep.text import text_table
 
@@ -100,6 +103,20 @@ def make_packs(trials: Sequence[Trial], size: int | Callable[[TrialConfig], int]
     order = {id(t): k for k, t in enumerate(trials)}
     packs.sort(key=lambda c: order[id(c[0])])
     return [Pack(c[0].id if len(c) == 1 else f"{c[0].id}+{len(c) - 1}", tuple(c)) for c in packs]
+
+
+def sweep_packs(spec: SweepSpec, trials: Sequence[Trial]) -> list[Pack]:
+    """The packs the sweep trains `trials` in: an adaptive search's round by round (a round's points train
+    together, never with another round's: the packs a trial trained in, whichever points came later), in
+    round order; any other sweep's over all of them."""
+    size = pack_sizes(spec)
+    if not spec.rounds:
+        return make_packs(trials, size)
+    ends = list(itertools.accumulate(spec.rounds))
+    rounds: dict[int, list[Trial]] = {}
+    for t in trials:
+        rounds.setdefault(bisect.bisect_right(ends, t.grid.get("search", -1)), []).append(t)
+    return [p for _, members in sorted(rounds.items()) for p in make_packs(members, size)]
 
 
 def fingerprint(trials: Sequence[Trial]) -> str:
@@ -201,6 +218,13 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
                      "pack trains as one program and runs as one Ray Tune trial with the resources above")
         lines += auto_pack_lines(spec, trials) if spec.pack is None else []
     return "\n".join(lines)
+
+
+def auto_scheduler_problems(spec: SweepSpec, trials: Sequence[Trial]) -> list[str]:
+    """A scheduler with `pack: auto` that packs these trials one by one: refused as `pack: 1` is."""
+    alone = next((auto_pack(t.config, spec.resources) for t in trials if spec.pack is None and t.config.action ==
+                  "train" and auto_pack(t.config, spec.resources)[0] == 1), None)
+    return scheduler_problems(spec.search, *alone) if alone else []
 
 
 def auto_pack_lines(spec: SweepSpec, trials: Sequence[Trial]) -> list[str]:

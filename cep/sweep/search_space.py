@@ -18,7 +18,8 @@ Drawing uses Ray Tune's own domains (tune.uniform, ...), imported only when poin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ SCHEDULERS = ("none", "asha", "median")
 NOT_SEARCHED = ("seed", "out_dir", "checkpoint", "data_dir", "device")  # run fields; seeds go in the grid
 SEGMENT = "search"  # the trial id's segment of a point: search=0007
 MAX_SAMPLES = 100_000
+MAX_SEED = 2**32 - 1  # Optuna's and HyperOpt's seeds are 32-bit
+INT64 = 2**63  # randint's bounds: numpy draws 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,27 @@ class Dist:
 
     def record(self) -> dict[str, Any]:
         return {self.kind: list(self.args), **({"ratio_to": self.ratio_to} if self.ratio_to is not None else {})}
+
+    def edges(self) -> list[Any]:
+        """The values at the edges of the space (every value of a choice): what a searcher may suggest that
+        is most likely to be refused as a trial field, checked before anything runs."""
+        if self.kind == "choice":
+            return list(self.args)
+        if self.kind == "randint":
+            return [self.args[0], self.args[1] - 1]
+        return [float(self.args[0]), float(self.args[1])]
+
+    def admits(self, value: Any) -> bool:
+        """Whether `value` (read back from search.json) is one this space can suggest."""
+        if self.kind == "choice":
+            return any(type(value) is type(a) and value == a for a in self.args)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        low, high = self.args[0], self.args[1]
+        if self.kind == "randint":
+            return isinstance(value, int) and low <= value < high
+        slack = 1e-9 * max(abs(low), abs(high), 1.0)  # a float suggestion rounded at an end of the range
+        return low - slack <= value <= high + slack
 
 
 Entry = Any  # a Dist, or a fixed value (an entry of a list field)
@@ -86,17 +110,41 @@ class SearchSpec:
         import numpy as np
 
         rng = np.random.default_rng([self.seed, k])
+        return self.compose(lambda _, dist: _draw(dist, rng))
+
+    def compose(self, pick: Callable[[str, Dist], Any]) -> dict[str, Any]:
+        """A point's trial fields, each sampled dimension (`beta`, `lr_tab[0]`) valued by pick(name, dist) in the
+        space's order, ratios applied."""
         out: dict[str, Any] = {}
         for name, space in self.space.items():
             if isinstance(space, Dist):
-                out[name] = _draw(space, rng)
+                out[name] = pick(name, space)
                 continue
-            drawn = [_draw(e, rng) if isinstance(e, Dist) else e for e in space]
+            drawn = [pick(f"{name}[{i}]", e) if isinstance(e, Dist) else e for i, e in enumerate(space)]
             for i, e in enumerate(space):
                 if isinstance(e, Dist) and e.ratio_to is not None:
                     drawn[i] = drawn[e.ratio_to] * drawn[i]
             out[name] = drawn
         return out
+
+    def dimensions(self) -> dict[str, Dist]:
+        """The sampled dimensions by name: `beta`, `lr_tab[0]` (a ratio entry is its factor)."""
+        out: dict[str, Dist] = {}
+        for name, space in self.space.items():
+            if isinstance(space, Dist):
+                out[name] = space
+            else:
+                out.update({f"{name}[{i}]": e for i, e in enumerate(space) if isinstance(e, Dist)})
+        return out
+
+    def edge_points(self) -> list[dict[str, Any]]:
+        """Points at the corners that matter: every dimension at its first edge, at its last, and each edge value
+        of each dimension with the others at their first (a ratio's product takes its extremes at these)."""
+        edges = {name: dist.edges() for name, dist in self.dimensions().items()}
+        picks = [{n: 0 for n in edges}, {n: len(v) - 1 for n, v in edges.items()}]
+        picks += [{**picks[0], n: i} for n, v in edges.items() for i in range(1, len(v))]
+        unique = list({tuple(p.items()): p for p in picks}.values())
+        return [self.compose(lambda name, _, p=p: edges[name][p[name]]) for p in unique]
 
     def points(self, n: int | None = None) -> list[dict[str, Any]]:
         return [self.point(k) for k in range(self.num_samples if n is None else n)]
@@ -147,7 +195,7 @@ def parse_search(section: Any, problems: list[str]) -> SearchSpec | None:
     space = _space(section.get("space"), problems)
     opts: dict[str, Any] = {
         "num_samples": _int(section, "num_samples", None, 1, MAX_SAMPLES, problems),
-        "seed": _int(section, "seed", 0, 0, 2**63 - 1, problems),
+        "seed": _int(section, "seed", 0, 0, MAX_SEED, problems),
         "grace_period": _int(section, "grace_period", 1, 1, 10**6, problems),
         "reduction_factor": _int(section, "reduction_factor", 2, 2, 100, problems),
         "min_samples_required": _int(section, "min_samples_required", 3, 1, 10**6, problems)}
@@ -268,6 +316,12 @@ def _args_ok(dist_kind: str, args: Any, where: str, problems: list[str]) -> bool
     if dist_kind == "randint" and any(not isinstance(a, int) for a in args):
         problems.append(f"{where}: expected integers [low, high) (high excluded), got {args}")
         return False
+    if dist_kind == "randint" and not all(-INT64 <= a < INT64 for a in args):
+        problems.append(f"{where}: got {args}; the bounds of a randint are 64-bit integers (within ±2**63)")
+        return False
+    if not all(_finite(a) for a in args):
+        problems.append(f"{where}: got {args}; the bounds must be finite numbers")
+        return False
     if not args[0] < args[1]:
         problems.append(f"{where}: low {args[0]} is not below high {args[1]}; give [low, high]")
         return False
@@ -277,7 +331,22 @@ def _args_ok(dist_kind: str, args: Any, where: str, problems: list[str]) -> bool
     if dist_kind == "quniform" and args[2] <= 0:
         problems.append(f"{where}: q {args[2]} must be > 0 (the step of the values)")
         return False
+    if dist_kind == "quniform" and not all(_multiple(a, args[2]) for a in args[:2]):
+        problems.append(f"{where}: low {args[0]} and high {args[1]} must be multiples of q {args[2]} (the values "
+                        "are low, low + q, ..., high); adjust the bounds or q")
+        return False
     return True
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond a float's range
+        return False
+
+
+def _multiple(x: float, q: float) -> bool:
+    return math.isclose(x / q, round(x / q), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def _check_value(name: str, values: list[Any], where: str, problems: list[str], element: bool = True) -> None:
@@ -315,9 +384,12 @@ def search_conflicts(search: SearchSpec | None, base: Mapping[str, Any], experim
     return out
 
 
-def scheduler_problems(search: SearchSpec | None, pack: int | None) -> list[str]:
-    """A scheduler decides among the members of a pack (cep.sweep.scheduling): with pack: 1 it compares nothing."""
+def scheduler_problems(search: SearchSpec | None, pack: int | None, why: str = "") -> list[str]:
+    """A scheduler decides among the members of a pack (cep.sweep.scheduling): with packs of one it compares
+    nothing. `pack`: the sweep's pack (None: auto, judged where it is sized: cep.sweep.plan.auto_scheduler_problems),
+    or the size auto chose, `why` it did."""
     if search is None or search.scheduler == "none" or pack != 1:
         return []
-    return [f"search.scheduler: {search.scheduler} compares the members of a pack, and pack: 1 trains every trial "
-            "alone, so nothing would be stopped; use pack: 2 or more (or auto), or scheduler: none"]
+    given = f"pack: auto trains every trial alone here ({why})" if why else "pack: 1 trains every trial alone"
+    return [f"search.scheduler: {search.scheduler} compares the members of a pack, and {given}, so nothing would be "
+            "stopped; use pack: 2 or more" + ("" if why else " (or auto)") + ", or scheduler: none"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,28 +29,12 @@ WORST = 100.0  # the metric (an error in percent) of a point whose trials have n
 
 def flat_space(search: SearchSpec) -> dict[str, Dist]:
     """The searched dimensions by name: `beta`, `lr_tab[0]` (a ratio entry is its factor)."""
-    out: dict[str, Dist] = {}
-    for name, space in search.space.items():
-        if isinstance(space, Dist):
-            out[name] = space
-        else:
-            out.update({f"{name}[{i}]": e for i, e in enumerate(space) if isinstance(e, Dist)})
-    return out
+    return search.dimensions()
 
 
 def to_point(search: SearchSpec, flat: Mapping[str, Any]) -> dict[str, Any]:
     """A suggestion (flat dimensions) as trial fields, ratios applied."""
-    out: dict[str, Any] = {}
-    for name, space in search.space.items():
-        if isinstance(space, Dist):
-            out[name] = flat[name]
-            continue
-        entries = [flat[f"{name}[{i}]"] if isinstance(e, Dist) else e for i, e in enumerate(space)]
-        for i, e in enumerate(space):
-            if isinstance(e, Dist) and e.ratio_to is not None:
-                entries[i] = entries[e.ratio_to] * entries[i]
-        out[name] = entries
-    return out
+    return search.compose(lambda name, _: flat[name])
 
 
 def searcher_problems(search: SearchSpec | None) -> list[str]:
@@ -66,21 +51,34 @@ def make_searcher(search: SearchSpec) -> Any:
     if problems:
         raise SweepError(problems)
     space = {k: d.domain() for k, d in flat_space(search).items()}
-    if search.searcher == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+    try:
+        if search.searcher == "optuna":
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(space=OptunaSearch.convert_search_space(space), metric="score", mode=search.mode,
-                            seed=search.seed)
-    from ray.tune.search.hyperopt import HyperOptSearch
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            return OptunaSearch(space=OptunaSearch.convert_search_space(space), metric="score", mode=search.mode,
+                                seed=search.seed)
+        from ray.tune.search.hyperopt import HyperOptSearch
 
-    return HyperOptSearch(space=HyperOptSearch.convert_search_space(space), metric="score", mode=search.mode,
-                          random_state_seed=search.seed)
+        return HyperOptSearch(space=HyperOptSearch.convert_search_space(space), metric="score", mode=search.mode,
+                              random_state_seed=search.seed)
+    except ImportError as e:  # installed, but broken (a version Ray Tune does not know, a missing dependency)
+        why = " ".join(str(e).split())[:160]
+        raise SweepError([f"search.searcher: {search.searcher} is installed but cannot be imported ({why}); "
+                          f"reinstall it: pip install -e \".[{EXTRAS[search.searcher]}]\" --force-reinstall"]
+                         ) from None
 
 
 def _plain(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.item() if hasattr(v, "item") else v for k, v in flat.items()}
+    """A suggestion as JSON writes and reads it back (numpy scalars as Python's, tuples as lists)."""
+    return {k: _json_value(v) for k, v in flat.items()}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v.item() if hasattr(v, "item") else v
 
 
 class AdaptiveSearch:
@@ -146,44 +144,70 @@ def _tid(k: int) -> str:
 
 
 def read_search_record(exp_dir: Path, search: SearchSpec) -> list[list[dict[str, Any]]]:
-    """The recorded rounds of search.json (JSON only: never unpickled); [] when absent. A damaged or foreign
-    file is a SweepError naming the ways out."""
+    """The recorded rounds of search.json (JSON only: never unpickled); [] when absent. Read as strictly as the
+    sweep file: each suggested value one the space can suggest, each result a finite number (none only in the
+    last round, which may still train), at most num_samples points. Anything else is one SweepError line."""
     path = Path(exp_dir) / SEARCH_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    names = set(flat_space(search))
     try:
         data = parse_json(read_bytes(path, limit=JSON_BYTES, what=SEARCH_FILE))  # no link, a bounded size
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        if (data.get("searcher"), data.get("seed")) != (search.searcher, search.seed):
-            raise SweepError([f"{path}: recorded by another search ({data.get('searcher')!r}, seed "
-                              f"{data.get('seed')!r}; this one: {search.searcher}, seed {search.seed}); rerun with "
-                              "--name NEW to keep it and start another, or --restart to discard it"])
-        rounds = data.get("rounds")
-        k = 0
-        for r in rounds:
-            for e in r:
-                ok = (e.get("k") == k and isinstance(e.get("suggested"), dict) and set(e["suggested"]) == names
-                      and all(_number(v) for v in e["suggested"].values())
-                      and (e.get("result") is None or _number(e["result"])))
-                if not ok:
-                    raise ValueError(f"entry {k} is not a point of this search space")
-                k += 1
-    except SweepError:
-        raise
     except LinkRefused as e:
         raise SweepError([str(e)]) from None
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        why = " ".join(str(e).split())[:160]
-        raise SweepError([f"{path}: damaged ({type(e).__name__}: {why}); restore it, or rerun with --restart to "
-                          "discard the experiment (or --name NEW to keep it)"]) from None
+    except (OSError, ValueError) as e:
+        raise _damaged(path, f"{type(e).__name__}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rounds"), list) or not all(
+            k in data for k in ("searcher", "seed", "metric", "mode")):
+        raise _damaged(path, "not a search record (searcher, seed, metric, mode and a list of rounds)")
+    for key in ("searcher", "seed", "metric", "mode"):
+        ours = getattr(search, key)
+        if data.get(key) != ours:
+            raise SweepError([f"{path}: recorded by a search with {key} {data.get(key)!r}, this sweep's search.{key} "
+                              f"is {ours!r} (its recorded results would be relabelled); set search.{key} back to "
+                              f"{data.get(key)!r}, or rerun with --name NEW to start another search (--restart "
+                              "discards this one)"])
+    rounds = data["rounds"]
+    n = sum(len(r) if isinstance(r, list) else 1 for r in rounds)
+    if n > search.num_samples:
+        raise SweepError([f"search.num_samples: {search.num_samples}, but {path} records {n} points; give "
+                          f"num_samples: {n} or more to continue this search, or --name NEW to start another"])
+    problem = _rounds_problem(rounds, search)
+    if problem:
+        raise _damaged(path, problem)
     return rounds
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float, str)) and not isinstance(v, bool) and (
-        isinstance(v, str) or math.isfinite(v))
+def _rounds_problem(rounds: list[Any], search: SearchSpec) -> str:
+    """What makes the recorded rounds no ask/tell history of this search ("" when they are one)."""
+    dims = flat_space(search)
+    k = 0
+    for i, r in enumerate(rounds):
+        if not isinstance(r, list) or not r:
+            return f"round {i} is not a non-empty list of points"
+        for e in r:
+            if not isinstance(e, dict) or e.get("k") != k or not isinstance(e.get("suggested"), dict):
+                return f"entry {k} is not {{k: {k}, suggested: {{...}}, result: ...}}"
+            if set(e["suggested"]) != set(dims):
+                return f"point {k} names {sorted(e['suggested'])[:4]}, not this search's {sorted(dims)[:4]}"
+            bad = next((name for name, d in dims.items() if not d.admits(e["suggested"][name])), None)
+            if bad is not None:
+                return f"point {k}: {bad} {e['suggested'][bad]!r} is not a value of search.space.{bad}"
+            last = i == len(rounds) - 1
+            if not (_result(e.get("result")) or (last and e.get("result") is None)):
+                return (f"point {k}: result {e.get('result')!r} is not a finite number"
+                        + ("" if last else " (only the last round may be without results)"))
+            k += 1
+    return ""
+
+
+def _damaged(path: Path, why: str) -> SweepError:
+    why = " ".join(str(why).split())[:200]
+    return SweepError([f"{path}: damaged ({why}); restore it from a copy, or rerun with --name NEW to start "
+                       "another search (--restart discards this one)"])
+
+
+def _result(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def write_search_record(exp_dir: Path, search: AdaptiveSearch) -> None:

@@ -7,6 +7,7 @@ so that every problem of a file is reported at once.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -174,3 +175,16 @@ def check_resources(section: Any, problems: list[str]) -> dict[str, float]:
     return res
 
 
+def option_problems(*, dry_run: bool, restart: bool, local: bool, progress_interval: float) -> list[str]:
+    """Options that would do nothing in this combination (or nothing sensible): one line each, before anything runs."""
+    out = []
+    if local and dry_run:
+        out.append("--dry-run: --trial ID --local trains that one trial here and has no dry run; remove --dry-run "
+                   "(cep-sweep SWEEP --dry-run shows every trial and its pack)")
+    if local and restart:
+        out.append("--restart: --trial ID --local resumes the trial's own folder; to start it afresh, remove that "
+                   "folder (or give another --out), or restart it in the sweep with --restart --only ID")
+    if not math.isfinite(progress_interval) or progress_interval < 0:
+        out.append(f"--progress-interval: got {progress_interval}; seconds between tables of running trials, e.g. 30 "
+                   "(0: at every change)")
+    return out

@@ -73,6 +73,7 @@ class SweepSpec:
     pack: int | None = None  # most trials per pack (cep.sweep.plan.make_packs); None: auto
     search: SearchSpec | None = None  # the `search` section (cep.sweep.search_space); None: a grid only
     raw: Any = field(default=None, compare=False, repr=False)  # (file content, --set): to expand other points
+    rounds: tuple[int, ...] = ()  # an adaptive search's points per recorded round: packs never span two rounds
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -166,7 +167,9 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     too_many = _count_problems(experiments, grid, search.num_samples if search is not None else 1)
     if too_many:  # expanding it would take minutes and gigabytes
         raise SweepError(problems + too_many)
-    if search is not None and points is None:
+    if search is not None and points is None:  # the sweep file itself (not a reread with recorded points)
+        if not problems:
+            problems += _edge_problems(experiments, base, grid, sets, search)
         points = [] if search.adaptive else search.points()
     # expand what could be read, so that one pass reports every problem (not one round after another)
     found: list[str] = []
@@ -254,6 +257,19 @@ def _count_problems(experiments: list[Experiment], grid: dict[str, list[Any]], p
     hint = f" (grid.{biggest} has {len(grid[biggest])} values)" if biggest else ""
     return [f"grid: {n:,} trials, more than the {MAX_TRIALS:,} a sweep may have{hint}; use fewer grid values, or "
             "split it into several sweeps (each with its own name)"]
+
+
+def _edge_problems(experiments: list[Experiment], base: dict[str, Any], grid: dict[str, list[Any]],
+                   sets: dict[str, Any], search: SearchSpec) -> list[str]:
+    """Values at the edges of the search space that a trial refuses: found when the file is read (--dry-run),
+    not once a searcher suggests one after a round has trained."""
+    edges = search.edge_points()
+    edges = edges[:max(1, MAX_TRIALS // max(1, trial_count(experiments, grid)))]  # as bounded as the sweep
+    found: list[str] = []
+    _expand(experiments, base, grid, sets, found, edges, collisions=False)
+    first = {line.split(": ", 1)[0]: re.sub(r" \(trials? [^()]*\)$", "", line) for line in reversed(found)}
+    return [line + (" (at an edge of search.space: a value the search may suggest)" if path.startswith("search.")
+                    else "") for path, line in reversed(first.items())]
 
 
 def _unreported(found: list[str], reported: list[str]) -> list[str]:

@@ -18,7 +18,17 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, Trial, read_sweep_json, trial_dir
+from cep.layout import (
+    DISCARDED,
+    LOCK_FILE,
+    RAY_LOG,
+    SWEEP_FILE,
+    TUNE_DIR,
+    Trial,
+    read_sweep_json,
+    trial_dir,
+    trial_id_problem,
+)
 from cep.reading import read_text_limited
 from cep.results import METRICS_FILE, FolderState, read_folder
 from cep.safe_files import refuse_links, write_atomic
@@ -64,6 +74,10 @@ def read_sweep_record(exp_dir: str | Path) -> dict[str, Any] | None:
         record = read_sweep_json(exp_dir)
         if not isinstance(record, dict) or not isinstance(record.get("trials"), list):
             raise ValueError("not a sweep record: no list of trials")
+        problem = next(filter(None, (trial_id_problem(t.get("id") if isinstance(t, dict) else None)
+                                     for t in record["trials"])), "")
+        if problem:
+            raise ValueError(problem)
     except (OSError, ValueError) as e:  # truncated by a full disk, edited by hand, not JSON at all
         why = " ".join(str(e).split())[:160]
         raise SweepError([f"{path}: damaged ({type(e).__name__}: {why}); restore it from a copy, or rerun with "
