@@ -41,6 +41,7 @@ from cep.results import (
 )
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
+from cep.tracking.options import OPTION_NAMES, run_tracking, tracking_options
 from cep.yaml_file import YAMLFileError, read_yaml
 
 EXIT_USAGE = 2
@@ -131,10 +132,12 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
                        "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
 
 
-def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None) -> int:
+def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
+            tracking: dict[str, Any] | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
-    `threads`: torch's CPU threads for this run (None: leave them as the caller set them)."""
+    `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `tracking`: the
+    trackers that mirror it (cep.tracking; None: none), the run named by its folder."""
     from cep.runner import Resumed, run  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
@@ -150,13 +153,22 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
         if resumed.state is not None:
             click.echo(f"resuming from {resumed.source} in {cfg.out_dir} after epoch {resumed.epoch}")
 
+    from cep.tracking.mirror import start_mirror
+
+    name = Path(str(cfg.out_dir)).name
+    mirror = start_mirror(tracking if cfg.out_dir is not None else None, "cep-train", str(cfg.out_dir))
+
     def epoch(metrics: dict[str, Any], state: Any) -> None:
         if not quiet and metrics["status"] != "diverged":
             print_epoch(metrics)
+        mirror.round(name, cfg.out_dir)
 
-    outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
-                  progress=None if quiet else ProgressLine(cfg.epochs),
-                  restart_hint="use another --out folder, or delete it to start afresh")
+    try:
+        outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
+                      progress=None if quiet else ProgressLine(cfg.epochs),
+                      restart_hint="use another --out folder, or delete it to start afresh")
+    finally:
+        mirror.close(name, cfg.out_dir)
     return print_outcome(cfg, outcome)
 
 
@@ -263,6 +275,7 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: chosen from the net's size, 1 for the paper's nets; a thread "
                    "count may change float32 results in the last bits, as another device does)")
+@tracking_options
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
                   **options: Any) -> int:
@@ -281,11 +294,12 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
         if not isinstance(loaded, dict):
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
+    tracking = {k: options.pop(k) for k in OPTION_NAMES}
     fields.update({k: v for k, v in options.items() if v is not None})
     cfg = TrialConfig.from_dict(fields)
     if cfg.out_dir is None:
         cfg = cfg.replace(out_dir=default_out_dir(preset or cfg.model_label))
-    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg))
+    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), run_tracking(tracking, cfg.out_dir))
 
 
 # ------------------------------------------------------------------ cep run

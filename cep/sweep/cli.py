@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -44,6 +44,7 @@ from cep.sweep.store import (
     write_sweep_record,
 )
 from cep.text import duration, printable, text_table
+from cep.tracking.options import tracking_options, with_tracking
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
@@ -100,10 +101,12 @@ def _blame_sources(problems: list[str]) -> list[str]:
 @click.option("--verbose", is_flag=True,
               help="also show Ray's and Tune's own log lines and the trials' output (always kept in "
                    "<experiment>/ray.log)")
+@tracking_options
 @click.version_option(package_name="cep")
 def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, storage: str,
                   name: str | None, address: str | None, restart: bool, trial_id: str | None, local: bool,
-                  out: str | None, alone: bool, progress_interval: float, no_aggregate: bool, verbose: bool) -> int:
+                  out: str | None, alone: bool, progress_interval: float, no_aggregate: bool, verbose: bool,
+                  **tracking: Any) -> int:
     """Run the trials of SWEEP_FILE with Ray Tune; rerun the same command to resume after any interruption.
 
     \b
@@ -124,6 +127,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
                         "remove --out, or add --trial ID --local")
     try:
         spec = load_sweep(sweep_file, sets)
+        spec = with_tracking(spec, tracking, experiment_dir(storage, name or spec.name), problems)
         if problems:
             raise SweepError([])
         if trial_id is not None or local or alone:
@@ -537,6 +541,10 @@ def main(args: list[str] | None = None) -> None:
         from cep.aggregate.cli import aggregate_command
 
         run_main(aggregate_command, {}, argv[1:], prog_name="cep-sweep aggregate")
+    if argv[:1] == ["track"]:
+        from cep.tracking.command import track_command
+
+        run_main(track_command, {}, argv[1:], prog_name="cep-sweep track")
     if argv[:1] == ["status"]:
         from cep.sweep.status import status_command
 

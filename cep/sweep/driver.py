@@ -181,7 +181,7 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
         raise
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
                        {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep,
-                       scheduler_settings(run.spec.search))
+                       scheduler_settings(run.spec.search), run.spec.tracking.to_dict(), run.exp_dir.name)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
     run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},

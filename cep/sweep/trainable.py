@@ -49,6 +49,7 @@ from cep.safe_files import LinkRefused, append_text, pid_alive
 from cep.sweep.faults import Fault, FaultInjected, fault_due
 from cep.sweep.scheduling import resume_scheduler
 from cep.sweep.store import torch_threads, trial_device
+from cep.tracking.mirror import roots_of, start_mirror
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
@@ -71,6 +72,8 @@ class TrialContext:
     faults: tuple[Fault, ...] = ()
     epoch_sleep: float = 0.0
     scheduler: dict[str, Any] | None = None  # a search's scheduler, per member (cep.sweep.scheduling)
+    tracking: dict[str, Any] | None = None  # cep.tracking.settings.Tracking as a dict; None: no tracker
+    experiment: str = ""  # the experiment folder's name (trackers group the trials by it)
 
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
@@ -196,13 +199,21 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
         if ctx.epoch_sleep:
             time.sleep(ctx.epoch_sleep)
 
+    mirror = start_mirror(ctx.tracking, ctx.experiment, roots_of(folders, ids), {i: pack_id for i in ids})
+
     def on_round(states: list[TrainState]) -> None:
         latest.update({id_of[str(st.config.out_dir)]: st for st in states})
+        for st in states:
+            mirror.round(id_of[str(st.config.out_dir)], st.config.out_dir)
         if scheduler is not None:
             scheduler.after_round(states, lambda st: id_of[str(st.config.out_dir)])
         _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
 
-    outcomes = run_pack(members, before_save=before_save, on_round=on_round)
+    try:
+        outcomes = run_pack(members, before_save=before_save, on_round=on_round)
+    finally:  # ended, stopped by a scheduler or failed: each member's run gets what its folder holds
+        for i, f in zip(ids, folders, strict=True):
+            mirror.close(i, f)
     if all(o.replayed for o in outcomes):  # Tune still needs one report of the trial's end
         _tune_report(pack_id, [(i, f, o.state) for i, f, o in zip(ids, folders, outcomes, strict=True)],
                      replayed=True)
