@@ -14,6 +14,10 @@ from cep.text import printable
 from cep.tracking.settings import Tracking, library_problems, parse_tracking, uri_problems
 
 OPTION_NAMES = ("tensorboard", "mlflow", "mlflow_experiment", "wandb", "wandb_mode")
+RENAMES = (("e.g. options.mlflow: {uri: sqlite:///mlflow.db}", "e.g. --mlflow sqlite:///mlflow.db"),
+           ("options.mlflow.uri", "--mlflow"), ("options.mlflow.experiment", "--mlflow-experiment"),
+           ("options.wandb.project", "--wandb"), ("options.wandb.mode", "--wandb-mode"),
+           ("options.tensorboard", "--tensorboard"))  # a problem's YAML path -> the option that gave it
 
 
 def tracking_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,10 +57,10 @@ def merged(base: Tracking, options: dict[str, Any], problems: list[str]) -> Trac
                                               ("mode", given("wandb_mode", base.wandb_mode))) if v is not None}
     own: list[str] = []
     parsed = parse_tracking(section, own, "options")
-    problems += [p.replace("e.g. options.mlflow: {uri: ", "e.g. --mlflow ").replace("e.g. options.wandb: {project: ", "e.g. --wandb ")
-                 .replace("options.mlflow.uri", "--mlflow").replace("options.mlflow.experiment", "--mlflow-experiment")
-                 .replace("options.wandb.project", "--wandb").replace("options.wandb.mode", "--wandb-mode")
-                 .replace("options.tensorboard", "--tensorboard") for p in own]
+    for p in own:
+        for path, option in RENAMES:
+            p = p.replace(path, option)
+        problems.append(p)
     changes = {k: getattr(parsed, k) for k in ("tensorboard",) if "tensorboard" in section}
     if "mlflow" in section:
         changes.update(mlflow_uri=parsed.mlflow_uri, mlflow_experiment=parsed.mlflow_experiment)
