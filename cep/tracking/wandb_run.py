@@ -62,8 +62,13 @@ class WandbTracker:
         rec = TrackingFile(v.folder, self.name)
         if v.trial_id not in self.logged:
             count = rec.data.get("logged", 0) if isinstance(rec.data.get("logged"), int) else 0
-            self.logged[v.trial_id] = (offline_steps(self.dir, run_id(rec.token, v.trial_id)) if self.mode == "offline"
-                                       else set(range(1, count + 1)))
+            steps = set(range(1, count + 1))
+            if self.mode == "offline":
+                try:
+                    steps = offline_steps(self.dir, run_id(rec.token, v.trial_id))
+                except (OSError, subprocess.SubprocessError, ValueError):  # a wandb without `leet inspect`
+                    pass  # the folder's record: an epoch a killed process logged unrecorded comes again
+            self.logged[v.trial_id] = steps
         have = self.logged[v.trial_id]
         rows = [r for r in v.rows if int(r["epoch"]) not in have]
         if not rows:
