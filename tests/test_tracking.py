@@ -220,3 +220,63 @@ def test_cep_train_writes_tensorboard_by_default_and_refuses_bad_options(tmp_pat
     assert bad.returncode == 2 and bad.stderr.splitlines() == [
         "error: --mlflow: got ''; a non-empty string",
         "error: --wandb: got 'a b'; letters, digits and . _ + -, at most 128 characters"], bad.stderr
+
+
+def experiment_of_copies(trial: Path, tmp_path: Path, ids: list[str]) -> Path:
+    """An experiment folder (sweep.json, trials/<id>/) whose trials are copies of one finished trial."""
+    exp = tmp_path / "exp"
+    entries = []
+    for tid in ids:
+        dest = exp / "trials" / tid
+        dest.mkdir(parents=True)
+        for name in ("config.yaml", "metrics.csv", "summary.json", "learning_curve.png"):
+            (dest / name).write_bytes((trial / name).read_bytes())
+        config = json.loads((dest / "summary.json").read_text())["config"]
+        entries.append({"id": tid, "experiment": tid.split("/")[0], "grid": {"seed": int(tid[-1])}, "config": config})
+    (exp / "sweep.json").write_text(json.dumps({"name": "exp", "trials": entries}))
+    return exp
+
+
+def test_track_after_the_fact_is_idempotent(trial, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from cep.sweep.cli import main
+
+    ids = ["EP/seed=0", "EP/seed=1"]
+    exp = experiment_of_copies(trial, tmp_path, ids)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    for _ in range(2):
+        with pytest.raises(SystemExit) as e:
+            main(["track", str(exp), "--mlflow", uri, "--tensorboard"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and "mlflow: 2 trial(s) mirrored" in out and "tensorboard: 2 trial(s)" in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ids
+    for r in runs:
+        assert sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "test_error")) == sorted(
+            truth(exp / "trials" / r.info.run_name).items())
+        assert r.data.tags["seed"] == r.info.run_name[-1]
+    with pytest.raises(SystemExit) as e:
+        main(["track", str(exp)])
+    assert e.value.code == 2 and "no tracker given" in capsys.readouterr().err
+
+
+def test_load_gives_aggregates_numbers(trial, tmp_path):
+    import csv
+
+    import cep
+    from cep.aggregate.summary import aggregate_experiment
+
+    exp = experiment_of_copies(trial, tmp_path, ["EP/seed=0", "EP/seed=1"])
+    aggregate_experiment(exp, plots=False)
+    frames = cep.load(exp)
+    with open(exp / "summary" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(frames.trials["id"]) == [r["id"] for r in rows]
+    for col in ("final_test_error", "best_test_error", "final_train_error", "final_test_loss", "wall_seconds"):
+        assert list(frames.trials[col]) == [float(r[col]) for r in rows], col
+    assert list(frames.epochs["test_error"]) == [v for _ in rows for v in truth(trial).values()]
+    with open(exp / "summary" / "groups.csv", newline="") as f:
+        groups = list(csv.DictReader(f))
+    assert list(frames.groups["test_error_mean"]) == [float(g["test_error_mean"]) for g in groups]
