@@ -133,11 +133,11 @@ def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
 
 
 def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
-            tracking: dict[str, Any] | None = None) -> int:
+            tracking: dict[str, Any] | None = None, run_name: str | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `tracking`: the
-    trackers that mirror it (cep.tracking; None: none), the run named by its folder."""
+    trackers that mirror it (cep.tracking; None: none), the run named `run_name` (default: by its folder)."""
     from cep.runner import Resumed, run  # torch is imported only once something runs
 
     if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
@@ -155,7 +155,7 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
 
     from cep.tracking.mirror import start_mirror
 
-    name = Path(str(cfg.out_dir)).name
+    name = run_name or Path(str(cfg.out_dir)).name
     mirror = start_mirror(tracking if cfg.out_dir is not None else None, "cep-train", str(cfg.out_dir))
 
     def epoch(metrics: dict[str, Any], state: Any) -> None:

@@ -1,5 +1,5 @@
 """A tracked sweep on a local Ray cluster against a real MLflow server on 127.0.0.1: the server killed and
-restarted during the sweep, the driver SIGKILLed mid-round, the sweep resumed; then every trial is one run
+restarted during the sweep (down while the driver is SIGKILLed mid-round, up again when it resumes); then every trial is one run
 with every epoch exactly once, in MLflow, TensorBoard and W&B (offline). `cep-sweep track` mirrors the same
 experiment after the fact, idempotently, and `cep.load` gives aggregate's numbers."""
 
@@ -76,7 +76,7 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
     sweep.write_text(SWEEP.replace("URI", uri))
     exp = tmp_path / "tracked"
     cmd = DRIVER + [str(sweep), "--storage", str(tmp_path), "--address", ray_address, "--progress-interval", "1"]
-    env = {**os.environ, "CEP_TEST_EPOCH_SLEEP": "1.0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CEP_TEST_EPOCH_SLEEP": "2.0", "PYTHONUNBUFFERED": "1"}
     done = lambda: {t: summary(exp / "trials" / t).get("epochs_done", 0) for t in IDS}  # noqa: E731
     server = start_server(tmp_path, port)
     log1 = tmp_path / "run1.log"
@@ -88,14 +88,11 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
             stop(server)  # the server goes down mid-sweep: the trials go on
             at = dict(done())
             wait(lambda: any(done()[t] > at[t] for t in IDS), SLOW, "epochs with the server down", p1, log1)
-            server = start_server(tmp_path, port)
-            at = dict(done())
-            wait(lambda: any(done()[t] > at[t] for t in IDS) and min(done().values()) < EPOCHS, SLOW,
-                 "an epoch with the server back", p1, log1)
-            p1.send_signal(signal.SIGKILL)
+            p1.send_signal(signal.SIGKILL)  # and the driver is killed mid-round
         finally:
             p1.kill()
             p1.wait(30)
+        server = start_server(tmp_path, port)  # back for the resumed sweep, which catches up
         assert min(done().values()) < EPOCHS
         p2 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2 * SLOW)
         assert p2.returncode == 0, p2.stdout

@@ -43,9 +43,11 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
         click.echo(alone_note(trial, pack) if alone else pack_note(pack, others_root(spec, out)))
     from cep.cli import execute
 
+    tracking = spec.tracking.to_dict()
     if len(cfgs) == 1:
-        return execute(cfgs[0])
-    return replay_pack(cfgs, members.index(trial), scheduler_settings(spec.search))
+        return execute(cfgs[0], tracking=tracking, run_name=trial.id)
+    return replay_pack(cfgs, members.index(trial), scheduler_settings(spec.search), tracking,
+                       [t.id for t in members])
 
 
 def others_root(spec: SweepSpec, out: str | None) -> Path:
@@ -108,10 +110,11 @@ def alone_note(trial: Trial, pack: Pack) -> str:
             "runs); drop --alone to replay the sweep's numbers exactly")
 
 
-def replay_pack(cfgs: list[TrialConfig], shown: int, scheduler: dict[str, Any] | None = None) -> int:
+def replay_pack(cfgs: list[TrialConfig], shown: int, scheduler: dict[str, Any] | None = None,
+                tracking: dict[str, Any] | None = None, ids: list[str] | None = None) -> int:
     """Train a pack as the sweep's trial does (cep.runner.run_pack; with a search's `scheduler` per member),
     showing member `shown`; the exit code is that member's. A pack whose members have all ended is not run
-    again: its folders stay as they are."""
+    again: its folders stay as they are. `tracking`: the trackers mirroring each member (run named by `ids`)."""
     from cep.cli import ProgressLine, check_out_dir, print_epoch, print_outcome
     from cep.runner import Member, Outcome, resume_pack, run_pack
 
@@ -128,11 +131,21 @@ def replay_pack(cfgs: list[TrialConfig], shown: int, scheduler: dict[str, Any] |
     if mine.resumed.state is not None:
         click.echo(f"resuming from {mine.resumed.source} in {mine.folder} after epoch {mine.resumed.epoch}")
 
+    from cep.tracking.mirror import start_mirror
+
+    names = dict(zip([str(m.folder) for m in members], ids or [m.folder.name for m in members]))
+    mirror = start_mirror(tracking, "cep-local", mine.folder.parent)
+
     def epoch(metrics: dict[str, Any], state: Any) -> None:
         if str(state.config.out_dir) == str(mine.folder) and metrics["status"] != "diverged":
             print_epoch(metrics)
+        mirror.round(names[str(state.config.out_dir)], state.config.out_dir)
 
-    outcomes = run_pack(members, on_epoch=epoch, progress=ProgressLine(cfgs[shown].epochs), restart_hint=RESTART_HINT,
-                        show=shown, on_round=stopper and (lambda states: stopper.after_round(
-                            states, lambda st: str(st.config.out_dir))))
+    try:
+        outcomes = run_pack(members, on_epoch=epoch, progress=ProgressLine(cfgs[shown].epochs),
+                            restart_hint=RESTART_HINT, show=shown, on_round=stopper and (
+                                lambda states: stopper.after_round(states, lambda st: str(st.config.out_dir))))
+    finally:
+        for m in members:
+            mirror.close(names[str(m.folder)], m.folder)
     return print_outcome(cfgs[shown], outcomes[shown])
