@@ -1,7 +1,7 @@
 """A tracked sweep on a local Ray cluster against a real MLflow server on 127.0.0.1: the server killed and
 restarted during the sweep (down while the driver is SIGKILLed mid-round, up again when it resumes); then
-every trial is one run with every epoch exactly once, in MLflow, TensorBoard and W&B (offline). `cep-sweep track` mirrors the same
-experiment after the fact, idempotently, and `cep.load` gives aggregate's numbers."""
+every trial is one run with every epoch exactly once, in MLflow, TensorBoard and W&B (offline).
+`cep-sweep track` mirrors the same experiment after the fact, idempotently, and `cep.load` gives aggregate's numbers."""
 
 from __future__ import annotations
 
