@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from cep.tracking.settings import redact
+from cep.tracking.settings import local_path, redact
 from cep.tracking.trial_view import TrackingFile, TrialView, metric_names
 
 RUN_STATUS = {"finished": "FINISHED", "collapsed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED",
@@ -40,7 +40,7 @@ class MlflowTracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(self.experiment)
+                    self.experiment_id = self.client.create_experiment(self.experiment, self._artifacts())
                 except Exception:  # made meanwhile by another trial's process
                     found = self.client.get_experiment_by_name(self.experiment)
                     if found is None:
@@ -48,6 +48,12 @@ class MlflowTracker:
             if found is not None:
                 self.experiment_id = found.experiment_id
         return self.experiment_id
+
+    def _artifacts(self) -> str | None:
+        """Beside a local database, its mlruns/ (MLflow's default is ./mlruns of whatever the working folder is:
+        a Ray worker's); a server decides for itself."""
+        db = local_path(self.uri)
+        return (db.expanduser().absolute().parent / "mlruns").as_uri() if db is not None else None
 
     def _run_id(self, v: TrialView) -> str:
         if v.trial_id in self.runs:
