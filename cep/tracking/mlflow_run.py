@@ -15,6 +15,7 @@ from cep.tracking.trial_view import TrackingFile, TrialView, metric_names
 RUN_STATUS = {"finished": "FINISHED", "collapsed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED",
               "errored": "FAILED"}  # cep's ending -> MLflow's run state (the cep status is also a tag)
 BATCH = 1000  # MLflow's most metrics per log_batch
+UI_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the MLflow UI opens on its training-runs view
 PROBE_KEY = "test_error"  # every epoch row has it: its history says which epochs MLflow has
 
 
@@ -40,7 +41,7 @@ class MlflowTracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(self.experiment, self._artifacts())
+                    self.experiment_id = self.client.create_experiment(self.experiment, self._artifacts(), UI_KIND)
                 except Exception:  # made meanwhile by another trial's process
                     found = self.client.get_experiment_by_name(self.experiment)
                     if found is None:
