@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from processes import free_port
+from processes import free_port, wait
 
 from cep.config import TrialConfig
 from cep.runner import run
@@ -280,3 +282,64 @@ def test_load_gives_aggregates_numbers(trial, tmp_path):
     with open(exp / "summary" / "groups.csv", newline="") as f:
         groups = list(csv.DictReader(f))
     assert list(frames.groups["test_error_mean"]) == [float(g["test_error_mean"]) for g in groups]
+
+
+def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    log = open(tmp_path / f"mlflow-{port}.log", "a")  # noqa: SIM115 (kept open for the server's life)
+    p = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                          str(port), "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--workers", "1",
+                          "--artifacts-destination", str(tmp_path / "artifacts")],
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def up() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait(up, 120, "the MLflow server", p, tmp_path / f"mlflow-{port}.log")
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    os.killpg(p.pid, signal.SIGKILL)  # the server and its uvicorn workers, by the group of the pid we started
+    p.wait(30)
+
+
+def test_cep_train_against_a_real_server_killed_and_restarted(tmp_path):
+    """`cep train --checkpoint --mlflow http://...`: the server dies mid-run, the run is SIGKILLed while it is
+    down, both come back, the run resumes: one run, every epoch once, as the folder says."""
+    from mlflow.tracking import MlflowClient
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "cep"), "train", "--sizes", "10,16,784", "--lrs", "0.05,0.1",
+           "--epochs", "12", "--dataset", "mnist5k", "--train-samples", "1500", "--test-samples", "100",
+           "--nudged-steps", "2", "--checkpoint", "--out", str(out), "--quiet", "--mlflow", uri,
+           "--mlflow-experiment", "live"]
+    epochs = lambda: len(view("run", out, "x").rows) if (out / "metrics.csv").exists() else 0  # noqa: E731
+    server = start_server(tmp_path, port)
+    try:
+        log = tmp_path / "train.log"
+        with open(log, "w") as f:
+            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            wait(lambda: epochs() >= 2, 300, "two epochs", p, log)
+            stop(server)
+            at = epochs()
+            wait(lambda: epochs() >= at + 2, 300, "epochs with the server down", p, log)
+            p.send_signal(signal.SIGKILL)
+        finally:
+            p.kill()
+            p.wait(30)
+        assert epochs() < 12 and "warning: mlflow" in log.read_text()
+        server = start_server(tmp_path, port)
+        assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("live").experiment_id])
+        assert [r.info.run_name for r in runs] == ["run"] and runs[0].info.status == "FINISHED"
+        got = sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "test_error"))
+        assert got == sorted(truth(out).items()) and len(got) == 12
+    finally:
+        stop(server)

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 from processes import free_port, wait
-from test_tracking import wandb_history
+from test_tracking import start_server, stop, wandb_history
 from trial_files import metrics, summary
 
 import cep
@@ -42,28 +41,6 @@ IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 5
 SLOW = 300
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
-
-
-def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    log = open(tmp_path / f"mlflow-{port}.log", "a")  # noqa: SIM115 (kept open for the server's life)
-    p = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-                          str(port), "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--workers", "1",
-                          "--artifacts-destination", str(tmp_path / "artifacts")],
-                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait(up, 120, "the MLflow server", p, tmp_path / f"mlflow-{port}.log")
-    return p
-
-
-def stop(p: subprocess.Popen) -> None:
-    os.killpg(p.pid, signal.SIGKILL)  # the server and its uvicorn workers, by the group of the pid we started
-    p.wait(30)
 
 
 def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
