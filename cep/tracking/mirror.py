@@ -104,6 +104,8 @@ class _Feeder:
             v = None
             try:
                 v = read()
+                if v.status == "pending":  # no folder (a run refused before it began): nothing to mirror
+                    continue
                 (self.tracker.close if kind == "close" else self.tracker.sync)(v)
                 self.warn(self.tracker, v, None)
             except BaseException as e:  # a tracker's failure is never the trial's
