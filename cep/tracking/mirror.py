@@ -83,6 +83,7 @@ class _Feeder:
         self.tracker, self.warn = tracker, warn
         self.jobs: queue.Queue[tuple[str, str, Callable[[], TrialView], threading.Event]] = queue.Queue()
         self.waiting: set[tuple[str, str]] = set()
+        self.rounds: set[str] = set()  # trials this process sent a round of
         self.lock = threading.Lock()
         threading.Thread(target=self._work, daemon=True, name=f"cep-{tracker.name}").start()
 
@@ -96,6 +97,16 @@ class _Feeder:
         self.jobs.put((kind, trial_id, read, done))
         return done
 
+    def _wanted(self, kind: str, v: TrialView) -> bool:
+        """Whether to send `v`: never a folder refused or missing; an end only for a trial this process trained
+        a round of, or one that has ended (a run refused before it began writes nothing)."""
+        if v.status == "pending" or v.state.refused:
+            return False
+        if kind == "round":
+            self.rounds.add(v.trial_id)
+            return True
+        return v.trial_id in self.rounds or v.state.complete
+
     def _work(self) -> None:
         while True:
             kind, trial_id, read, done = self.jobs.get()
@@ -104,7 +115,7 @@ class _Feeder:
             v = None
             try:
                 v = read()
-                if v.status == "pending":  # no folder (a run refused before it began): nothing to mirror
+                if not self._wanted(kind, v):
                     continue
                 (self.tracker.close if kind == "close" else self.tracker.sync)(v)
                 self.warn(self.tracker, v, None)
