@@ -53,6 +53,20 @@ def make_trackers(tracking: Tracking, experiment: str, root: Path) -> list[Any]:
     return trackers
 
 
+def prepare_trackers(tracking: dict[str, Any] | None, experiment: str, root: str | Path) -> None:
+    """Before a sweep's trials start, in its driver: each tracker that needs it sets up what the trials share
+    (MLflow: the experiment, and a new database's tables); a failure is a warning (the trials retry)."""
+    t = Tracking.from_dict(tracking) if tracking is not None else Tracking(tensorboard=False)
+    for tracker in make_trackers(t, experiment, Path(root)):
+        if hasattr(tracker, "prepare"):
+            try:
+                tracker.prepare()
+            except Exception as e:  # noqa: BLE001 (a tracker's failure is never the sweep's)
+                print(f"warning: {tracker.name} ({redact(tracker.where())}): cannot prepare ({type(e).__name__}: "
+                      f"{redact(' '.join(str(e).split())[:300], t.mlflow_uri)[:200]}); the trials will try again",
+                      file=sys.stderr, flush=True)
+
+
 def start_mirror(tracking: dict[str, Any] | None, experiment: str, root: str | Path,
                  packs: dict[str, str] | None = None) -> Mirror | NoMirror:
     """The mirror of a run's trials (a no-op when no tracker is on)."""

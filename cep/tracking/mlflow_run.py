@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from cep.tracking.settings import local_path, redact
 from cep.tracking.trial_view import TrackingFile, TrialView, metric_names
@@ -26,15 +27,30 @@ class MlflowTracker:
         # bounded HTTP: a server that is down costs one short try per round, not minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(timeout))))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        from mlflow.tracking import MlflowClient
+        import mlflow.tracking  # noqa: F401 (seconds of imports, paid when the mirror starts, not in a round)
 
         self.uri, self.experiment = uri, experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self._client: Any = None
         self.experiment_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> run id, in this process
 
     def where(self) -> str:
         return f"{redact(self.uri)} experiment {self.experiment}"
+
+    @property
+    def client(self) -> Any:
+        """Made on first use, in the tracker's own thread: a store that cannot be opened yet (a database
+        another process is creating) is that round's warning, and the next round tries again."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def prepare(self) -> None:
+        """The experiment (and a new database's tables), made once by the sweep's driver before any trial starts:
+        trial processes creating a sqlite database at the same time break each other's migrations."""
+        self._experiment_id()
 
     def _experiment_id(self) -> str:
         if self.experiment_id is None:
