@@ -69,6 +69,7 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
         finally:
             p1.kill()
             p1.wait(30)
+        wait(lambda: pids_gone(exp), SLOW, "the killed driver's trials to stop")
         server = start_server(tmp_path, port)  # back for the resumed sweep, which catches up
         assert min(done().values()) < EPOCHS
         p2 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2 * SLOW)
@@ -89,6 +90,18 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
                                      for r in metrics(exp / "trials" / t))
     track_after_the_fact(exp, tmp_path)
     frames_equal_trials_csv(exp)
+
+
+def pids_gone(exp: Path) -> bool:
+    """The trial processes of the killed driver have exited (Ray ends a dead driver's actors)."""
+    for node in (exp / "trials").rglob("node.txt"):
+        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            continue
+    return True
 
 
 def check_mlflow(client, exp: Path) -> None:
