@@ -27,6 +27,8 @@ class MlflowTracker:
         # bounded HTTP: a server that is down costs one short try per round, not minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(timeout))))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # no "View run ... at: URL" lines: the URL would bring a URI's credentials into the logs
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         import mlflow.tracking  # noqa: F401 (seconds of imports, paid when the mirror starts, not in a round)
 
         self.uri, self.experiment = uri, experiment
