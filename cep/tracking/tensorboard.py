@@ -1,13 +1,16 @@
 """TensorBoard: the trial folder is the run folder (its event files beside metrics.csv), so that
 `tensorboard --logdir results/NAME` lists the trials by id; each epoch is one step.
 
-Exactly once across kills: tracking-tensorboard.json records the epochs written (after a flush); a new
-process opens its writer with purge_step = the first epoch it writes, which makes TensorBoard drop any
-events at that step or later from the earlier files of the run (those of a process killed before it
-recorded them)."""
+Exactly once across kills: events are written synchronously (tensorboardX's own writer queues them to a
+thread, so its flush does not mean they are in the file) and flushed before tracking-tensorboard.json
+records the epochs written; a new process starts its event file with a restart marker at the first epoch
+it writes (TensorBoard's purge_step), which makes TensorBoard drop any events at that step or later from
+the earlier files of the run (those of a process killed before it recorded them)."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from cep.tracking.trial_view import TrackingFile, TrialView, metric_names
@@ -21,55 +24,61 @@ class TensorBoardTracker:
     name = "tensorboard"
 
     def __init__(self) -> None:
-        self.writers: dict[str, Any] = {}  # trial id -> SummaryWriter open in this process
+        self.writers: dict[str, Any] = {}  # trial id -> EventsWriter open in this process
 
     def where(self) -> str:
         return "event files in each trial folder"
 
     def sync(self, v: TrialView) -> None:
         rec = TrackingFile(v.folder, self.name)
-        rec.token  # noqa: B018 (a fresh trial folder gets its token: a --restart removes it)
         rows = v.rows
         logged = rec.data.get("logged", 0) if isinstance(rec.data.get("logged"), int) else 0
-        if logged > len(rows):  # the folder has fewer epochs than were written: begin again
+        if logged > len(rows) or rec.data.get("token") is None:  # fewer epochs than written, or a new run
             logged = 0
         if not rows[logged:]:
             return
+        rec.token  # noqa: B018 (a fresh trial folder gets its token: a --restart removes it)
         writer = self._writer(v, logged + 1)
         for row in rows[logged:]:
-            step = int(row["epoch"])
-            for key in metric_names(row):
-                writer.add_scalar(key, row[key], global_step=step)
-        writer.flush()
+            self._write(writer, int(row["epoch"]), [_scalar(k, row[k]) for k in metric_names(row)])
+        writer.flush()  # in the file (the OS has it: a SIGKILL now loses nothing) before it is recorded
         rec.put(logged=len(rows))
 
     def _writer(self, v: TrialView, first_step: int) -> Any:
         if v.trial_id not in self.writers:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-            self.writers[v.trial_id] = SummaryWriter(logdir=str(v.folder), purge_step=first_step, flush_secs=3600)
+            writer = EventsWriter(str(v.folder / "events"), f".{os.getpid()}")
+            writer.write_event(Event(wall_time=time.time(), step=first_step,
+                                     session_log=SessionLog(status=SessionLog.START)))
+            self.writers[v.trial_id] = writer
         return self.writers[v.trial_id]
+
+    @staticmethod
+    def _write(writer: Any, step: int, summaries: list[Any]) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        for summary in summaries:
+            writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
 
     def close(self, v: TrialView) -> None:
         """The last epochs, then the run's fields and outcome as hparams (TensorBoard's HParams tab)."""
         self.sync(v)
         rec = TrackingFile(v.folder, self.name)
-        if rec.data.get("closed") == v.status:
+        if rec.data.get("closed") == v.status or not v.rows:
             self._drop(v)
             return
-        from tensorboardX.summary import hparams
+        from tensorboardX.summary import hparams, text
 
         params = {k: hparam_value(val) for k, val in {**v.config, **v.grid}.items() if val is not None}
         params.update({"trial_id": v.trial_id, "experiment": v.experiment, "status": v.status})
-        final = v.rows[-1] if v.rows else {}
+        final = v.rows[-1]
         metrics = {f"final/{k}": final[k] for k in ("train_error", "test_error") if k in final}
         writer = self._writer(v, len(v.rows) + 1)
-        for summary in hparams(params, metrics):
-            writer._get_file_writer().add_summary(summary)
-        for k, val in metrics.items():
-            writer.add_scalar(k, val, global_step=len(v.rows))
-        writer.add_text("status", f"{v.trial_id}: {v.status} after epoch {v.state.epochs_done}",
-                        global_step=len(v.rows))
+        step = len(v.rows)
+        self._write(writer, step, [*hparams(params, metrics), *(_scalar(k, x) for k, x in metrics.items()),
+                                   text("status", f"{v.trial_id}: {v.status} after epoch {v.state.epochs_done}")])
         writer.flush()
         rec.put(closed=v.status)
         self._drop(v)
@@ -78,3 +87,9 @@ class TensorBoardTracker:
         writer = self.writers.pop(v.trial_id, None)
         if writer is not None:
             writer.close()
+
+
+def _scalar(tag: str, value: float) -> Any:
+    from tensorboardX.summary import scalar
+
+    return scalar(tag, float(value))
