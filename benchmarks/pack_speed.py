@@ -4,7 +4,7 @@
 
 Each cell is cep.sweep.calibrate.seconds_per_minibatch (a warm-up minibatch, then 3 timed ones on random
 MNIST-shaped data), per trial, the median over rounds that alternate alone and packed so that a noisy
-shared machine moves both alike. The nets span the per-step synapses of cep.sweep.plan.step_synapses,
+shared machine moves both alike. The nets span the per-step synapses of cep.cost.step_synapses,
 the quantity the rule decides by: the paper's 1h and 2h nets and two in between.
 """
 
@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cep.checkpoint import new_state  # noqa: E402
 from cep.config import TrialConfig, paper_config  # noqa: E402
+from cep.cost import step_synapses  # noqa: E402
 from cep.sweep.calibrate import seconds_per_minibatch  # noqa: E402
-from cep.sweep.plan import auto_pack, step_synapses  # noqa: E402
+from cep.sweep.plan import auto_pack  # noqa: E402
 
 
 def nets() -> dict[str, TrialConfig]:

@@ -15,7 +15,7 @@ from cep.config import MAX_SYNAPSES, TrialConfig
 from cep.errors import UsageProblem
 from cep.model import Params, init_params, weight_angles
 from cep.reading import MB, ReadRefused, open_limited
-from cep.results import atomic_path
+from cep.safe_files import atomic_path
 
 STATE_STATUSES = ("running", "finished", "diverged", "collapsed")  # where the trainer stands; all but running end it
 

@@ -7,10 +7,8 @@ and a summary. Bad input ends with one line per problem on stderr and exit code 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,9 @@ from cep.config import (
     TrialConfig,
     coerce,
 )
+from cep.console import execute
 from cep.errors import DataError, UsageProblem
-from cep.results import (
-    CHECKPOINT_FILE,
-    SUMMARY_FILE,
-    collapse_line,
-    default_out_dir,
-    discard_results,
-    earlier_results,
-    unwritable,
-)
+from cep.results import default_out_dir
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.tracking.options import OPTION_NAMES, run_tracking, tracking_options
@@ -77,130 +68,6 @@ def run_main(command: click.Command, field_names: dict[str, str] | None = None,
         click.echo(f"error: {printable(DiskFull(Path(e.filename or 'the results folder')))}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-class ProgressLine:
-    """One self-overwriting progress line on stderr (a line per epoch when not a terminal)."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-        self.tty = sys.stderr.isatty()
-        self.t0: float | None = None
-        self.epoch = 0
-
-    def __call__(self, epoch: int, done: int, total: int, train_error: float) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.t0 = epoch, time.monotonic()
-        rate = done / max(time.monotonic() - (self.t0 or time.monotonic()), 1e-9)
-        line = (f"epoch {epoch}/{self.epochs}  {done}/{total} samples  "
-                f"train error {train_error:5.2f}%  {rate:,.0f} samples/s")
-        if self.tty:
-            click.echo("\r" + line.ljust(78), err=True, nl=done == total)
-        elif done == total:
-            click.echo(line, err=True)
-
-
-def print_epoch(metrics: dict[str, Any]) -> None:
-    click.echo(f"epoch {metrics['epoch']:>3}  train error {metrics['train_error']:6.2f}%  "
-               f"test error {metrics['test_error']:6.2f}%  train loss {metrics['train_loss']:.4f}  "
-               f"test loss {metrics['test_loss']:.4f}"
-               + "".join(f"  angle{k[6:]} {v:.1f}°" for k, v in metrics.items() if k.startswith("angle_"))
-               + f"  ({metrics['epoch_seconds']:.1f} s)")
-
-
-def check_out_dir(cfg: TrialConfig, overwrite: bool = False) -> None:
-    """Before anything runs: the results folder can be written, and no earlier result in it is lost.
-
-    A folder holding an earlier run is resumed only with --checkpoint and a saved state (the runner
-    checks that it is this configuration); --overwrite discards the earlier files; otherwise refused.
-    """
-
-    if cfg.out_dir is None:
-        return
-    why = unwritable(cfg.out_dir)
-    if why:
-        raise UsageProblem(f"--out {cfg.out_dir}: {why}; choose another results folder")
-    found = earlier_results(cfg.out_dir)
-    resumable = CHECKPOINT_FILE if cfg.action == "train" else SUMMARY_FILE
-    if not found or (cfg.checkpoint and resumable in found and not overwrite):
-        return
-    if overwrite:
-        discard_results(cfg.out_dir)
-        return
-    raise UsageProblem(f"--out {cfg.out_dir} holds an earlier run ({', '.join(found[:3])}"
-                       f"{', ...' if len(found) > 3 else ''}); choose another --out folder, add --checkpoint to "
-                       "resume it (if it was saved with --checkpoint), or --overwrite to replace it")
-
-
-def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
-            tracking: dict[str, Any] | None = None, run_name: str | None = None) -> int:
-    """Run one trial through the runner, showing progress on the terminal; returns the exit code.
-
-    `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `tracking`: the
-    trackers that mirror it (cep.tracking; None: none), the run named `run_name` (default: by its folder)."""
-    from cep.runner import Resumed, run  # torch is imported only once something runs
-
-    if threads is not None and threads > (os.cpu_count() or 1):  # torch crashes (segfault) at absurd counts
-        raise UsageProblem(f"--threads {threads}: more than this machine's {os.cpu_count() or 1} CPUs; give at "
-                           f"most {os.cpu_count() or 1}")
-    check_out_dir(cfg, overwrite)
-    if threads is not None:
-        import torch  # deferred: torch is imported only once something runs
-
-        torch.set_num_threads(threads)
-
-    def started(resumed: Resumed) -> None:
-        if resumed.state is not None:
-            click.echo(f"resuming from {resumed.source} in {cfg.out_dir} after epoch {resumed.epoch}")
-
-    from cep.tracking.mirror import start_mirror
-
-    name = run_name or Path(str(cfg.out_dir)).name
-    mirror = start_mirror(tracking if cfg.out_dir is not None else None, "cep-train", str(cfg.out_dir))
-
-    def epoch(metrics: dict[str, Any], state: Any) -> None:
-        if not quiet and metrics["status"] != "diverged":
-            print_epoch(metrics)
-        mirror.round(name, cfg.out_dir)
-
-    try:
-        outcome = run(cfg, cfg.out_dir, on_start=started, on_epoch=epoch,
-                      progress=None if quiet else ProgressLine(cfg.epochs),
-                      restart_hint="use another --out folder, or delete it to start afresh")
-    finally:
-        mirror.close(name, cfg.out_dir)
-    return print_outcome(cfg, outcome)
-
-
-def print_outcome(cfg: TrialConfig, outcome: Any) -> int:
-    """The end of a run on the terminal (angles, divergence, collapse, final errors, folder); the exit code."""
-    final = outcome.state
-    if final is None:  # the gdu action prints its own report
-        return 0
-    if outcome.replayed:
-        click.echo(f"resuming from {Path(str(cfg.out_dir)) / CHECKPOINT_FILE}: already {final.status} after epoch "
-                   f"{final.epoch}; nothing left to train")
-    if "measured_angle" in final.info:
-        click.echo("measured angle between V and W^T per pair: "
-                   + ", ".join(f"{a:.1f}°" for a in final.info["measured_angle"]))
-    if "angle_grad" in final.info:
-        click.echo(f"angle between the total EP update and the total BPTT gradient: {final.info['angle_grad']:.1f}°")
-    if final.status == "diverged":
-        click.echo(f"diverged at epoch {final.info['diverged_at_epoch']}: states or weights became non-finite; "
-                   "metrics above are the last finite ones", err=True)
-    if "collapsed" in final.info:
-        stopped = "; stopped there (stop_on_collapse)" if final.status == "collapsed" else ""
-        click.echo(collapse_line(final.info["collapsed"]) + stopped, err=True)
-    if final.history:
-        click.echo(f"final test error {final.history[-1]['test_error']:.2f}% "
-                   f"(train {final.history[-1]['train_error']:.2f}%) after {final.epoch} epoch(s), "
-                   f"seed {final.config.seed}")
-    if final.status == "stopped":  # by a search's scheduler (cep.sweep.scheduling): an end, as in the sweep
-        stop = final.info.get("stopped", {})
-        click.echo(f"stopped at epoch {stop.get('epoch', final.epoch)} by {stop.get('by', 'the scheduler')}")
-    if cfg.out_dir is not None:
-        click.echo(f"results in {cfg.out_dir}/")
-    return 0 if final.status in ("finished", "stopped") else 1
 
 
 def _default_threads(cfg: TrialConfig) -> int:

@@ -14,6 +14,7 @@ import math
 import typing
 from dataclasses import dataclass
 
+from cep.cost import forward_synapses, minibatch_macs
 from cep.paths import length_problem
 
 ACTIVATIONS = ("sigm", "hardsigm", "tanh")
@@ -75,7 +76,7 @@ class TrialConfig:
     checkpoint: bool = False  # save the complete trainer state after every epoch
     gdu_units: int = 5  # units per layer drawn in the gradient-analysis figures
     # health
-    stop_on_collapse: bool = False  # end a run at its collapse (cep.results.find_collapse; status "collapsed")
+    stop_on_collapse: bool = False  # end a run at its collapse (cep.health.find_collapse; status "collapsed")
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -90,8 +91,8 @@ class TrialConfig:
 
     @property
     def n_synapses(self) -> int:
-        """Forward weights W_0..W_{L-1} (the one count; vf's feedback matrices not included)."""
-        return sum(a * b for a, b in zip(self.size_tab, self.size_tab[1:]))
+        """Forward weights W_0..W_{L-1} (cep.cost counts; vf's feedback matrices not included)."""
+        return forward_synapses(self.size_tab)
 
     @property
     def depth_name(self) -> str:
@@ -275,12 +276,6 @@ FIELD_MAXIMA: dict[str, tuple[int, str]] = {
 MAX_EPOCHS = FIELD_MAXIMA["epochs"][0]
 MAX_MINIBATCH_MACS = 10**12  # multiply-adds of one training minibatch (EP-2h: 1.6e9); minutes per minibatch on a CPU
 FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # numpy.finfo(float32): max, smallest normal
-
-
-def minibatch_macs(cfg: TrialConfig) -> int:
-    """Multiply-adds of one minibatch: every image through every synapse at each of the T + Kmax steps."""
-    synapses = sum(a * b for a, b in zip(cfg.size_tab, cfg.size_tab[1:]))
-    return cfg.batch_size * (cfg.T + cfg.Kmax) * synapses
 
 
 def limit_problems(cfg: TrialConfig) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cep.results import atomic_path  # noqa: E402
+from cep.safe_files import atomic_path  # noqa: E402
 
 # no creation date in a PDF (PNGs carry none): the same figure gives the same bytes
 METADATA: dict[str, dict[str, Any] | None] = {".png": None, ".pdf": {"CreationDate": None}}

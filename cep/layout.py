@@ -7,14 +7,18 @@
     <storage>/<name>/.cep-sweep.lock       held by the process that runs the experiment (cep.sweep.lock)
     <storage>/<name>/ray.log               Ray's and Tune's log lines, the trials' worker output
 
-The trial id's `/`-separated segments are nested folders under trials/.
+The trial id's `/`-separated segments are nested folders under trials/. A trial itself (`Trial`: id, experiment,
+grid values, TrialConfig) is defined here too, importable without the sweep (the aggregator reads trials back
+as cep.aggregate.read.TrialResult).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cep.config import TrialConfig
 from cep.reading import JSON_BYTES, parse_json
 from cep.safe_files import read_bytes
 
@@ -46,3 +50,18 @@ def read_sweep_json(exp_dir: str | Path) -> Any:
     """sweep.json's parsed content, the one reader (bounded, never through a link); the caller words the errors:
     LinkRefused, OSError, ValueError (UnicodeDecodeError included)."""
     return parse_json(read_bytes(Path(exp_dir) / SWEEP_FILE, limit=JSON_BYTES, what=SWEEP_FILE).decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a sweep (one row, its own folder trials/<id>/): its id, where it came from, and its complete
+    configuration. The aggregator reads trials back as cep.aggregate.read.TrialResult."""
+
+    id: str
+    experiment: str | None
+    grid: dict[str, Any]  # the grid values that made this trial (JSON-friendly)
+    config: TrialConfig
+
+    def record(self) -> dict[str, Any]:
+        """The trial's entry in sweep.json."""
+        return {"id": self.id, "experiment": self.experiment, "grid": self.grid, "config": self.config.to_dict()}

@@ -11,42 +11,24 @@ same files as an uninterrupted one. Readers need neither Ray nor torch.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import math
 import os
-import platform
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cep import __version__
 from cep.config import MAX_EPOCHS, result_differences
 from cep.layout import GDU_DIR
+from cep.provenance import provenance
 from cep.reading import EPOCH_ROW_BYTES, JSON_BYTES, TEXT_BYTES, parse_json
-from cep.safe_files import (
-    DiskFull,
-    LinkRefused,
-    append_text,
-    create_exclusive,
-    disk_full,
-    find_link,
-    fsync_dir,
-    fsync_file,
-    read_bytes,
-    refuse_links,
-    temp_path,
-)
+from cep.safe_files import LinkRefused, append_text, find_link, read_bytes, refuse_links, write_atomic
 from cep.yaml_file import YAMLFileError, read_yaml
 
 METRICS_BYTES = EPOCH_ROW_BYTES * (MAX_EPOCHS + 1)  # one row per epoch and the header
@@ -75,49 +57,6 @@ COMPLETE = ("finished", "diverged", "collapsed", "stopped")  # stopped: by a sea
 
 METRIC_COLUMNS = ("epoch", "train_error", "test_error", "train_loss", "test_loss", "epoch_seconds",
                   "elapsed_seconds")
-# Health columns follow, in the order the trainer adds them (their number depends on the depth and rule):
-# angle_<i> (degrees between V_i and W_i^T, vf), norm_W<i>, norm_V<i> (Frobenius) and output_saturation
-# (fraction of output units within SATURATION_MARGIN of 0 or 1 on the test set).
-SATURATION_MARGIN = 1e-3
-
-# A collapse: the train error of a whole epoch back at chance level after it had been low; or, seen in test
-# error, COLLAPSE_TEST_EPOCHS epochs in a row with the test error at chance level while the train error is low.
-COLLAPSE_LOW = 20.0  # % train error the run must have reached first (or stay at, for a collapse seen in test error)
-COLLAPSE_HIGH = 80.0  # % error of an epoch at chance level (chance is 90% for 10 classes)
-COLLAPSE_TEST_EPOCHS = 3  # epochs of chance-level test error (train error low) that make a collapse
-
-@contextmanager
-def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Path]:
-    """A temporary name beside `path` to write to; fsynced and renamed to `path` when the block ends without error.
-
-    Readers see either the old or the new file, never half of it (a crash leaves the old one, and the next run
-    removes the temporary: remove_stale_temps). The temporary name keeps the suffix, for writers that choose
-    the format by it (matplotlib). No component of `path` below `root` (default: its folder), nor `path`
-    itself, may be a symbolic link (LinkRefused); a full disk raises DiskFull.
-    """
-    path = Path(path)
-    refuse_links(root if root is not None else path.parent, path)
-    tmp = temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        create_exclusive(tmp)
-        yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except (OSError, RuntimeError) as e:
-        if disk_full(e, path):
-            raise DiskFull(path) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomic(path: str | Path, data: str | bytes, root: str | Path | None = None) -> None:
-    """Write a whole file atomically (see atomic_path)."""
-    with atomic_path(path, root) as tmp:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-
 
 def append_log(folder: str | Path, line: str) -> None:
     """One line of trial.log: time, host, pid, then what happened (never through a link)."""
@@ -182,104 +121,10 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def find_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first collapse of a run, seen in train error (_train_collapse) or in test error (_test_collapse),
-    whichever shows first; `seen_in` says which. None when the run never collapsed. A function of the history
-    alone, so a resumed run finds what the uninterrupted one found, and the aggregator can find it in an older
-    metrics.csv."""
-    found = [c for c in (_train_collapse(history), _test_collapse(history)) if c is not None]
-    return min(found, key=lambda c: c["epoch"]) if found else None
-
-
-def _train_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first epoch whose train error is back at chance level (>= COLLAPSE_HIGH) after an epoch at or
-    below COLLAPSE_LOW, with the errors of that good epoch (the last one before it) and of the collapse."""
-    good: dict[str, Any] | None = None
-    for row in history:
-        train = row.get("train_error", math.nan)
-        if good is not None and train >= COLLAPSE_HIGH:
-            return {"epoch": int(row["epoch"]), "train_error_before": good["train_error"],
-                    "train_error_after": train, "test_error_before": good.get("test_error"),
-                    "test_error_after": row.get("test_error"), "epoch_before": int(good["epoch"]),
-                    "seen_in": "train_error"}
-        if train <= COLLAPSE_LOW:
-            good = row
-    return None
-
-
-def _test_collapse(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch that makes COLLAPSE_TEST_EPOCHS in a row with the test error at chance level while the train
-    error is low (the run learns, its evaluation does not), with the errors of the last epoch before them
-    whose test error was below chance level (None: none was) and of that epoch; `since_epoch`: the first."""
-    streak: list[dict[str, Any]] = []
-    good: dict[str, Any] = {}
-    for row in history:
-        test, train = row.get("test_error", math.nan), row.get("train_error", math.nan)
-        if test >= COLLAPSE_HIGH and train <= COLLAPSE_LOW:
-            streak.append(row)
-            if len(streak) == COLLAPSE_TEST_EPOCHS:
-                return {"epoch": int(row["epoch"]), "train_error_before": good.get("train_error"),
-                        "train_error_after": train, "test_error_before": good.get("test_error"),
-                        "test_error_after": test, "epoch_before": int(good["epoch"]) if good else None,
-                        "seen_in": "test_error", "since_epoch": int(streak[0]["epoch"])}
-            continue
-        streak = []
-        if test < COLLAPSE_HIGH:
-            good = row
-    return None
-
-
-def collapse_line(collapse: dict[str, Any]) -> str:
-    """A collapse record in words, for logs and terminals."""
-    def pct(key: str) -> str:
-        value = collapse.get(key)
-        return f"{value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
-
-    if collapse.get("seen_in") == "test_error":
-        before = f"{pct('test_error_before')} (epoch {collapse['epoch_before']})" if collapse.get(
-            "epoch_before") is not None else "never below chance"
-        return (f"collapsed at epoch {collapse['epoch']}, seen in test error: test error {before} -> "
-                f"{pct('test_error_after')}, at chance level since epoch {collapse.get('since_epoch', '?')} while "
-                f"the train error is {pct('train_error_after')}")
-    return (f"collapsed at epoch {collapse['epoch']}: train error {pct('train_error_before')} "
-            f"(epoch {collapse['epoch_before']}) -> {pct('train_error_after')}")
-
-
 def best_epoch(history: list[dict[str, Any]], key: str = "test_error") -> dict[str, Any] | None:
     """The row with the lowest finite `key` (the first of equal ones); None when there is none."""
     rows = [h for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
     return min(rows, key=lambda h: h[key]) if rows else None
-@functools.lru_cache(maxsize=1)
-def _software() -> dict[str, str | None]:
-    """Versions that decide a run's numbers (asked once per process; no torch or ray import needed)."""
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {"cep": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
-            "torch": version("torch"), "ray": version("ray")}
-
-
-def _git_commit() -> str | None:
-    """The commit of the checkout cep runs from (None when installed from a wheel or without git)."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.split()
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if len(out) != 2 or Path(out[0]).resolve() != source:  # not our own checkout (e.g. site-packages in a repo)
-        return None
-    return out[1] + ("-dirty" if dirty else "")
-
-
-def provenance(device: str, dtype: str) -> dict[str, Any]:
-    """Where and with what a trial ran: software versions, git commit, host, device, dtype (summary.json)."""
-    return {**_software(), "host": socket.gethostname(), "device": device, "dtype": dtype}
 
 
 def summarize(state: Any) -> dict[str, Any]:

@@ -1,19 +1,17 @@
-"""Run one trial in its results folder: the one place that resumes, reports and finishes a trial.
+"""Run trials in their results folders, as a loop their callers own: `rounds(members)` resumes the members
+of a pack (a trial alone is a pack of one), trains a round, saves it and yields it.
 
-`cep train`, `cep run`, `cep gdu` and `cep-sweep --trial ID --local` call `run`,
-the Ray Tune trainable `run_pack` (a pack of one is a trial); they differ only in
-how they show progress and what they do with each epoch's report (a terminal
-line, a Tune report). Here, for every trial (every member of a pack):
+`cep train`, `cep run`, `cep-sweep --trial ID --local` and the Ray Tune trainable loop over `rounds`
+(`run`: a trial to its end, and the gdu action); they differ only in what a round means to them (a
+terminal line, a Tune report, a scheduler's decision). Here, for every member of a pack:
 
-* the newest valid saved state is found (checkpoint.pt, plus copies the caller
-  knows of, e.g. Ray Tune's); a damaged copy is skipped with a warning, a state
-  of another configuration (TrialConfig.result_differences) is refused; a larger `epochs` continues
-  a finished run (exactly as a run started with that many epochs), one below the epochs done is refused;
-* a trial whose saved state has ended is not rerun ("replayed": its files are
-  rewritten, nothing is trained);
-* every epoch, the diverging one included, is written to the folder (config,
-  metrics, summary, and the checkpoint when `cfg.checkpoint`) and then reported,
-  once every member of the pack has finished it (a failure loses the round whole);
+* the newest valid saved state is found (checkpoint.pt, plus copies the caller knows of, e.g. Ray
+  Tune's); a damaged copy is skipped with a warning, a state of another configuration
+  (TrialConfig.result_differences) is refused; a larger `epochs` continues a finished run (exactly as
+  a run started with that many epochs), one below the epochs done is refused;
+* a member whose saved state has ended is not rerun ("replayed": its files are rewritten, nothing is trained);
+* every epoch, the diverging one included, is written to the folder (config, metrics, summary, and the
+  checkpoint when `cfg.checkpoint`) once every member has finished it (a failure loses the round whole);
 * the end writes the learning-curve figure; trial.log gets a line per event.
 """
 
@@ -22,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from cep.config import RUN_FIELDS, TrialConfig
 from cep.device import resolve_device
 from cep.errors import UsageProblem
 from cep.gdu.report import run_gdu
+from cep.health import collapse_line
 from cep.layout import GDU_DIR
 from cep.results import (
     CHECKPOINT_FILE,
@@ -41,7 +40,6 @@ from cep.results import (
     CURVE_FILE,
     SUMMARY_FILE,
     append_log,
-    collapse_line,
     config_edit_line,
     config_edits,
     read_folder,
@@ -51,10 +49,9 @@ from cep.results import (
     write_results,
 )
 from cep.safe_files import LinkRefused, remove_stale_temps
-from cep.train import Progress, train_pack
+from cep.train import Progress, pack_data, train_round
 
-OnEpoch = Callable[[dict[str, Any], TrainState], None]  # (the epoch's metrics, the state after it)
-OnStart = Callable[["Resumed"], None]
+RESTART_HINT = "delete it to start afresh"  # what to do when none of a trial's saved states can be used
 START = "the start"  # the source of a trial that has no saved state
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"  # a pack member's state a round back: a pack killed while it
 # saves its members one after the other resumes in step from it (resume_pack)
@@ -103,7 +100,7 @@ class Outcome:
 
 
 def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]] = (),
-           restart_hint: str = "delete it to start afresh", at_epoch: int | None = None) -> Resumed:
+           restart_hint: str = RESTART_HINT, at_epoch: int | None = None) -> Resumed:
     """The most advanced readable saved state among `saved` (source, file) and the folder's checkpoint.pt
     (or, with `at_epoch`, one saved after that epoch, when there is one).
 
@@ -131,16 +128,13 @@ def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[st
     return best
 
 
-def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, Path]]],
-                hints: dict[str, str] | None = None) -> None:
+def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, Path]]]) -> None:
     """Where each member of a pack continues from, preferring states of one same epoch: a pack saves its
     members one after the other, so a kill while it saves can leave some a round ahead; their copy from
     the round before (Ray Tune's checkpoint of the pack) makes the pack continue in step, as uninterrupted.
-    `saved` and `hints` (what to do when no state can be used) are keyed by the member's folder."""
+    `saved` (further copies: source, file) is keyed by the member's id."""
     def resume_member(m: Member, at_epoch: int | None = None) -> Resumed:
-        key = str(m.folder)
-        return resume(m.cfg, m.folder, saved.get(key, ()), (hints or {}).get(key, "delete it to start afresh"),
-                      at_epoch)
+        return resume(m.cfg, m.folder, saved.get(m.id, ()), m.hint, at_epoch)
 
     for m in members:
         m.resumed = resume_member(m)
@@ -171,40 +165,58 @@ def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequenc
     return found
 
 
-def run(cfg: TrialConfig, folder: str | Path | None = None, *, resumed: Resumed | None = None,
-        on_start: OnStart | None = None, before_save: OnEpoch | None = None, on_epoch: OnEpoch | None = None,
-        progress: Progress | None = None, restart_hint: str = "delete it to start afresh") -> Outcome:
-    """Run the trial `cfg` to its end, in `folder` (None: write nothing); see the module docstring.
-
-    `resumed`: where to continue from (default: `resume(cfg, folder)`). Hooks: `on_start` once
-    before training; per epoch `before_save` (raising there loses the epoch, as a crash would)
-    and `on_epoch` after the epoch is saved.
-    """
+def run(cfg: TrialConfig, folder: str | Path | None = None, *, progress: Progress | None = None,
+        hint: str = RESTART_HINT) -> Outcome:
+    """Run the trial `cfg` to its end, in `folder` (None: write nothing), with no caller loop: the gdu
+    action's analysis, or a training trial's rounds (`rounds`) as a pack of one."""
+    member = Member(cfg, Path(folder) if folder is not None else None, hint=hint)
     if cfg.action == "gdu":
-        prepare_folder(Member(cfg, Path(folder) if folder is not None else None))
-        return _run_analysis(cfg, folder, on_start, _TrialLog(folder))
-    member = Member(cfg, Path(folder) if folder is not None else None, resumed)
-    return run_pack([member], on_start=on_start, before_save=before_save, on_epoch=on_epoch, progress=progress,
-                    restart_hint=restart_hint)[0]
+        prepare_folder(member)
+        return _run_analysis(cfg, folder, member.log)
+    for _ in rounds([member], progress=progress):
+        pass
+    return member.outcome
 
 
 @dataclass
 class Member:
-    """One trial of a pack run: its configuration, its results folder, and where it continues from."""
+    """One trial of a pack run: its configuration, its results folder, where it continues from, its trial id
+    (its one identity; default: its folder) and what to do when none of its saved states can be used."""
 
     cfg: TrialConfig
     folder: Path | None
     resumed: Resumed | None = None  # None: resume(cfg, folder)
     root: Path | None = None  # the folder no link may be below (a sweep's experiment folder); None: `folder`
+    id: str = ""
+    hint: str = RESTART_HINT
+    state: TrainState | None = field(default=None, init=False)  # its latest state, once it is started
+    outcome: Outcome | None = field(default=None, init=False)  # how it ended, once it has
+    prepared: bool = field(default=False, init=False)
     log: _TrialLog = field(init=False)
 
     def __post_init__(self) -> None:
+        self.id = self.id or str(self.folder)
         self.log = _TrialLog(self.folder)
+
+
+@dataclass(frozen=True)
+class MemberEpoch:
+    """One member's epoch in a saved round: its trial id, its state after the epoch, the epoch's metrics
+    (a member that diverged in the round: those of its last finite epoch) and status."""
+
+    id: str
+    state: TrainState
+    metrics: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.metrics["status"]
 
 
 def prepare_folder(m: Member, name: str | None = None) -> None:
     """Before a member runs: no link on the way to its folder or at its files (LinkRefused), no temporary
     left by a killed run, and a hand-edited config.yaml said in one line (stderr, trial.log; rewritten)."""
+    m.prepared = True
     if m.folder is None:
         return
     link = result_link(m.root or m.folder, m.folder)
@@ -219,86 +231,87 @@ def prepare_folder(m: Member, name: str | None = None) -> None:
         m.log(f"warning: {line}")
 
 
-def run_pack(members: Sequence[Member], *, on_start: OnStart | None = None, before_save: OnEpoch | None = None,
-             on_epoch: OnEpoch | None = None, on_round: Callable[[list[TrainState]], None] | None = None,
-             progress: Progress | None = None, restart_hint: str = "delete it to start afresh",
-             show: int | None = None) -> list[Outcome]:
-    """Run trials that share their structure as one program (cep.train.train_pack), each in its own folder
-    exactly as `run` runs a trial alone: resumed from its own saved state, replayed if it has ended, its
-    folder written after each of its epochs. `on_round(states)` after each round of epochs; `progress`
-    shows members[show] (default: the first member that trains)."""
-    device = resolve_device(members[0].cfg.device)  # fail early and clearly on an unusable device
+def start(members: Sequence[Member]) -> torch.device:
+    """Open a pack before anything trains: its device (failing early and clearly on an unusable one), each
+    member's folder prepared (prepare_folder) and where it continues from (`resume`; unless already known)."""
+    device = resolve_device(members[0].cfg.device)
     for m in members:
-        prepare_folder(m)
+        if not m.prepared:
+            prepare_folder(m)
     for m in members:
         if m.resumed is None:
-            m.resumed = resume(m.cfg, m.folder, restart_hint=restart_hint)
-    outcomes: dict[int, Outcome] = {}
-    states, by_state = _start_members(members, device, on_start, outcomes)
+            m.resumed = resume(m.cfg, m.folder, restart_hint=m.hint)
+    return device
 
-    pending: list[tuple[dict[str, Any], TrainState]] = []
 
-    def report(metrics: dict[str, Any], st: TrainState) -> None:
-        if before_save is not None:
-            before_save(metrics, st)
-        pending.append((metrics, st))
-
-    def save_round(active: list[TrainState]) -> None:
-        """A round is saved once every member has finished it: a failure during the round loses it whole,
-        so that the members of a pack stay in step (a trial alone: its epoch)."""
-        # every member's state first, then its files and log lines: a kill between two members' saves
-        # leaves some a round ahead, resumed from their previous round (resume_pack) and logged once
-        for _, st in pending:
-            m = by_state[id(st)][1]
-            if m.folder is not None and m.cfg.checkpoint:
-                if len(members) > 1:
-                    _keep_previous(m.folder)
-                save_state(st, m.folder / CHECKPOINT_FILE)
-        for metrics, st in pending:
-            m = by_state[id(st)][1]
-            if m.folder is not None:
-                _save_epoch(m, metrics, st)
-            if on_epoch is not None:
-                on_epoch(metrics, st)
-        pending.clear()
-        if on_round is not None:
-            on_round(active)
-
+def rounds(members: Sequence[Member], progress: Progress | None = None,
+           show: str | None = None) -> Iterator[list[MemberEpoch]]:
+    """Run trials that share their structure as one program (cep.train.train_round), each in its own folder
+    exactly as a trial alone: resumed from its own saved state (`start`), replayed if it has ended, its folder
+    written after each of its epochs. Yields each saved round: the members that trained in it, in pack order.
+    Each member's `state` and, once it has ended, `outcome` are set on it. `progress` shows the member whose
+    id is `show` (default: the first member that trains)."""
+    device = start(members)
+    states = _start_members(members, device)
     shown = None
     if show is not None:
-        shown = next((st for st in states if by_state[id(st)][0] == show), None)
+        shown = next((m.state for m in members if m.id == show and m.state in states), None)
         progress = progress if shown is not None else None  # that member has ended: nothing to show
     if states:
-        train_pack(states, report=report, progress=progress, on_round=save_round, stacked=len(members) > 1,
-                   show=shown)
-    for st in states:
-        k, m = by_state[id(st)]
+        data = pack_data(states)
+        by_state, order = {id(m.state): m for m in members}, {m.id: k for k, m in enumerate(members)}
+        while done := train_round(states, data, len(members) > 1, progress, shown):
+            epochs = [MemberEpoch(by_state[id(st)].id, st, metrics) for metrics, st in done]
+            _save_round(members, epochs)
+            yield sorted(epochs, key=lambda e: order[e.id])
+    for m in members:
+        if m.outcome is None:
+            if m.folder is not None:
+                _finish(m.folder, m.state)
+            m.log(f"end: {m.state.status} after epoch {m.state.epoch}")
+            m.outcome = Outcome(m.state.status, m.state)
+
+
+def run_pack(members: Sequence[Member]) -> list[Outcome]:
+    """A pack's rounds to their end, with no caller loop; each member's outcome."""
+    for _ in rounds(members):
+        pass
+    return [m.outcome for m in members]
+
+
+def _save_round(members: Sequence[Member], epochs: list[MemberEpoch]) -> None:
+    """A round is saved once every member has finished it: a failure during the round loses it whole, so that
+    the members of a pack stay in step (a trial alone: its epoch)."""
+    by_id = {m.id: m for m in members}
+    # every member's state first, then its files and log lines: a kill between two members' saves
+    # leaves some a round ahead, resumed from their previous round (resume_pack) and logged once
+    for e in epochs:
+        m = by_id[e.id]
+        if m.folder is not None and m.cfg.checkpoint:
+            if len(members) > 1:
+                _keep_previous(m.folder)
+            save_state(e.state, m.folder / CHECKPOINT_FILE)
+    for e in epochs:
+        m = by_id[e.id]
         if m.folder is not None:
-            _finish(m.folder, st)
-        m.log(f"end: {st.status} after epoch {st.epoch}")
-        outcomes[k] = Outcome(st.status, st)
-    return [outcomes[k] for k in range(len(members))]
+            _save_epoch(m, e.metrics, e.state)
 
 
-def _start_members(members: Sequence[Member], device: torch.device, on_start: OnStart | None,
-                   outcomes: dict[int, Outcome]) -> tuple[list[TrainState], dict[int, tuple[int, Member]]]:
-    """The states of the members that train (resumed or new), by id; an ended member's files are rewritten
-    and its outcome put in `outcomes`, without training."""
-    states, by_state = [], {}
-    for k, m in enumerate(members):
-        state = m.resumed.state
-        if state is not None and state.status != "running":  # ended earlier: rewrite its files, train nothing
-            outcomes[k] = _replay(m, state)
+def _start_members(members: Sequence[Member], device: torch.device) -> list[TrainState]:
+    """The states of the members that train (resumed or new); an ended member's files are rewritten and its
+    outcome set, without training."""
+    states = []
+    for m in members:
+        m.state = m.resumed.state
+        if m.state is not None and m.state.status != "running":  # ended earlier: rewrite its files, train nothing
+            m.outcome = _replay(m, m.state)
             continue
-        if on_start is not None:
-            on_start(m.resumed)
-        if state is None:
-            state = new_state(m.cfg, device)
+        if m.state is None:
+            m.state = new_state(m.cfg, device)
         m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
               f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
-        states.append(state)
-        by_state[id(state)] = (k, m)
-    return states, by_state
+        states.append(m.state)
+    return states
 
 
 def _save_epoch(m: Member, metrics: dict[str, Any], st: TrainState) -> None:
@@ -358,8 +371,7 @@ def _finish(folder: str | Path, state: TrainState) -> None:
                        initial_angles=state.info.get("measured_angle"))
 
 
-def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart | None,
-                  log: _TrialLog) -> Outcome:
+def _run_analysis(cfg: TrialConfig, folder: str | Path | None, log: _TrialLog) -> Outcome:
     """The gdu action: one analysis, not rerun once its summary says it is done."""
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:
@@ -370,8 +382,6 @@ def _run_analysis(cfg: TrialConfig, folder: str | Path | None, on_start: OnStart
         if done:
             log("replay: gdu analysis already done; not rerun")
             return Outcome("finished", replayed=True)
-    if on_start is not None:
-        on_start(Resumed(None))
     log(f"start gdu analysis on {cfg.device}")
     run_gdu(cfg)
     log("end: gdu analysis done")

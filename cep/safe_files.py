@@ -14,6 +14,8 @@ import shutil
 import socket
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cep.errors import UsageProblem
@@ -195,3 +197,36 @@ def out_of_space(folder: Path) -> bool:
         return shutil.disk_usage(folder).free < LOW_SPACE
     except OSError:
         return False
+
+
+@contextmanager
+def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; fsynced and renamed to `path` when the block ends without error.
+
+    Readers see either the old or the new file, never half of it (a crash leaves the old one, and the next run
+    removes the temporary: remove_stale_temps). The temporary name keeps the suffix, for writers that choose
+    the format by it (matplotlib). No component of `path` below `root` (default: its folder), nor `path`
+    itself, may be a symbolic link (LinkRefused); a full disk raises DiskFull.
+    """
+    path = Path(path)
+    refuse_links(root if root is not None else path.parent, path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_exclusive(tmp)
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:
+        if disk_full(e, path):
+            raise DiskFull(path) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: str | bytes, root: str | Path | None = None) -> None:
+    """Write a whole file atomically (see atomic_path)."""
+    with atomic_path(path, root) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

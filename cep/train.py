@@ -1,8 +1,9 @@
-"""The epoch loop (train_pack): each minibatch runs cep.fused_step's relax and learn; shared by the CLI and Ray.
+"""One round of a pack (train_round: an epoch of every member), each minibatch through cep.fused_step's relax
+and learn; the caller (cep.runner.rounds) owns the loop over rounds.
 
-No Ray and no files here: after every epoch `report(metrics, state)` is called,
-and `state` (cep.checkpoint.TrainState) holds everything needed to continue bit for bit (weights, epoch,
-metrics so far, the random generator that draws data order and nudge signs).
+No Ray and no files here: a round returns each member's metrics, and its state (cep.checkpoint.TrainState)
+holds everything needed to continue bit for bit (weights, epoch, metrics so far, the random generator that
+draws data order and nudge signs).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cep.config import TrialConfig, pack_problems
 from cep.data import Data, load_data
 from cep.device import resolve_device
 from cep.fused_step import learn, relax
-from cep.model import Params, weight_angles
-from cep.results import SATURATION_MARGIN, find_collapse
+from cep.health import SATURATION_MARGIN, find_collapse, weight_health
+from cep.model import Params
 
 Report = Callable[[dict[str, Any], "TrainState"], None]
 # progress(epoch, samples done, samples in the epoch, train error so far in %)
@@ -63,15 +64,6 @@ def evaluate_trials(cfg: TrialConfig, params: Params, x: torch.Tensor, y: torch.
     units = len(y) * cfg.size_tab[0]
     return _Evaluation([100.0 * e / len(y) for e in errors.tolist()], [v / len(y) for v in loss.tolist()],
                        [v / units for v in saturated.tolist()])
-
-
-def weight_health(params: Params) -> dict[str, float]:
-    """The per-epoch weight measures of metrics.csv: the angle between each V_i and W_i^T (vf: how far
-    feedback alignment has moved them, Fig. 4's subject) and the Frobenius norm of each W_i and V_i."""
-    out = {f"angle_{i}": a for i, a in enumerate(weight_angles(params))}
-    out.update({f"norm_W{i}": float(w.norm()) for i, w in enumerate(params.W)})
-    out.update({f"norm_V{i}": float(v.norm()) for i, v in enumerate(params.V)})
-    return out
 
 
 def _zeros(pack: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -160,54 +152,61 @@ def _measure_angle_grad(pack: Stacked, x: torch.Tensor, y: torch.Tensor) -> None
             m.info["angle_grad"] = angle_grad(m.config, *alone)
 
 
-def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
-               on_round: Callable[[list[TrainState]], None] | None = None,
-               stacked: bool | None = None, show: TrainState | None = None) -> list[TrainState]:
-    """Train several trials that share their structure (cep.config.pack_problems) as one program.
-
-    Every round, each member that has epochs to go trains its next one (members may stand at different
-    epochs, e.g. after a resume); each member sees exactly its own data order, nudge signs and
-    hyperparameters, so it computes what it would alone (to floating-point summation order). A member
-    that diverges is marked, reported once more with status "diverged" and the metrics of its last finite
-    epoch, and left out of later rounds; the others go on. `report(metrics, state)` is called per member
-    after each of its epochs; `on_round(members)` after each round, with the members that trained in it.
-    `stacked` (default: more than one state) keeps the leading trial
-    dimension even when one member is left, so that a pack runs one program whichever members remain (in
-    float32 a member's last bits still depend on its companions: exact resume comes from saving a pack's
-    rounds whole, cep.runner.run_pack); a trial alone runs unstacked, as it always did. `progress` shows
-    the member `show` (default: the first that trains in a round; none once `show` has ended).
-    """
+def pack_data(states: list[TrainState]) -> Data:
+    """The data a pack trains on, on its device and in its dtype; refuses trials that cannot share a pack."""
     problems = pack_problems([s.config for s in states])
     if problems:
         raise ValueError(f"these trials cannot share a pack: {'; '.join(problems)}")
     cfg = states[0].config
+    return load_data(cfg).to(resolve_device(cfg.device), getattr(torch, cfg.dtype))
+
+
+@torch.no_grad()
+def train_round(states: list[TrainState], data: Data, stacked: bool, progress: Progress | None = None,
+                show: TrainState | None = None) -> list[tuple[dict[str, Any], TrainState]]:
+    """One round of a pack: each member that has epochs to go trains its next one (members may stand at
+    different epochs, e.g. after a resume); returns (metrics, state) per member that trained, the diverged
+    first (status "diverged", the metrics of its last finite epoch; left out of later rounds), then the
+    others in pack order. Empty: no member has an epoch to go.
+
+    Each member sees exactly its own data order, nudge signs and hyperparameters, so it computes what it
+    would alone (to floating-point summation order). `stacked` keeps the leading trial dimension even for
+    one member, so that a pack runs one program whichever members remain (in float32 a member's last bits
+    still depend on its companions: exact resume comes from saving a pack's rounds whole, cep.runner.rounds);
+    a trial alone runs unstacked, as it always did. `progress` shows the member `show` (default: the first
+    that trains; none once `show` has ended)."""
+    active = [s for s in states if s.status == "running" and s.epoch < s.config.epochs]
+    if not active:
+        return []
+    start = time.monotonic()
+    pack = Stacked.of(active, stacked)
+    shown = next((i for i, s in enumerate(active) if s is show), None) if show is not None else 0
+    train_errors, train_losses = train_epoch(pack, data, progress if shown is not None else None, shown or 0)
+    pack.unstack()
+    alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
+             if math.isfinite(loss) and m.params.all_finite()]
+    done = [(_diverge(m), m) for i, m in enumerate(active) if i not in alive]
+    tests = _evaluate_alive(pack, alive, data)
+    seconds = time.monotonic() - start
+    for j, i in enumerate(alive):
+        health = {**weight_health(active[i].params), "output_saturation": tests.saturation[j]}
+        done.append((_epoch_done(active[i], train_errors[i], train_losses[i], tests.errors[j], tests.losses[j],
+                                 health, seconds), active[i]))
+    return done
+
+
+def train_pack(states: list[TrainState], report: Report | None = None, progress: Progress | None = None,
+               stacked: bool | None = None, show: TrainState | None = None) -> list[TrainState]:
+    """Train several trials that share their structure (cep.config.pack_problems) as one program, round by
+    round (train_round; `stacked` default: more than one state) to their ends, with no folder; `report(metrics,
+    state)` per member after each of its epochs, in train_round's order."""
+    data = pack_data(states)
     stacked = len(states) > 1 if stacked is None else stacked
-    device = resolve_device(cfg.device)
-    data = load_data(cfg).to(device, getattr(torch, cfg.dtype))
-    with torch.no_grad():
-        while True:
-            active = [s for s in states if s.status == "running" and s.epoch < s.config.epochs]
-            if not active:
-                return states
-            start = time.monotonic()
-            pack = Stacked.of(active, stacked)
-            shown = next((i for i, s in enumerate(active) if s is show), None) if show is not None else 0
-            train_errors, train_losses = train_epoch(pack, data, progress if shown is not None else None,
-                                                      shown or 0)
-            pack.unstack()
-            alive = [i for i, (m, loss) in enumerate(zip(active, train_losses))
-                     if math.isfinite(loss) and m.params.all_finite()]
-            for i, m in enumerate(active):
-                if i not in alive:
-                    _diverge(m, report)
-            tests = _evaluate_alive(pack, alive, data)
-            seconds = time.monotonic() - start
-            for j, i in enumerate(alive):
-                health = {**weight_health(active[i].params), "output_saturation": tests.saturation[j]}
-                _epoch_done(active[i], train_errors[i], train_losses[i], tests.errors[j], tests.losses[j], health,
-                            seconds, report)
-            if on_round is not None:
-                on_round(active)
+    while done := train_round(states, data, stacked, progress, show):
+        for metrics, state in done:
+            if report is not None:
+                report(metrics, state)
+    return states
 
 
 def _evaluate_alive(pack: Stacked, alive: list[int], data: Data) -> _Evaluation:
@@ -220,16 +219,16 @@ def _evaluate_alive(pack: Stacked, alive: list[int], data: Data) -> _Evaluation:
     return evaluate_trials(pack.cfg, params, data.x_test, data.y_test, len(alive))
 
 
-def _diverge(state: TrainState, report: Report | None) -> None:
+def _diverge(state: TrainState) -> dict[str, Any]:
+    """Mark a member diverged; its report: the metrics of its last finite epoch with the new status."""
     state.status = "diverged"
     state.info["diverged_at_epoch"] = state.epoch + 1
-    if report is not None:
-        last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
-        report({**last, "status": "diverged"}, state)
+    last = dict(state.history[-1]) if state.history else {"epoch": state.epoch}
+    return {**last, "status": "diverged"}
 
 
 def _epoch_done(state: TrainState, train_error: float, train_loss: float, test_error: float, test_loss: float,
-                health: dict[str, float], seconds: float, report: Report | None) -> None:
+                health: dict[str, float], seconds: float) -> dict[str, Any]:
     """Record an epoch: its metrics (health columns after the original ones), the collapse flag the first
     time the history shows one, and the status (a collapse ends the run only with stop_on_collapse)."""
     state.elapsed += seconds
@@ -247,5 +246,4 @@ def _epoch_done(state: TrainState, train_error: float, train_loss: float, test_e
     elif state.epoch == state.config.epochs:
         state.status = "finished"
     metrics["status"] = state.status
-    if report is not None:
-        report(metrics, state)
+    return metrics

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,14 +26,13 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import free_port, wait
+from processes import free_port, kill_all, pids_matching, wait
 from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds process trees in /proc")]
 
 RAY = Path(sys.executable).with_name("ray")  # the `ray` CLI of this interpreter's environment
-SBATCH = Path(__file__).resolve().parents[1] / "cluster" / "slurm" / "cep-sweep.sbatch"
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
 SWEEP = """\
 name: clu
@@ -80,33 +78,12 @@ def _tree(pid: int) -> list[int]:
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a process and everything under it: a node lost without warning."""
-    for pid in _tree(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(_tree(proc.pid))
     proc.wait(30)
 
 
-def _pids_matching(marker: str) -> list[int]:
-    """Processes whose command line mentions `marker` (a temp folder only this test uses)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
-
-
 def _kill_matching(marker: str) -> None:
-    for pid in _pids_matching(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(pids_matching(marker))
 
 
 def node_of(folder: Path) -> str:
@@ -306,69 +283,3 @@ def test_sweep_survives_losing_the_worker_node(cluster, clean_run, sweep_file, t
     for tid, lines in done_before.items():  # finished before the loss: never trained again
         added = log_lines(folders[tid])[len(lines):]  # (Tune may not have seen the end yet: then it replays)
         assert all(ln.startswith("replay: already finished") for ln in added), (tid, added)
-
-
-# ------------------------------------------------------------------ the SLURM script, with stand-ins for SLURM
-FAKE_SRUN = """#!/bin/bash
-# stand-in for srun: every node is this machine; drop srun's own --option=value arguments
-while [[ $# -gt 0 && $1 == --* ]]; do shift; done
-exec "$@"
-"""
-FAKE_SCONTROL = """#!/bin/bash
-# stand-in for scontrol: one node, localhost; other calls (requeue) are recorded
-case "$1 $2" in
-    "show hostnames") echo localhost ;;
-    *) echo "scontrol $*" >> "$FAKE_SLURM_LOG" ;;
-esac
-"""
-
-
-def test_slurm_script_requeues_at_the_time_limit_and_the_requeued_job_resumes(clean_run, sweep_file, tmp_path):
-    """cluster/slurm/cep-sweep.sbatch on this machine: SIGUSR1 (SLURM's time-limit warning) mid-sweep."""
-    _, _, ref = clean_run
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    ray_tmp = Path(tempfile.mkdtemp(prefix="cep-slurm-", dir="/tmp"))
-    requeues = tmp_path / "scontrol.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_", "CEP_"))}
-    env.update(PATH=f"{bin_dir}:{Path(sys.executable).parent}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1",
-               FAKE_SLURM_LOG=str(requeues), SLURM_JOB_ID="4242", SLURM_SUBMIT_DIR=str(tmp_path),
-               SLURM_JOB_NODELIST="localhost", SLURM_CPUS_PER_TASK="2", CEP_VENV="none",
-               CEP_STORAGE=str(tmp_path / "results"), CEP_RAY_PORT=str(free_port()), CEP_HEAD_IP="127.0.0.1",
-               CEP_RAY_TMP=str(ray_tmp), CEP_NODE_WAIT="120",
-               CEP_RAY_START_ARGS=f'--resources={{"worker_only":2}} --object-store-memory={100 * 1024 * 1024} '
-                                  f'--dashboard-agent-listen-port={free_port()}')
-    cmd = ["bash", str(SBATCH), str(sweep_file), "--no-aggregate"]
-    exp = tmp_path / "results" / "clu"
-    try:
-        with open(tmp_path / "job1.out", "w") as out:
-            job = subprocess.Popen(cmd, env={**env, "CEP_TEST_EPOCH_SLEEP": "1.5"}, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        wait(lambda: job.poll() is not None or any(summary(exp / "trials" / t).get("epochs_done", 0) >= 1
-                                                    for t in IDS), 180, "the first epoch")
-        os.kill(job.pid, signal.SIGUSR1)  # what --signal=B:USR1@300 sends the batch shell
-        job.wait(180)
-        out1 = (tmp_path / "job1.out").read_text()
-        assert job.returncode == 128 + signal.SIGTERM, out1
-        assert "time limit near (SIGUSR1): stopping the sweep, then requeueing this job" in out1
-        assert "SIGTERM: stopping the sweep and saving its state" in out1  # cep-sweep saved
-        assert requeues.read_text() == "scontrol requeue 4242\n"
-        assert not _pids_matching(str(ray_tmp)), "Ray was stopped"
-        assert any(summary(exp / "trials" / t).get("status") != "finished" for t in IDS)
-
-        # the requeued job: the same script again, as SLURM runs it after a requeue
-        job2 = subprocess.run(cmd, env={**env, "SLURM_RESTART_COUNT": "1"}, capture_output=True, text=True,
-                              timeout=300)
-        out2 = job2.stdout + job2.stderr
-        assert job2.returncode == 0, out2
-        assert "job 4242 (restart 1)" in out2 and "resuming the experiment" in out2
-        assert "4 trial(s): 4 finished, 0 errored" in out2
-        assert requeues.read_text() == "scontrol requeue 4242\n"  # finished: not requeued again
-        for tid in IDS:
-            assert metrics(exp / "trials" / tid) == metrics(ref / "trials" / tid), tid
-    finally:
-        _kill_matching(str(ray_tmp))
-        shutil.rmtree(ray_tmp, ignore_errors=True)

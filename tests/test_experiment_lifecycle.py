@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import tail, wait
+from commands import run_cli
+from processes import kill_all, tail, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
@@ -41,13 +42,6 @@ IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 3
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
 SLOW = 300
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -287,11 +281,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(30)
     end = time.monotonic() + 60
     while _group_pids(proc.pid) and time.monotonic() < end:
-        for pid in _group_pids(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(_group_pids(proc.pid))
         time.sleep(0.2)
     assert not _group_pids(proc.pid), "processes of the killed group are left"
 
@@ -382,7 +372,7 @@ def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_p
 
     from cep.config import TrialConfig
     from cep.results import CHECKPOINT_FILE
-    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, run_pack
+    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, rounds, run_pack
 
     small = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
                  dataset="mnist5k", device="cpu", dtype="float64", epochs=3, checkpoint=True)
@@ -397,14 +387,12 @@ def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_p
         run_pack(pack(tmp_path / "whole"))
         members = pack(tmp_path / "killed")
 
-        def on_round(states):
-            if states[0].epoch == 1:
-                shutil.copyfile(members[1].folder / CHECKPOINT_FILE, tmp_path / "m2-round1.pt")
-            if states[0].epoch == 2:
-                raise KeyboardInterrupt  # the kill, after the round was saved ...
-
         with pytest.raises(KeyboardInterrupt):
-            run_pack(members, on_round=on_round)
+            for trained in rounds(members):
+                if trained[0].state.epoch == 1:
+                    shutil.copyfile(members[1].folder / CHECKPOINT_FILE, tmp_path / "m2-round1.pt")
+                if trained[0].state.epoch == 2:
+                    raise KeyboardInterrupt  # the kill, after the round was saved ...
         # ... as if it came after member 1 saved round 2 and before member 2 did
         shutil.copyfile(tmp_path / "m2-round1.pt", members[1].folder / CHECKPOINT_FILE)
         (members[1].folder / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)

@@ -14,8 +14,9 @@ from cep.checkpoint import new_state
 from cep.config import TrialConfig
 from cep.data import load_data
 from cep.fused_step import relax
-from cep.results import METRIC_COLUMNS, find_collapse, read_folder
-from cep.runner import run
+from cep.health import find_collapse
+from cep.results import METRIC_COLUMNS, read_folder
+from cep.runner import Member, rounds, run
 from cep.train import train_pack
 
 TINY = dict(rule="vf", continual=True, size_tab=(10, 12, 10, 784), lr_tab=(0.004, 0.008, 0.01), T=6, Kmax=3,
@@ -94,7 +95,11 @@ def test_stop_on_collapse_ends_the_run_there_and_resumes_as_collapsed(tmp_path):
         seen.append(metrics["status"])
         _collapse_after_first_epoch(metrics, state)
 
-    out = run(cfg, tmp_path, before_save=hook)
+    out = Member(cfg, tmp_path)
+    for trained in rounds([out]):
+        for e in trained:
+            hook(e.metrics, e.state)
+    out = out.outcome
     assert out.status == "collapsed" and out.state.epoch == 2 and seen == ["running", "collapsed"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "collapsed" and summary["collapsed"]["epoch"] == 2

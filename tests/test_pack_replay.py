@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import run_cli
 
 from cep.sweep.cli import main
 
@@ -27,13 +28,6 @@ resources: {cpu: 1, gpu: 0}
 """
 CVF = ["C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0", "C-VF/angle=180/seed=0"]
 TIMING = ("epoch_seconds", "elapsed_seconds")
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def numbers(folder: Path) -> list[dict[str, str]]:
@@ -158,7 +152,7 @@ def rows(*errors: tuple[float, float]) -> list[dict[str, float]]:
 
 
 def test_a_collapse_seen_in_test_error_is_found_like_one_in_train_error():
-    from cep.results import collapse_line, find_collapse
+    from cep.health import collapse_line, find_collapse
 
     learns = [(50, 40), (15, 12)]
     assert find_collapse(rows(*learns, (10, 95), (8, 96))) is None  # two epochs at chance: not yet
@@ -246,7 +240,8 @@ def test_the_live_table_says_a_collapse_was_seen_in_test_error():
 # ------------------------------------------------------ pack: auto packs where it pays
 def test_auto_packs_by_net_size_threads_and_device():
     from cep.config import paper_config
-    from cep.sweep.plan import auto_pack, step_synapses
+    from cep.cost import step_synapses
+    from cep.sweep.plan import auto_pack
 
     one, two, gpu = {"cpu": 1, "gpu": 0}, {"cpu": 2, "gpu": 0}, {"cpu": 1, "gpu": 0.25}
     for name in ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h"):

@@ -41,9 +41,9 @@ def test_a_collapse_gets_a_line_and_stays_in_its_row():
 
 from cep.config import TrialConfig  # noqa: E402
 from cep.device import default_threads  # noqa: E402
-from cep.sweep.cli import wall_times  # noqa: E402
+from cep.layout import Trial  # noqa: E402
 from cep.sweep.progress import Schedule, makespan  # noqa: E402
-from cep.sweep.spec import Trial  # noqa: E402
+from cep.sweep.report import wall_times  # noqa: E402
 from cep.text import duration  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from trial_files import log_lines, metrics
 from cep.checkpoint import load_state, new_state, save_state
 from cep.config import TrialConfig
 from cep.results import CHECKPOINT_FILE, read_folder
-from cep.runner import Member, ResumeError, resume, resume_pack, run
+from cep.runner import Member, ResumeError, resume, resume_pack, rounds, run
 
 SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
              dataset="mnist5k", seed=3, device="cpu")
@@ -58,6 +58,15 @@ def test_the_newest_state_wins_and_only_run_fields_may_differ(tmp_path):
     assert resume(cfg.replace(checkpoint=False), folder).state is None
 
 
+def run_with(cfg, folder, each_epoch):
+    """A trial alone through the runner's rounds, `each_epoch(metrics, state)` after each saved epoch."""
+    member = Member(cfg, folder)
+    for trained in rounds([member]):
+        for e in trained:
+            each_epoch(e.metrics, e.state)
+    return member.outcome
+
+
 def test_the_diverging_epoch_is_reported_and_saved_and_a_rerun_replays_it(tmp_path):
     folder = tmp_path / "trial"
     cfg = TrialConfig(**SMALL, epochs=4, checkpoint=True, out_dir=str(folder))
@@ -68,7 +77,7 @@ def test_the_diverging_epoch_is_reported_and_saved_and_a_rerun_replays_it(tmp_pa
         if state.epoch == 1:
             state.params.W[0][0, 0] = float("inf")  # what an exploding run looks like
 
-    outcome = run(cfg, folder, on_epoch=poison_after_first_epoch)
+    outcome = run_with(cfg, folder, poison_after_first_epoch)
     assert outcome.status == "diverged" and not outcome.replayed
     assert seen == [(1, "running"), (1, "diverged")]  # the last finite metrics, once more, with the new status
     saved = load_state(folder / CHECKPOINT_FILE)
@@ -77,7 +86,7 @@ def test_the_diverging_epoch_is_reported_and_saved_and_a_rerun_replays_it(tmp_pa
     assert st.status == "diverged" and st.complete and st.epochs_done == 1
     assert json.loads((folder / "summary.json").read_text())["diverged_at_epoch"] == 2
     before = metrics(folder)
-    again = run(cfg, folder, on_epoch=lambda m, s: seen.append("trained"))
+    again = run_with(cfg, folder, lambda m, s: seen.append("trained"))
     assert again.replayed and again.status == "diverged" and "trained" not in seen
     assert metrics(folder) == before
     lines = log_lines(folder)
@@ -86,14 +95,15 @@ def test_the_diverging_epoch_is_reported_and_saved_and_a_rerun_replays_it(tmp_pa
     assert lines[2] == "end: diverged after epoch 1" and lines[3].startswith("replay: already diverged after epoch 1")
 
 
-def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path):
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path, monkeypatch):
     folder = tmp_path / "never"
 
-    def fail(m, state):
+    def fail(*args, **kwargs):  # in the first round
         raise RuntimeError("boom")
 
+    monkeypatch.setattr("cep.runner.train_round", fail)
     with pytest.raises(RuntimeError, match="boom"):
-        run(TrialConfig(**SMALL, out_dir=str(folder)), folder, before_save=fail)
+        run(TrialConfig(**SMALL, out_dir=str(folder)), folder)
     assert not folder.exists()
 
 

@@ -297,13 +297,13 @@ search:
 def _train_pack(text: str, folder, ids=None):
     """The sweep's one pack through the Tune trainable, called directly (tune.report is a no-op outside Tune)."""
     from cep.sweep.scheduling import scheduler_settings
-    from cep.sweep.trainable import TrialContext, run_trial
+    from cep.sweep.trainable import TrialContext, run_pack_trial
 
     spec = parse(text)
     trials = [t for t in resolve_trials(spec.trials, folder) if ids is None or t.id in ids]
     ctx = TrialContext({t.id: t.config.to_dict() for t in trials}, {"cpu": 1.0, "gpu": 0.0},
                        {"pack": tuple(t.id for t in trials)}, scheduler=scheduler_settings(spec.search))
-    run_trial({"trial_id": "pack"}, ctx)
+    run_pack_trial({"trial_id": "pack"}, ctx)
     return {t.id: folder / "trials" / t.id for t in trials}
 
 

@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from commands import run_cli
 from processes import wait
 from trial_files import metrics, summary
-
-from cep.sweep.cli import main
 
 pytestmark = pytest.mark.ray
 
@@ -31,13 +30,6 @@ search:
 resources: {cpu: 1, gpu: 0}
 pack: 4
 """
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_random_search_runs_packed_grows_and_replays_locally(ray_address, tmp_path, capsys):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import wait
+from processes import pids_matching, wait
 from trial_files import log_lines, metrics, summary
 
 pytestmark = [pytest.mark.slurm,
@@ -184,7 +184,7 @@ class Job:
 
     def assert_ray_gone(self, cleaned: bool = False) -> None:
         """No process of the job's Ray is left; cleaned: the job (which ended by itself) removed Ray's folder."""
-        wait(lambda: not _pids_matching(f"/tmp/ray-{self.id}"), 30, f"job {self.id}'s Ray to end:\n{self.out}")
+        wait(lambda: not pids_matching(f"/tmp/ray-{self.id}"), 30, f"job {self.id}'s Ray to end:\n{self.out}")
         assert not cleaned or not Path(f"/tmp/ray-{self.id}").exists(), f"/tmp/ray-{self.id} left:\n{self.out}"
 
 
@@ -196,18 +196,6 @@ def submit(slurm: Slurm, folder: Path, sweep: Path, *sbatch_opts: str, env: dict
                   env=env or {})
     slurm.jobs.append(p.stdout.strip().split(";")[0])
     return Job(slurm, folder, slurm.jobs[-1], t0)
-
-
-def _pids_matching(marker: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
 
 
 def readme_cpu_command() -> list[str]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import run_cli
 from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
@@ -39,13 +40,6 @@ max_failures: 1
 IDS = ["EP/seed=0", "C-VF/angle=0/seed=0", "C-VF/angle=90/seed=0"]
 EPOCHS = 4
 DRIVER = [sys.executable, "-c", "from cep.sweep.cli import main; main()"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +104,9 @@ def test_train_local_and_ray_trial_run_through_one_runner_alike(reference, sweep
     _, exp = reference
     ray_trial = exp / "trials" / IDS[0]
     calls = []
-    real_run = cep.runner.run
-    monkeypatch.setattr(cep.runner, "run", lambda cfg, folder, **kw: calls.append(str(folder)) or real_run(
-        cfg, folder, **kw))
+    real_rounds = cep.runner.rounds
+    monkeypatch.setattr(cep.runner, "rounds", lambda members, **kw: calls.append(str(members[0].folder)) or real_rounds(
+        members, **kw))
     threads = torch.get_num_threads()
     try:
         local = tmp_path / "local"
@@ -486,7 +480,7 @@ def test_a_local_run_prints_only_our_lines_and_keeps_rays_in_the_experiment_fold
     assert p.returncode == 0, p.stdout + p.stderr
     lines = (p.stdout + p.stderr).splitlines()
     foreign = [ln for ln in lines if not any(re.match(pat, ln) for pat in OUR_LINES)
-               or re.search(r"timestamp_ns|WARNING|INFO|\(pid=|run_trial pid", ln)]
+               or re.search(r"timestamp_ns|WARNING|INFO|\(pid=|run_pack_trial pid", ln)]
     assert not foreign, "\n".join(foreign)
     assert any("sweep ETA" in ln for ln in lines) and any(ln.startswith("wall time per experiment") for ln in lines)
     log = (tmp_path / "quiet" / "ray.log").read_text()

@@ -12,12 +12,13 @@ import yaml
 
 from cep.cli import legacy_config
 from cep.config import PAPER_EXPERIMENTS, TrialConfig
-from cep.results import write_atomic
+from cep.cost import sample_steps
+from cep.layout import SWEEP_FILE, trial_dir
+from cep.safe_files import write_atomic
 from cep.sweep.faults import parse_faults
-from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, sample_steps, select
+from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, select
 from cep.sweep.spec import SweepError, format_value, load_sweep, parse_sets, parse_sweep
 from cep.sweep.store import (
-    SWEEP_FILE,
     check_experiment,
     delete_discarded,
     discard,
@@ -25,7 +26,6 @@ from cep.sweep.store import (
     outcomes,
     resolve_trials,
     sweep_record,
-    trial_dir,
     write_sweep_record,
 )
 
@@ -146,7 +146,7 @@ def test_gdu_files_cover_the_readme_plotcurves_lines():
 def test_quickstart_is_small_and_offline():
     """A miniature of Fig. 4: EP-1h and C-VF-1h at 0, 90 and 180 degrees, 3 seeds, on the embedded data, and
     small enough for a few minutes on 2 cores (its cost bounded in the dry run's sample-steps)."""
-    from cep.sweep.plan import sample_steps
+    from cep.cost import sample_steps
 
     spec = load_sweep(ROOT / "sweeps/quickstart.yaml")
     assert spec.resources == {"cpu": 1.0, "gpu": 0.0}

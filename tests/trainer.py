@@ -26,7 +26,7 @@ def train(cfg: TrialConfig, report: Report | None = None, state: TrainState | No
     A run whose states or weights stop being finite ends with status "diverged",
     keeps the metrics of its last finite epoch, and reports them once more with
     that status (so that every report but the last says "running"). A run whose train error collapses
-    to chance level (cep.results.find_collapse) is flagged in `info["collapsed"]` and trains on, or ends
+    to chance level (cep.health.find_collapse) is flagged in `info["collapsed"]` and trains on, or ends
     there with status "collapsed" when its config says stop_on_collapse.
     """
     if state is None:

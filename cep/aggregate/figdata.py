@@ -8,7 +8,7 @@ from typing import Any
 
 from cep.aggregate.files import csv_text
 from cep.aggregate.published import load_published
-from cep.aggregate.read import COUNTED, Experiment, Trial
+from cep.aggregate.read import COUNTED, Experiment, TrialResult
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value, hidden_layers
 from cep.config import rule_label
 
@@ -36,7 +36,7 @@ METRICS = ("final", "best")  # which error of each trial a Fig. 4 point shows: a
 # the lowest over the epochs (what the rule can reach, before a collapse or late swings)
 
 
-def trial_errors(t: Trial, metric: str) -> tuple[float, float]:
+def trial_errors(t: TrialResult, metric: str) -> tuple[float, float]:
     """(test, train) error of a trial for a Fig. 4 point: final, or the best of each over the epochs."""
     if metric == "best":
         return t.best("test_error"), t.best("train_error")
@@ -48,7 +48,7 @@ def angle_lines(exp: Experiment, metric: str = "final") -> list[AngleLine]:
     that has finished trials. Only lines whose trials span two or more angles: a sweep without an
     angle dimension gets none. Experiments at one angle only come last, as reference lines. `metric`: final or
     best errors (METRICS)."""
-    lines: dict[tuple[str, Any], dict[float, list[Trial]]] = {}
+    lines: dict[tuple[str, Any], dict[float, list[TrialResult]]] = {}
     for t in exp.train_trials:
         key = (t.experiment, tuple((k, v) for k, v in t.variant if k != "angle"))
         lines.setdefault(key, {}).setdefault(as_float(t.config.get("angle", 0.0)), []).append(t)
@@ -148,7 +148,7 @@ def fig5a_points(exp: Experiment) -> list[Fig5aPoint]:
     """Rows whose trials recorded angle-grad (finished or diverged ones); empty when none did."""
     out = []
     for g in exp.groups:
-        def triple(t: Trial) -> tuple[float, float, float]:
+        def triple(t: TrialResult) -> tuple[float, float, float]:
             return t.angle_grad, t.final("test_error"), t.final("train_error")
 
         seeds = [triple(t) for t in g.done if finite(t.angle_grad)]

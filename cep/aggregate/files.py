@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cep.aggregate.read import Experiment, Trial, count_statuses
+from cep.aggregate.read import Experiment, TrialResult, count_statuses
 from cep.aggregate.stats import fmt_value, hidden_layers
 from cep.aggregate.table import Table
 from cep.config import FIELD_NAMES
@@ -121,7 +121,7 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def gdu_figures(t: Trial) -> list[Path]:
+def gdu_figures(t: TrialResult) -> list[Path]:
     """The gradient analysis's figures, regular files only: a link would show a file from outside the trial."""
     folder = t.path / GDU_DIR
     if find_link(t.path, folder) is not None or not folder.is_dir():

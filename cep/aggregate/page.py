@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from cep.aggregate.figdata import AngleLine, Fig5aPoint, Panel
 from cep.aggregate.published import load_published
-from cep.aggregate.read import Experiment, Trial, count_statuses
+from cep.aggregate.read import Experiment, TrialResult, count_statuses
 from cep.aggregate.stats import finite, seeds_text
 from cep.aggregate.table import Table
 from cep.layout import SUMMARY_DIR, SWEEP_FILE
@@ -110,7 +110,7 @@ def fmt_num(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if finite(x) else "—"
 
 
-def node_of(t: Trial) -> str:
+def node_of(t: TrialResult) -> str:
     """Where the trial ran: summary.json's host, else node.txt's (written when a sweep's attempt starts)."""
     if t.summary and t.summary.get("host"):
         return str(t.summary["host"])
@@ -300,11 +300,11 @@ def resolved_sweep(exp: Experiment) -> list[str]:
     grid_keys = {k for t in trials for k in t.grid}
     keys = sorted({k for t in trials for k in t.config} - grid_keys)
 
-    def same(ts: list[Trial], k: str) -> bool:
+    def same(ts: list[TrialResult], k: str) -> bool:
         return len({_show(t.config.get(k)) for t in ts}) == 1 and all(k in t.config for t in ts)
 
     base = [k for k in keys if same(trials, k)]
-    by_exp: dict[str, list[Trial]] = {}
+    by_exp: dict[str, list[TrialResult]] = {}
     for t in trials:
         by_exp.setdefault(t.experiment, []).append(t)
     own = {e: [k for k in keys if k not in base and same(ts, k)] for e, ts in by_exp.items()}

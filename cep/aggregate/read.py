@@ -16,8 +16,9 @@ from typing import Any
 
 from cep.aggregate.stats import Stat, as_float, finite, fmt_value
 from cep.config import result_differences, rule_label
+from cep.health import find_collapse
 from cep.layout import SWEEP_FILE, read_sweep_json, trial_dir
-from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, find_collapse, read_folder
+from cep.results import STATUSES, FolderState, best_epoch, config_edit_line, config_edits, read_folder
 from cep.safe_files import LinkRefused
 
 # how the banner says each status; from the files alone an interrupted trial may still be running
@@ -35,8 +36,9 @@ class NotAnExperiment(ValueError):
 
 # ------------------------------------------------------------------ trials
 @dataclass
-class Trial:
-    """One trial of the sweep: what sweep.json planned and what its folder holds."""
+class TrialResult:
+    """A trial as the aggregator reads it back: its sweep.json entry (config as written, a plain dict: no
+    validation, an older cep's record reads too) and what its folder holds (cep.layout.Trial is the planned one)."""
 
     id: str
     experiment: str
@@ -98,7 +100,7 @@ class Trial:
     @property
     def collapsed(self) -> dict[str, Any] | None:
         """summary.json's collapse record; a summary from before collapse detection has none, and then the
-        same rule finds it in metrics.csv (cep.results.find_collapse)."""
+        same rule finds it in metrics.csv (cep.health.find_collapse)."""
         if self.summary is not None and "collapsed" in self.summary:
             c = self.summary["collapsed"]
             return c if isinstance(c, dict) else None
@@ -144,14 +146,14 @@ def _hashable(v: Any) -> Any:
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
-def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> Trial:
+def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> TrialResult:
     """One trial's status and data from its folder; damaged or missing files become notes, never exceptions."""
     tid = str(entry["id"])
     parts = [p for p in tid.split("/") if p]
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     grid = entry.get("grid") if isinstance(entry.get("grid"), dict) else {}
     experiment = entry.get("experiment") or (parts[0] if parts else tid)
-    trial = Trial(id=tid, experiment=str(experiment), grid=dict(grid), config=dict(config),
+    trial = TrialResult(id=tid, experiment=str(experiment), grid=dict(grid), config=dict(config),
                   path=trial_dir(experiment_dir, "/".join(parts)))
     if any(p in (".", "..") for p in parts) or not parts:
         trial.notes.append("trial id is not a relative folder path; not read")
@@ -171,7 +173,7 @@ def read_trial(experiment_dir: Path, entry: dict[str, Any]) -> Trial:
 
 
 # -------------------------------------------------------------- experiment
-def count_statuses(trials: Sequence[Trial]) -> dict[str, int]:
+def count_statuses(trials: Sequence[TrialResult]) -> dict[str, int]:
     return {s: sum(t.status == s for t in trials) for s in STATUSES}
 
 
@@ -181,7 +183,7 @@ class Group:
 
     experiment: str
     variant: tuple[tuple[str, Any], ...]
-    trials: list[Trial]
+    trials: list[TrialResult]
 
     @property
     def label(self) -> str:
@@ -196,13 +198,13 @@ class Group:
         return rule_label(self.config.get("rule", "?"), self.config.get("continual"))
 
     @property
-    def done(self) -> list[Trial]:
+    def done(self) -> list[TrialResult]:
         """The trials whose numbers count: finished ones (and ones stopped at their collapse) with a finite
         final test error."""
         return [t for t in self.trials if t.status in COUNTED and finite(t.final("test_error"))]
 
     @property
-    def collapsed(self) -> list[Trial]:
+    def collapsed(self) -> list[TrialResult]:
         """The trials that collapsed, whether they trained on (finished) or stopped there."""
         return [t for t in self.trials if t.collapsed_epoch is not None]
 
@@ -244,18 +246,18 @@ class Experiment:
 
     path: Path
     sweep: dict[str, Any]
-    trials: list[Trial]
+    trials: list[TrialResult]
 
     @property
     def name(self) -> str:
         return str(self.sweep.get("name") or self.path.name)
 
     @property
-    def train_trials(self) -> list[Trial]:
+    def train_trials(self) -> list[TrialResult]:
         return [t for t in self.trials if t.action == "train"]
 
     @property
-    def gdu_trials(self) -> list[Trial]:
+    def gdu_trials(self) -> list[TrialResult]:
         return [t for t in self.trials if t.action == "gdu"]
 
     @functools.cached_property

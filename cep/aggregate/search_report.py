@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.aggregate.read import Experiment, Trial
+from cep.aggregate.read import Experiment, TrialResult
 from cep.aggregate.stats import Stat, finite, fmt_value
 from cep.text import md_table, text_table
 
@@ -72,7 +72,7 @@ def _dims(space: dict[str, Any]) -> tuple[list[str], list[str]]:
     return dims, logs
 
 
-def _value(t: Trial, dim: str) -> Any:
+def _value(t: TrialResult, dim: str) -> Any:
     name, _, index = dim.partition("[")
     v = t.grid.get(name)
     if index and isinstance(v, list):
@@ -81,7 +81,7 @@ def _value(t: Trial, dim: str) -> Any:
     return v
 
 
-def _metric(t: Trial, metric: str) -> float:
+def _metric(t: TrialResult, metric: str) -> float:
     if t.status not in ("finished", "stopped", "collapsed"):
         return math.nan
     if metric == "best_test_error":
@@ -95,7 +95,7 @@ def search_report(exp: Experiment) -> SearchReport | None:
     if not isinstance(search, dict) or not isinstance(search.get("space"), dict):
         return None
     dims, logs = _dims(search["space"])
-    groups: dict[tuple[str, int], list[Trial]] = {}
+    groups: dict[tuple[str, int], list[TrialResult]] = {}
     for t in exp.trials:
         if isinstance(t.grid.get("search"), int):
             groups.setdefault((t.experiment, t.grid["search"]), []).append(t)

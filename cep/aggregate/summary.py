@@ -32,8 +32,7 @@ from cep.aggregate.stats import finite
 from cep.aggregate.table import Table, build_table
 from cep.errors import UsageProblem
 from cep.layout import SUMMARY_DIR
-from cep.results import write_atomic
-from cep.safe_files import refuse_links, remove_stale_temps
+from cep.safe_files import refuse_links, remove_stale_temps, write_atomic
 from cep.text import md_escape, md_table, printable, text_table
 
 # outputs of this module and of cep.aggregate.plots; stale ones (a figure that no longer applies) are removed

@@ -30,7 +30,9 @@ from cep.data import load_data
 from cep.device import resolve_device
 from cep.gdu.analysis import NEURON, Factored, GDUResult, analyse, choose_units, unit_curves
 from cep.layout import GDU_DIR
-from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe, provenance, write_atomic
+from cep.provenance import provenance
+from cep.results import CONFIG_FILE, SUMMARY_FILE, default_out_dir, json_safe
+from cep.safe_files import write_atomic
 from cep.text import text_table
 
 FIGURE_STEM = "gdu_curves"

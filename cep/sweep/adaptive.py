@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cep.layout import Trial
 from cep.results import FolderState
 from cep.sweep.plan import make_packs, pack_sizes
 from cep.sweep.searcher import AdaptiveSearch, point_metric, read_search_record, to_point, write_search_record
-from cep.sweep.spec import SweepSpec, Trial, parse_sweep
+from cep.sweep.spec import SweepSpec, parse_sweep
 from cep.sweep.store import grown_record, outcomes, resolve_trials, sweep_record, write_sweep_record
 
 if TYPE_CHECKING:

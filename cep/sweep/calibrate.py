@@ -14,12 +14,17 @@ import time
 import torch
 
 from cep.checkpoint import TrainState, new_state
+from cep.config import pack_key
+from cep.cost import DATASET_SIZES, epoch_macs
 from cep.data import Data
 from cep.device import resolve_device
-from cep.sweep.plan import DATASET_SIZES, Pack
+from cep.sweep.plan import Pack, torch_threads
+from cep.sweep.spec import SweepSpec
+from cep.text import duration, text_table
 from cep.train import Stacked, train_epoch
 
 TIMED_BATCHES = 3
+MAX_CALIBRATIONS = 4  # distinct pack programs timed by --dry-run; the others are scaled from them
 
 
 def random_data(n: int, device: torch.device, dtype: torch.dtype) -> Data:
@@ -68,3 +73,38 @@ def seconds_per_epoch(pack: Pack, threads: int) -> float:
     per_image_step = per_batch / (cfg.batch_size * (cfg.T + cfg.Kmax))
     return math.ceil(n_train / cfg.batch_size) * per_batch + n_test * cfg.T * per_image_step
 
+
+def estimate_table(spec: SweepSpec, packs: list[Pack]) -> str:
+    """For --dry-run: each pack's estimated time, from a short calibration of its program on this machine."""
+    where = "GPU" if torch.cuda.is_available() else "CPU"
+    asks_gpu = spec.resources.get("gpu", 0) > 0
+    lines = [f"\nestimated time per pack, calibrated on this machine's {where} "
+             f"({torch_threads(spec.resources)} thread(s); a few timed minibatches)"
+             + (": the sweep asks for GPUs, this machine has none" if asks_gpu and where == "CPU" else "")]
+    measured: dict[tuple[str, int], float] = {}
+    costs: dict[tuple[str, int], float] = {}
+    rows = []
+    for k, p in enumerate(packs, 1):
+        cfg = p.members[0].config
+        if cfg.action != "train":
+            rows.append([str(k), p.id, "1", "-", "(one analysis)"])
+            continue
+        key = (pack_key(cfg), len(p.members))
+        if key not in measured and len(measured) < MAX_CALIBRATIONS:
+            measured[key] = seconds_per_epoch(p, torch_threads(spec.resources))
+            costs[key] = epoch_macs(t.config for t in p.members)
+        per_epoch = measured.get(key) or _scaled(p, measured, costs)
+        mark = "" if key in measured else "~"
+        rows.append([str(k), p.id, str(len(p.members)), mark + duration(per_epoch),
+                     mark + duration(per_epoch * cfg.epochs)])
+    lines.append(text_table(["pack", "first trial", "trials", "per epoch", "all epochs"], rows, right=(2, 3, 4)))
+    if len(measured) == MAX_CALIBRATIONS and any(r[3].startswith("~") for r in rows):
+        lines.append(f"~: scaled by multiply-adds from the {MAX_CALIBRATIONS} pack programs calibrated")
+    return "\n".join(lines)
+
+
+def _scaled(pack: Pack, measured: dict[tuple[str, int], float], costs: dict[tuple[str, int], float]) -> float:
+    """A pack's seconds per epoch from the calibrated pack of the closest cost, scaled by cost."""
+    cost = epoch_macs(t.config for t in pack.members)
+    key = min(measured, key=lambda k: abs(math.log(max(costs[k], 1.0) / max(cost, 1.0))))
+    return measured[key] * cost / max(costs[key], 1.0)

@@ -30,17 +30,18 @@ from typing import Any, TextIO  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from cep.layout import RAY_LOG, TUNE_DIR  # noqa: E402
-from cep.results import FolderState, write_atomic  # noqa: E402
-from cep.safe_files import DiskFull, out_of_space, refuse_links  # noqa: E402
-from cep.sweep.faults import Fault  # noqa: E402
+from cep.cost import epoch_macs  # noqa: E402
+from cep.layout import RAY_LOG, TUNE_DIR, Trial  # noqa: E402
+from cep.results import FolderState  # noqa: E402
+from cep.safe_files import DiskFull, out_of_space, refuse_links, write_atomic  # noqa: E402
+from cep.sweep.faults import test_env  # noqa: E402
 from cep.sweep.gpu_preflight import check_gpus  # noqa: E402
-from cep.sweep.plan import Pack, n_weights, sample_steps  # noqa: E402
+from cep.sweep.plan import Pack  # noqa: E402
 from cep.sweep.progress import ErrorFiles, ProgressTable, Schedule, trial_dirname, trial_name  # noqa: E402
 from cep.sweep.scheduling import scheduler_settings  # noqa: E402
-from cep.sweep.spec import SweepError, SweepSpec, Trial  # noqa: E402
+from cep.sweep.spec import SweepError, SweepSpec  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
-from cep.sweep.trainable import TrialContext, run_trial  # noqa: E402
+from cep.sweep.trainable import TrialContext, run_pack_trial  # noqa: E402
 from cep.tracking.mirror import prepare_trackers  # noqa: E402
 
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
@@ -56,8 +57,6 @@ class SweepRun:
     packs: list[Pack]  # the packs to run (those with an incomplete member); one Ray Tune trial per pack
     exp_dir: Path
     address: str | None = None
-    faults: tuple[Fault, ...] = ()
-    epoch_sleep: float = 0.0
     progress_interval: float = 30.0
     verbose: bool = False  # Ray's and Tune's log lines on the terminal too (they always go to <exp_dir>/ray.log)
     out: TextIO | None = None
@@ -173,6 +172,7 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
 
     A SweepError (no Ray, a cluster that cannot run the trials) comes before any trial starts."""
     started_ray = False
+    switches = test_env()  # test-only (cep.sweep.faults), checked before Ray starts
     try:
         started_ray = _start_ray(run)
         _check_cluster(run)
@@ -182,10 +182,10 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
         raise
     prepare_trackers(run.spec.tracking.to_dict(), run.exp_dir.name, run.exp_dir)
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
-                       {p.id: tuple(p.ids) for p in run.packs}, tuple(run.faults), run.epoch_sleep,
-                       scheduler_settings(run.spec.search), run.spec.tracking.to_dict(), run.exp_dir.name)
+                       {p.id: tuple(p.ids) for p in run.packs},
+                       scheduler_settings(run.spec.search), switches, run.spec.tracking.to_dict(), run.exp_dir.name)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), dict(run.spec.resources))
+    trainable = tune.with_resources(tune.with_parameters(run_pack_trial, ctx=ctx), dict(run.spec.resources))
     run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},
                                  run.progress_interval, run.out,
                                  {p.id: tuple(p.ids) for p in run.packs if len(p.ids) > 1}, _schedule(run))
@@ -226,8 +226,7 @@ def _schedule(run: SweepRun) -> Schedule:
     cost model), and how many packs the cluster runs at once (as its resources stand now)."""
     cluster = ray.cluster_resources()
     fits = [int(cluster.get(_resource_key(k), 0) // v) for k, v in run.spec.resources.items() if v > 0]
-    cost = {p.id: sum(sample_steps(t.config) / max(1, t.config.epochs) * 2 * n_weights(t.config) for t in p.members)
-            for p in run.packs}
+    cost = {p.id: epoch_macs(t.config for t in p.members) for p in run.packs}
     return Schedule(cost, max(1, min(fits, default=1)))
 
 

@@ -1,18 +1,24 @@
-"""Test-only hooks of a sweep's trials: inject a fault in a given epoch, or sleep after each epoch.
+"""Test-only switches of a trial, read from the environment where the trial runs (as Ray's RAY_testing_*):
 
-  CEP_FAULT_INJECT="<trial id glob>:<epoch>[:<times>|always]" raises in that epoch (before it is saved);
+  CEP_FAULT_INJECT="<trial id glob>:<epoch>[:<times>|always]" raises before that epoch trains;
   CEP_TEST_EPOCH_SLEEP=<seconds> sleeps after each epoch (lets tests interrupt mid-sweep).
-The driver reads them once and passes them to every trial; no Ray here.
+The driver checks them once (`test_env`) and the trial sets them in its own environment (`set_switches`: a
+Ray worker keeps the environment its node started with, not the driver's); the sweep's trainable calls
+`between_rounds` in its loop over a pack's rounds. Nothing else carries or checks them: the production path
+threads no test hook (`cep train` and `--local` never see them). No Ray here.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cep.results import write_atomic
+from cep.safe_files import write_atomic
 from cep.sweep.spec import SweepError
 
 FAULTS_FILE = ".faults_injected"  # counts the injections in the trial folder, so that retries see them
@@ -69,3 +75,36 @@ def epoch_sleep(text: str | None) -> float:
         return float(text or 0)
     except ValueError:
         raise SweepError([f"{SLEEP_ENV}={text}: expected seconds (test-only)"]) from None
+
+
+def test_env() -> dict[str, str]:
+    """The test switches set here, checked (SweepError naming the variable), for the trials' environment."""
+    env = {k: os.environ[k] for k in (FAULT_ENV, SLEEP_ENV) if os.environ.get(k)}
+    parse_faults(env.get(FAULT_ENV))
+    epoch_sleep(env.get(SLEEP_ENV))
+    return env
+
+
+def set_switches(switches: Mapping[str, str]) -> None:
+    """In a trial: exactly the driver's test switches (`test_env`), whatever its worker process started with."""
+    for name in (FAULT_ENV, SLEEP_ENV):
+        if name in switches:
+            os.environ[name] = switches[name]
+        else:
+            os.environ.pop(name, None)
+
+
+def between_rounds(members: Sequence[Any], trained: Sequence[Any] = ()) -> None:
+    """The trial's test seam between two rounds of cep.runner.rounds (and before the first): sleep after each
+    epoch just saved (`trained`), then raise the fault injected into the next epoch of a member that trains
+    it, before that round trains (it is lost whole, as a crash in it would lose it). Nothing when the
+    switches are unset (every production run)."""
+    faults, sleep = os.environ.get(FAULT_ENV), os.environ.get(SLEEP_ENV)
+    if sleep:
+        time.sleep(epoch_sleep(sleep) * len(trained))
+    for m in members if faults else ():
+        st = m.state or m.resumed.state
+        epoch = st.epoch + 1 if st is not None else 1
+        if (st is None or st.status == "running") and epoch <= m.cfg.epochs and \
+                fault_due(parse_faults(faults), m.id, epoch, m.folder):
+            raise FaultInjected(f"fault injected by CEP_FAULT_INJECT in epoch {epoch} of {m.id}")

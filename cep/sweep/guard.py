@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from cep.layout import RAY_LOG, SWEEP_FILE, trial_dir
-from cep.results import CONFIG_FILE, config_edit_line, config_edits, result_link, write_atomic
-from cep.safe_files import LinkRefused, find_link, remove_stale_temps
-from cep.sweep.spec import Trial
+from cep.layout import RAY_LOG, SWEEP_FILE, Trial, trial_dir
+from cep.results import CONFIG_FILE, config_edit_line, config_edits, result_link
+from cep.safe_files import LinkRefused, find_link, remove_stale_temps, write_atomic
 
 
 def link_problems(exp_dir: str | Path, trials: Sequence[Trial]) -> list[str]:

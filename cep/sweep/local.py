@@ -14,14 +14,13 @@ from typing import Any
 import click
 
 from cep.config import TrialConfig
-from cep.layout import SWEEP_FILE
-from cep.sweep.plan import Pack, make_packs, pack_sizes
+from cep.layout import SWEEP_FILE, Trial
+from cep.sweep.plan import Pack, make_packs, pack_sizes, torch_threads
 from cep.sweep.scheduling import resume_scheduler, scheduler_settings
-from cep.sweep.spec import SweepError, SweepSpec, Trial
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.spec import SweepError, SweepSpec
+from cep.sweep.store import trial_device
 
 PACK_DIR = "pack"  # with --out DIR: the other members of the trial's pack train in DIR/pack/<trial id>/
-RESTART_HINT = "use another --out folder, or delete it to start afresh"
 
 
 def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> int:
@@ -41,13 +40,12 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     click.echo(f"trial {trial.id} of sweep {spec.name}, locally on {cfgs[0].device} ({threads} thread(s))")
     if len(pack.ids) > 1:
         click.echo(alone_note(trial, pack) if alone else pack_note(pack, others_root(spec, out)))
-    from cep.cli import execute
+    from cep.console import execute
 
-    tracking = spec.tracking.to_dict()
     if len(cfgs) == 1:
-        return execute(cfgs[0], tracking=tracking, run_name=trial.id)
-    return replay_pack(cfgs, members.index(trial), scheduler_settings(spec.search), tracking,
-                       [t.id for t in members])
+        return execute(cfgs[0], tracking=spec.tracking.to_dict(), run_name=trial.id)
+    return replay_pack(cfgs, [t.id for t in members], trial.id, scheduler_settings(spec.search),
+                       spec.tracking.to_dict())
 
 
 def others_root(spec: SweepSpec, out: str | None) -> Path:
@@ -110,42 +108,22 @@ def alone_note(trial: Trial, pack: Pack) -> str:
             "runs); drop --alone to replay the sweep's numbers exactly")
 
 
-def replay_pack(cfgs: list[TrialConfig], shown: int, scheduler: dict[str, Any] | None = None,
-                tracking: dict[str, Any] | None = None, ids: list[str] | None = None) -> int:
-    """Train a pack as the sweep's trial does (cep.runner.run_pack; with a search's `scheduler` per member),
-    showing member `shown`; the exit code is that member's. A pack whose members have all ended is not run
-    again: its folders stay as they are. `tracking`: the trackers mirroring each member (run named by `ids`)."""
-    from cep.cli import ProgressLine, check_out_dir, print_epoch, print_outcome
-    from cep.runner import Member, Outcome, resume_pack, run_pack
+def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: dict[str, Any] | None = None,
+                tracking: dict[str, Any] | None = None) -> int:
+    """Train a pack as the sweep's trial does (its members `ids` through cep.runner.rounds; with a search's
+    `scheduler` per member), showing member `shown`; the exit code is that member's. A pack whose members
+    have all ended is not run again: its folders stay as they are."""
+    from cep.console import LOCAL_HINT, check_out_dir, echo_resuming, print_outcome, train_shown
+    from cep.runner import Member, Outcome, resume_pack
 
     for cfg in cfgs:
         check_out_dir(cfg)
-    members = [Member(c, Path(str(c.out_dir))) for c in cfgs]
-    resume_pack(members, {}, {str(m.folder): RESTART_HINT for m in members})
-    ids = [str(m.folder) for m in members]
+    members = [Member(c, Path(str(c.out_dir)), id=i, hint=LOCAL_HINT) for c, i in zip(cfgs, ids, strict=True)]
+    resume_pack(members, {})
     stopper = resume_scheduler(scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
-    mine = members[shown]
-    ended = [m.resumed.state for m in members if m.resumed.state is not None and m.resumed.state.status != "running"]
-    if len(ended) == len(members):
-        return print_outcome(cfgs[shown], Outcome(mine.resumed.state.status, mine.resumed.state, replayed=True))
+    mine = next(m for m in members if m.id == shown)
+    if all(m.resumed.state is not None and m.resumed.state.status != "running" for m in members):
+        return print_outcome(mine.cfg, Outcome(mine.resumed.state.status, mine.resumed.state, replayed=True))
     if mine.resumed.state is not None:
-        click.echo(f"resuming from {mine.resumed.source} in {mine.folder} after epoch {mine.resumed.epoch}")
-
-    from cep.tracking.mirror import start_mirror
-
-    names = dict(zip([str(m.folder) for m in members], ids or [m.folder.name for m in members]))
-    mirror = start_mirror(tracking, "cep-local", mine.folder.parent)
-
-    def epoch(metrics: dict[str, Any], state: Any) -> None:
-        if str(state.config.out_dir) == str(mine.folder) and metrics["status"] != "diverged":
-            print_epoch(metrics)
-        mirror.round(names[str(state.config.out_dir)], state.config.out_dir)
-
-    try:
-        outcomes = run_pack(members, on_epoch=epoch, progress=ProgressLine(cfgs[shown].epochs),
-                            restart_hint=RESTART_HINT, show=shown, on_round=stopper and (
-                                lambda states: stopper.after_round(states, lambda st: str(st.config.out_dir))))
-    finally:
-        for m in members:
-            mirror.close(names[str(m.folder)], m.folder)
-    return print_outcome(cfgs[shown], outcomes[shown])
+        echo_resuming(mine)
+    return train_shown(members, shown, scheduler=stopper, tracking=tracking)

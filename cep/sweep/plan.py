@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cep.config import FIELD_NAMES, RUN_FIELDS, TrialConfig, pack_key, result_differences
-from cep.sweep.spec import SweepError, SweepSpec, Trial, format_value
+from cep.cost import sample_steps, step_synapses, trial_macs
+from cep.layout import Trial
+from cep.sweep.spec import SweepError, SweepSpec, format_value
 from cep.text import text_table
 
 AUTO_PACK = {"gpu": 45, "cpu": 9}  # pack: auto, with or without a GPU share per pack
 # pack: auto on one CPU thread: nets whose dynamics touch more synapses per step than this train alone, where
 # a pack is slower per trial than a trial alone (measured: README, Packs; C-VF-1h packs pay, 2h nets do not)
 ONE_THREAD_STEP_SYNAPSES = 32_768
-# Images per split (spec: mnist5k is the embedded 4,000/1,000 split; mnist is torchvision's).
-DATASET_SIZES = {"mnist5k": (4000, 1000), "mnist": (60000, 10000)}
 
 
 def select(trials: Sequence[Trial], patterns: Sequence[str]) -> list[Trial]:
@@ -65,13 +65,6 @@ def torch_threads(resources: Mapping[str, float]) -> int:
     at most this machine's CPUs (a cluster's trial may ask more than the node that runs it has; torch crashes
     at absurd thread counts)."""
     return max(1, min(int(min(resources.get("cpu", 1), 2**31)), os.cpu_count() or 1))
-
-
-def step_synapses(cfg: TrialConfig) -> int:
-    """Synapses the dynamics use at every step: all but the input layer's (the feedback matrices of vf too);
-    the input layer's drive is computed once per phase."""
-    hidden = sum(a * b for a, b in zip(cfg.size_tab[:-2], cfg.size_tab[1:-1], strict=True))
-    return hidden * (2 if cfg.rule == "vf" else 1)
 
 
 def auto_pack(cfg: TrialConfig, resources: Mapping[str, float]) -> tuple[int, str]:
@@ -164,35 +157,6 @@ def describe_change(old: Sequence[Mapping[str, Any]], new: Sequence[Trial]) -> s
     return compare(old, new).refused
 
 
-def _analysis_steps(cfg: TrialConfig) -> int:
-    """The gradient analysis of one minibatch: T free steps, one backward pass through the last Kmax of
-    them, and Kmax nudged steps (cep.gdu)."""
-    return cfg.batch_size * (cfg.T + 2 * cfg.Kmax)
-
-
-def sample_steps(cfg: TrialConfig) -> int:
-    """Estimated cost of a trial in sample-steps: one sample through one step of the dynamics.
-
-    Training: every training sample runs T free and Kmax nudged steps per epoch,
-    every test sample T steps, plus one gradient analysis when angle_grad is on.
-    """
-    if cfg.action == "gdu":
-        return _analysis_steps(cfg)
-    n_train, n_test = DATASET_SIZES[cfg.dataset]
-    n_train = min(n_train, cfg.train_samples or n_train)
-    n_test = min(n_test, cfg.test_samples or n_test)
-    steps = cfg.epochs * (n_train * (cfg.T + cfg.Kmax) + n_test * cfg.T)
-    return steps + (_analysis_steps(cfg) if cfg.angle_grad else 0)
-
-
-def n_weights(cfg: TrialConfig) -> int:
-    """Synapses of the network (feedback matrices of vf included)."""
-    w = sum(a * b for a, b in zip(cfg.size_tab[:-1], cfg.size_tab[1:], strict=True))
-    if cfg.rule == "vf":
-        w += sum(a * b for a, b in zip(cfg.size_tab[:-2], cfg.size_tab[1:-1], strict=True))
-    return w
-
-
 def varying_fields(trials: Sequence[Trial]) -> list[str]:
     """Trial fields whose value differs between trials, in TrialConfig order."""
     if len(trials) < 2:
@@ -220,7 +184,7 @@ def dry_run_table(spec: SweepSpec, trials: Sequence[Trial], packs: Sequence[Pack
             for t in trials]
     lines = [text_table(header, rows)]
     total = sum(sample_steps(t.config) for t in trials)
-    macs = sum(sample_steps(t.config) * 2 * n_weights(t.config) for t in trials)
+    macs = sum(trial_macs(t.config) for t in trials)
     shared = {k: v for k, v in trials[0].config.to_dict().items()
               if k not in cols and k not in RUN_FIELDS} if trials else {}
     res = ", ".join(f"{k} {v:g}" for k, v in spec.resources.items())

@@ -15,7 +15,8 @@ from typing import Any, TextIO
 from ray import tune
 
 from cep.errors import UsageProblem
-from cep.results import COMPLETE, ERROR_FILE, read_summary, write_atomic
+from cep.results import COMPLETE, ERROR_FILE, read_summary
+from cep.safe_files import write_atomic
 from cep.text import duration, text_table
 
 

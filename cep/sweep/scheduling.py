@@ -9,7 +9,7 @@ members' histories into a fresh scheduler and gets the same decisions (nothing o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,10 +88,12 @@ class PackScheduler:
         return stopped
 
 
-    def after_round(self, states: Sequence[Any], id_of: Callable[[Any], str]) -> None:
-        """After a round: stop (freeze) the running members the scheduler stops."""
-        for st in states:
-            if st.status == "running" and st.history and self.decide(id_of(st), st.history):
+    def after_round(self, trained: Sequence[Any]) -> None:
+        """After a round (cep.runner.rounds: each trained member's id and state, in pack order): stop
+        (freeze) the running members the scheduler stops."""
+        for e in trained:
+            st = e.state
+            if st.status == "running" and st.history and self.decide(e.id, st.history):
                 stop(st, st.epoch, self.name)
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.reading import JSON_BYTES, parse_json
-from cep.results import write_atomic
-from cep.safe_files import LinkRefused, read_bytes
+from cep.safe_files import LinkRefused, read_bytes, write_atomic
 from cep.sweep.search_space import EXTRAS, Dist, SearchSpec
 from cep.sweep.spec import SweepError
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cep.config import FIELD_NAMES, ConfigError, TrialConfig
+from cep.layout import Trial
 from cep.sweep.search_space import SearchSpec, parse_search, point_segment, scheduler_problems, search_conflicts
 from cep.sweep.sections import (
     DEFAULT_RESOURCES,
@@ -59,20 +60,6 @@ class SweepError(ValueError):
     def __init__(self, problems: Sequence[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One trial of a sweep: its id, where it came from, and its complete configuration."""
-
-    id: str
-    experiment: str | None
-    grid: dict[str, Any]  # the grid values that made this trial (JSON-friendly)
-    config: TrialConfig
-
-    def record(self) -> dict[str, Any]:
-        """The trial's entry in sweep.json."""
-        return {"id": self.id, "experiment": self.experiment, "grid": self.grid, "config": self.config.to_dict()}
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from typing import Any
 
 from cep import __version__
 from cep.config import TrialConfig
-from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, read_sweep_json, trial_dir
+from cep.layout import DISCARDED, LOCK_FILE, RAY_LOG, SWEEP_FILE, TUNE_DIR, Trial, read_sweep_json, trial_dir
 from cep.reading import read_text_limited
-from cep.results import METRICS_FILE, FolderState, read_folder, write_atomic
-from cep.safe_files import refuse_links
-from cep.sweep.plan import Pack, compare, describe_change, fingerprint, torch_threads  # noqa: F401 (re-exported)
-from cep.sweep.spec import SweepError, SweepSpec, Trial
+from cep.results import METRICS_FILE, FolderState, read_folder
+from cep.safe_files import refuse_links, write_atomic
+from cep.sweep.plan import Pack, compare, describe_change, fingerprint
+from cep.sweep.spec import SweepError, SweepSpec
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 

@@ -34,21 +34,13 @@ from cep.config import TrialConfig
 from cep.errors import UsageProblem
 from cep.layout import experiment_of
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
-from cep.results import (
-    CHECKPOINT_FILE,
-    ERROR_FILE,
-    ERRORS_LOG,
-    NODE_FILE,
-    append_log,
-    read_folder,
-    result_link,
-    write_atomic,
-)
-from cep.runner import Member, resume_pack, run, run_pack
-from cep.safe_files import LinkRefused, append_text, pid_alive
-from cep.sweep.faults import Fault, FaultInjected, fault_due
+from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, result_link
+from cep.runner import Member, resume_pack, rounds, run
+from cep.safe_files import LinkRefused, append_text, pid_alive, write_atomic
+from cep.sweep.faults import between_rounds, set_switches
+from cep.sweep.plan import torch_threads
 from cep.sweep.scheduling import resume_scheduler
-from cep.sweep.store import torch_threads, trial_device
+from cep.sweep.store import trial_device
 from cep.tracking.mirror import roots_of, start_mirror
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
@@ -69,9 +61,8 @@ class TrialContext:
     configs: dict[str, dict[str, Any]]  # trial id -> resolved TrialConfig dict (out_dir = trials/<id>)
     resources: dict[str, float]
     packs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pack id -> member trial ids
-    faults: tuple[Fault, ...] = ()
-    epoch_sleep: float = 0.0
     scheduler: dict[str, Any] | None = None  # a search's scheduler, per member (cep.sweep.scheduling)
+    switches: dict[str, str] = field(default_factory=dict)  # the driver's test switches (cep.sweep.faults)
     tracking: dict[str, Any] | None = None  # cep.tracking.settings.Tracking as a dict; None: no tracker
     experiment: str = ""  # the experiment folder's name (trackers group the trials by it)
 
@@ -85,19 +76,19 @@ def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
             "collapsed_epoch": collapse.get("epoch"), "collapse_seen_in": collapse.get("seen_in", "train_error")}
 
 
-def _tune_report(pack_id: str, members: list[tuple[str, Path, TrainState]], replayed: bool = False) -> None:
+def _tune_report(pack_id: str, members: list[Member], replayed: bool = False) -> None:
     """Report a round (every member's latest state) to Tune, with the members' checkpoint.pt files as the
     Tune checkpoint. A trial alone also has its metrics at the top level, as Tune's own files show them."""
-    records = [_member_record(i, st) for i, _, st in members]
+    records = [_member_record(m.id, m.state) for m in members]
     result: dict[str, Any] = {"trial_id": pack_id, "replayed": replayed, "members": records,
                               "epoch": min(r["epoch"] for r in records), "epochs": max(r["epochs"] for r in records)}
     if len(records) == 1:
         result.update({k: v for k, v in records[0].items() if k != "id"})
     with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as d:
-        for k, (_, folder, _) in enumerate(members):
-            if (folder / CHECKPOINT_FILE).exists():
-                shutil.copyfile(folder / CHECKPOINT_FILE, Path(d) / _state_file(k, len(members)))
-        (Path(d) / MEMBERS_FILE).write_text(json.dumps([i for i, _, _ in members]))
+        for k, m in enumerate(members):
+            if (m.folder / CHECKPOINT_FILE).exists():
+                shutil.copyfile(m.folder / CHECKPOINT_FILE, Path(d) / _state_file(k, len(members)))
+        (Path(d) / MEMBERS_FILE).write_text(json.dumps([m.id for m in members]))
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
 
@@ -131,14 +122,15 @@ def _write_node(folder: Path) -> None:
                                      f"pid {os.getpid()}\nstarted {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+def run_pack_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune trainable: one pack of trials (often a trial alone), epoch by epoch, resumable exactly;
     errors land in each unfinished member's trials/<id>/error.txt."""
     import torch
 
     for name in ("ray.train", "ray.tune"):  # no "Checkpoint successfully created" line per epoch in the console
         logging.getLogger(name).setLevel(logging.WARNING)
-    pack_id = config["trial_id"]
+    pack_id = config["trial_id"]  # Tune's trial: one pack
+    set_switches(ctx.switches)
     ids = ctx.packs.get(pack_id, (pack_id,))
     torch.set_num_threads(torch_threads(ctx.resources))
     cfgs = [TrialConfig.from_dict(ctx.configs[i]) for i in ids]
@@ -184,39 +176,27 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
                      "replayed": outcome.replayed, "members": [{"id": ids[0], "epoch": 1, "epochs": 1,
                                                                 "status": outcome.status}]})
         return
-    members = [Member(c, f, root=experiment_of(f, i)) for c, f, i in zip(cfgs, folders, ids, strict=True)]
+    members = [Member(c, f, root=experiment_of(f, i), id=i, hint=restart_hint(i))
+               for c, f, i in zip(cfgs, folders, ids, strict=True)]
     with _tune_saved_states(ids) as saved:
-        resume_pack(members, {str(f): saved.get(i, []) for i, f in zip(ids, folders, strict=True)},
-                    {str(f): restart_hint(i) for i, f in zip(ids, folders, strict=True)})
-    id_of = {str(f): i for i, f in zip(ids, folders, strict=True)}
-    latest = {i: m.resumed.state for i, m in zip(ids, members, strict=True)}
+        resume_pack(members, saved)
     scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
-
-    def before_save(metrics: dict[str, Any], state: TrainState) -> None:
-        trial_id = id_of[str(state.config.out_dir)]
-        if metrics["status"] != "diverged" and fault_due(ctx.faults, trial_id, metrics["epoch"], state.config.out_dir):
-            raise FaultInjected(f"fault injected by CEP_FAULT_INJECT in epoch {metrics['epoch']} of {trial_id}")
-        if ctx.epoch_sleep:
-            time.sleep(ctx.epoch_sleep)
-
     mirror = start_mirror(ctx.tracking, ctx.experiment, roots_of(folders, ids), {i: pack_id for i in ids})
-
-    def on_round(states: list[TrainState]) -> None:
-        latest.update({id_of[str(st.config.out_dir)]: st for st in states})
-        for st in states:
-            mirror.round(id_of[str(st.config.out_dir)], st.config.out_dir)
-        if scheduler is not None:
-            scheduler.after_round(states, lambda st: id_of[str(st.config.out_dir)])
-        _tune_report(pack_id, [(i, f, latest[i]) for i, f in zip(ids, folders, strict=True) if latest[i]])
-
+    folder_of = dict(zip(ids, folders, strict=True))
+    between_rounds(members)
     try:
-        outcomes = run_pack(members, before_save=before_save, on_round=on_round)
+        for trained in rounds(members):
+            for e in trained:
+                mirror.round(e.id, folder_of[e.id])
+            if scheduler is not None:
+                scheduler.after_round(trained)
+            _tune_report(pack_id, [m for m in members if m.state is not None])
+            between_rounds(members, trained)
     finally:  # ended, stopped by a scheduler or failed: each member's run gets what its folder holds
-        for i, f in zip(ids, folders, strict=True):
+        for i, f in folder_of.items():
             mirror.close(i, f)
-    if all(o.replayed for o in outcomes):  # Tune still needs one report of the trial's end
-        _tune_report(pack_id, [(i, f, o.state) for i, f, o in zip(ids, folders, outcomes, strict=True)],
-                     replayed=True)
+    if all(m.outcome.replayed for m in members):  # Tune still needs one report of the trial's end
+        _tune_report(pack_id, members, replayed=True)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Hostile input, third round (issue #19): input bounds and one-line errors.
+"""Input bounds and one-line errors: what cep refuses up front, and the words that name the real cause.
 
 Seeds within what torch's generator keeps, a trial-count limit and a fast dry run, only regular files read
 (within a size budget), absurd sizes and step counts refused up front, one line instead of a traceback
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import one_line_exit_2, run_process
 from processes import free_port
 
 from cep.cli import LEGACY_FIELD_NAMES, TRAIN_FIELD_NAMES, cli, run_main
@@ -29,34 +30,6 @@ QUICK = ["--train-samples", "40", "--test-samples", "20", "--device", "cpu", "--
          "--quiet"]
 SWEEP = "name: s\nbase: {dataset: mnist5k, epochs: 1, train_samples: 40, test_samples: 20, size_tab: [10, 8, 784]}\n"
 LONG = "x" * 300  # one path component longer than any common file system allows (255 bytes)
-
-
-def one_line_exit_2(args: list[str], capsys, *, sweep: bool = False, names=TRAIN_FIELD_NAMES,
-                    budget_s: float = 20.0) -> str:
-    """Run `cep ARGS` (or `cep-sweep ARGS`) in this process; assert one error line, exit 2, within `budget_s` of
-    CPU time (not wall time: the tests share loaded machines); the line."""
-    start = time.process_time()
-    with pytest.raises(SystemExit) as e:
-        if sweep:
-            sweep_main(args)
-        else:
-            run_main(cli, names, args)
-    err = capsys.readouterr().err
-    assert time.process_time() - start < budget_s
-    assert e.value.code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
-def run_cli(args: list[str], cwd: Path, *, sweep: bool = False, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`cep ARGS` or `cep-sweep ARGS` as a real process (a hang or a crash must not take the tests with it)."""
-    main = "from cep.sweep.cli import main" if sweep else "from cep.cli import main"
-    code = f"import sys; sys.argv[0] = 'cep'; {main}; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
-                                                **(env or {})})
 
 
 def assert_one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -164,16 +137,16 @@ def _special(tmp_path: Path, kind: str, name: str) -> Path:
 def test_a_fifo_or_device_as_a_yaml_file_is_refused_at_once(kind, word, where, tmp_path):
     path = _special(tmp_path, kind, "in.yaml")
     if where == "--config":
-        proc = run_cli(["train", "--config", str(path), *QUICK], tmp_path, timeout=60)
+        proc = run_process(["train", "--config", str(path), *QUICK], tmp_path, timeout=60)
     else:
-        proc = run_cli([str(path), "--dry-run"], tmp_path, sweep=True, timeout=60)
+        proc = run_process([str(path), "--dry-run"], tmp_path, sweep=True, timeout=60)
     assert_one_line(proc, str(path), word, "not a regular file")
 
 
 def test_a_fifo_as_checkpoint_is_refused_without_blocking(tmp_path):
     (tmp_path / "o").mkdir()
     os.mkfifo(tmp_path / "o" / "checkpoint.pt")
-    proc = run_cli(["train", *QUICK, "--out", "o", "--checkpoint"], tmp_path, timeout=60)
+    proc = run_process(["train", *QUICK, "--out", "o", "--checkpoint"], tmp_path, timeout=60)
     assert_one_line(proc, "checkpoint.pt", "a FIFO")
 
 
@@ -193,7 +166,7 @@ def test_a_fifo_as_sweep_json_is_one_line(tmp_path):
     (tmp_path / "s.yaml").write_text(SWEEP + "grid: {seed: [0]}\n")
     (tmp_path / "st" / "s").mkdir(parents=True)
     os.mkfifo(tmp_path / "st" / "s" / "sweep.json")
-    proc = run_cli(["s.yaml", "--storage", str(tmp_path / "st")], tmp_path, sweep=True, timeout=60)
+    proc = run_process(["s.yaml", "--storage", str(tmp_path / "st")], tmp_path, sweep=True, timeout=60)
     assert_one_line(proc, "sweep.json", "a FIFO")
 
 
@@ -319,7 +292,7 @@ def test_a_fifo_as_an_mnist_file_is_refused(tmp_path):
         (raw / n).write_bytes(data)
     (raw / "train-labels-idx1-ubyte").unlink()
     os.mkfifo(raw / "train-labels-idx1-ubyte")
-    assert_one_line(run_cli(MNIST_ARGS, tmp_path, timeout=60), "train-labels-idx1-ubyte", "a FIFO")
+    assert_one_line(run_process(MNIST_ARGS, tmp_path, timeout=60), "train-labels-idx1-ubyte", "a FIFO")
 
 
 @pytest.mark.parametrize("depth", [100, 1000, 100_000])
@@ -373,17 +346,17 @@ def test_a_grid_value_beyond_float32_is_refused(tmp_path, capsys):
 
 
 def test_a_thread_count_beyond_the_machine_is_one_line_not_a_crash(tmp_path):
-    proc = run_cli(["train", *QUICK, "--out", "o", "--threads", "100000"], tmp_path, timeout=60)
+    proc = run_process(["train", *QUICK, "--out", "o", "--threads", "100000"], tmp_path, timeout=60)
     assert_one_line(proc, "--threads 100000", f"{os.cpu_count()} CPUs")
     assert not (tmp_path / "o").exists()
 
 
 def test_a_sweep_asking_more_cpus_than_this_machine_runs_locally_capped(tmp_path):
-    from cep.sweep.store import torch_threads
+    from cep.sweep.plan import torch_threads
 
     assert torch_threads({"cpu": 1e6}) == os.cpu_count() and torch_threads({"cpu": 1}) == 1
     (tmp_path / "s.yaml").write_text(SWEEP + "resources: {cpu: 1000000}\ngrid: {seed: [0]}\n")
-    proc = run_cli(["s.yaml", "--trial", "seed=0", "--local", "--out", "o"], tmp_path, sweep=True, timeout=300)
+    proc = run_process(["s.yaml", "--trial", "seed=0", "--local", "--out", "o"], tmp_path, sweep=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"({os.cpu_count()} thread(s))" in proc.stdout
 
