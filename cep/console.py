@@ -115,18 +115,20 @@ def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, schedul
 
     mine = next(m for m in members if m.id == shown)
     mirror = start_mirror(tracking, "cep-train", mine.folder.parent if mine.folder is not None else ".")
+    # a run by its trial id; a member known by its folder (cep train) by the folder's name
+    names = {m.id: m.folder.name if m.folder is not None and m.id == str(m.folder) else m.id for m in members}
     try:
         for trained in rounds(members, progress=None if quiet else ProgressLine(mine.cfg.epochs), show=shown):
             for e in trained:
                 if e.id == shown and not quiet and e.status != "diverged":
                     print_epoch(e.metrics)
-                mirror.round(e.id, next(m.folder for m in members if m.id == e.id))
+                mirror.round(names[e.id], next(m.folder for m in members if m.id == e.id))
             if scheduler is not None:
                 scheduler.after_round(trained)
     finally:
         for m in members:
             if m.folder is not None:
-                mirror.close(m.id, m.folder)
+                mirror.close(names[m.id], m.folder)
     return print_outcome(mine.cfg, mine.outcome)
 
 
