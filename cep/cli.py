@@ -33,6 +33,7 @@ from cep.errors import DataError, UsageProblem
 from cep.local_run import EXIT_SIGTERM, Terminated, run_folder
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
+from cep.tracking.options import OPTION_NAMES, run_tracking, tracking_options
 from cep.yaml_file import YAMLFileError, read_yaml
 
 EXIT_USAGE = 2
@@ -157,6 +158,7 @@ def cli() -> None:
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="continue (or, with --epochs at its epoch, evaluate) the saved state in this checkpoint file, "
                    "e.g. RUN/checkpoint-best.pt, in a new --out folder; its trial fields are the starting point")
+@tracking_options
 @field_options(TRAIN_OPTIONS)
 def train_command(preset: str | None, config_file: str | None, quiet: bool, overwrite: bool, threads: int | None,
                   resume_from: str | None, **options: Any) -> int:
@@ -178,6 +180,7 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
         if not isinstance(loaded, dict):
             raise UsageProblem(f"--config {config_file}: expected a mapping of trial fields")
         fields.update(loaded)
+    tracking = {k: options.pop(k) for k in OPTION_NAMES}
     fields.update({k: v for k, v in options.items() if v is not None})
     fields.setdefault("checkpoint", True)  # a local run resumes unless told not to save its state
     cfg = TrialConfig.from_dict(fields)
@@ -186,7 +189,8 @@ def train_command(preset: str | None, config_file: str | None, quiet: bool, over
             raise UsageProblem(f"--resume-from {resume_from}: give --out NEW_FOLDER for the continued run (the "
                                "default folder is the original run's, which is kept as it is)")
         cfg = cfg.replace(out_dir=run_folder(cfg, preset or cfg.model_label))
-    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), resume_from)
+    return execute(cfg, quiet, overwrite, threads or _default_threads(cfg), resume_from,
+                   run_tracking(tracking, cfg.out_dir))
 
 
 def saved_fields(path: str) -> dict[str, Any]:

@@ -82,11 +82,14 @@ LOCAL_HINT = "add --overwrite to start afresh, or use another --out folder"  # a
 
 
 def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, threads: int | None = None,
-            resume_from: str | None = None) -> int:
+            resume_from: str | None = None, tracking: dict[str, Any] | None = None,
+            run_name: str | None = None) -> int:
     """Run one trial through the runner, showing progress on the terminal; returns the exit code.
 
     `threads`: torch's CPU threads for this run (None: leave them as the caller set them); `resume_from`: a
-    checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt)."""
+    checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt);
+    `tracking`: the trackers that mirror it (cep.tracking; None: none), the run named `run_name` (default: by
+    its folder)."""
     from cep.runner import Member, resume, run, start  # torch is imported only once something runs
 
     if threads is not None and threads < 1:
@@ -103,7 +106,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     with sigterm_stops():  # SIGTERM ends the run like Ctrl-C: one line, exit 143, resumable
         if cfg.action == "gdu":
             return print_outcome(cfg, run(cfg, cfg.out_dir, hint=LOCAL_HINT))
-        member = Member(cfg, Path(cfg.out_dir) if cfg.out_dir is not None else None, hint=LOCAL_HINT)
+        folder = Path(cfg.out_dir) if cfg.out_dir is not None else None
+        member = Member(cfg, folder, hint=LOCAL_HINT, id=run_name or "")
         if resume_from is not None:  # that file only: the folder's own checkpoints are not candidates
             member.resumed = resume(cfg.with_run_fields(checkpoint=False), cfg.out_dir,
                                     [(resume_from, Path(resume_from))])
@@ -112,7 +116,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
         start([member])
         if member.resumed.state is not None and member.resumed.state.status == "running":
             echo_resuming(member)
-        return train_shown([member], member.id, quiet, source=resume_from)
+        return train_shown([member], member.id, quiet, source=resume_from,
+                           tracking=tracking if folder is not None else None)
 
 
 def echo_resuming(m: Any) -> None:
@@ -120,19 +125,30 @@ def echo_resuming(m: Any) -> None:
 
 
 def train_shown(members: Sequence[Any], shown: str, quiet: bool = False, scheduler: Any = None,
-                source: str | None = None) -> int:
+                source: str | None = None, tracking: dict[str, Any] | None = None) -> int:
     """A pack's rounds (cep.runner.rounds) on the terminal, showing the member whose id is `shown`: its
     progress and epochs, its end; the exit code is its. `scheduler`: a search's, per member
-    (cep.sweep.scheduling); `source`: the checkpoint file it resumed from, when not the folder's own."""
+    (cep.sweep.scheduling); `source`: the checkpoint file it resumed from, when not the folder's own;
+    `tracking`: the trackers mirroring each member, a run per member id."""
     from cep.runner import rounds
+    from cep.tracking.mirror import start_mirror
 
     mine = next(m for m in members if m.id == shown)
-    for trained in rounds(members, progress=None if quiet else ProgressLine(mine.cfg.epochs), show=shown):
-        for e in trained:
-            if e.id == shown and not quiet and e.status != "diverged":
-                print_epoch(e.metrics)
-        if scheduler is not None:
-            scheduler.after_round(trained)
+    mirror = start_mirror(tracking, "cep-train", mine.folder.parent if mine.folder is not None else ".")
+    # a run by its trial id; a member known by its folder (cep train) by the folder's name
+    names = {m.id: m.folder.name if m.folder is not None and m.id == str(m.folder) else m.id for m in members}
+    try:
+        for trained in rounds(members, progress=None if quiet else ProgressLine(mine.cfg.epochs), show=shown):
+            for e in trained:
+                if e.id == shown and not quiet and e.status != "diverged":
+                    print_epoch(e.metrics)
+                mirror.round(names[e.id], next(m.folder for m in members if m.id == e.id))
+            if scheduler is not None:
+                scheduler.after_round(trained)
+    finally:
+        for m in members:
+            if m.folder is not None:
+                mirror.close(names[m.id], m.folder)
     return print_outcome(mine.cfg, mine.outcome, source)
 
 

@@ -44,9 +44,10 @@ LOG_FILE = "trial.log"
 ERROR_FILE = "error.txt"  # the last attempt's error; removed when the trial runs again
 ERRORS_LOG = "errors.log"  # every error of the trial, appended
 NODE_FILE = "node.txt"  # host, node IP and Ray node id of the attempt now running or last run
+TRACKING_FILES = ("tracking-tensorboard.json", "tracking-mlflow.json", "tracking-wandb.json")  # cep.tracking
 # everything a run writes into its folder: what "the folder holds an earlier result" and --overwrite mean
 RESULT_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, BEST_CHECKPOINT_FILE, CURVE_FILE, LOG_FILE,
-                ERROR_FILE, ERRORS_LOG, NODE_FILE, GDU_DIR)
+                ERROR_FILE, ERRORS_LOG, NODE_FILE, GDU_DIR, *TRACKING_FILES)
 
 # Where a trial stands, read from its folder; the one vocabulary of the completion check, the live
 # table, the sweep's summary and the aggregator. "collapsed": ended early at a collapse because the trial

@@ -209,8 +209,8 @@ def test_numbers_statuses_and_flags(mixed: Path) -> None:
     assert "C-VF-1h/angle=90/seed=2: errored: RuntimeError: injected fault" in md
     assert "C-VF-1h/angle=90/seed=1: running or interrupted at epoch 1 of 3" in md
     assert "1 pending (not started): C-VF-1h/angle=180/seed=2" in md
-    # mnist5k is not the paper's data: no published numbers, and the footnote says why
-    assert all(r[5].startswith("—") for r in rows.values())
+    # mnist5k is not the paper's data: no published numbers, no Paper column, and a note says why
+    assert "Paper" not in md.split("| Experiment")[1].splitlines()[0]
     assert "dataset mnist5k (paper mnist)" in md
     # the figures the data allows, all of them
     names = {p.name for p in agg.files}
@@ -740,3 +740,19 @@ def test_a_collapsed_seed_is_counted_and_best_and_final_are_side_by_side(tmp_pat
     code, text, err = run_command([str(root), "--no-plots", "--metric", "final"], capsys)
     assert code == 0 and "1 of 3 (epoch 3)" in text, err
     assert read_csv(out / "angle_curve.csv")[0]["metric"] == "final"
+
+
+def test_a_table_without_published_numbers_is_not_headed_as_fig4_and_has_no_paper_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = ExperimentBuilder(tmp_path)
+    for seed in range(2):  # a search's or a grid's own configurations: nothing the paper published
+        b.add("C-VF-1h", {"beta": 0.3, "seed": seed}, small_config(), hist=history(2, 10.0 + seed, 12.0))
+    root = b.write()
+    agg = aggregate_experiment(root, plots=False)
+    md = (root / "summary" / "table.md").read_text()
+    page = (root / "summary" / "index.html").read_text()
+    terminal = terminal_report(agg)
+    for text in (md, page, terminal):
+        assert "Fig. 4" not in text and "Paper" not in text
+    assert "## Error rates\n" in md and '<h2 id="table">Error rates</h2>' in page
+    assert table_rows(md)["C-VF-1h beta=0.3"][4:6] == [fmt([5.0, 5.5]), fmt([6.0, 6.0])]  # test, then train error

@@ -52,6 +52,11 @@ TRIAL_COLUMNS = ("id", "experiment", "status", "epochs_done", "collapsed_epoch",
 def trials_csv(exp: Experiment) -> str:
     """One row per trial: status, the epoch of its collapse (empty: none), final and best errors (%) with the
     best one's epoch, angles (degrees), then every trial field."""
+    return csv_text(*trial_table(exp))
+
+
+def trial_table(exp: Experiment) -> tuple[list[str], list[list[Any]]]:
+    """trials.csv's header and rows as values (cep.frames makes its DataFrame of them)."""
     extra = sorted({k for t in exp.trials for k in t.config} - set(FIELD_NAMES))
     fields = [*FIELD_NAMES, *extra]
     rows = []
@@ -63,7 +68,7 @@ def trials_csv(exp: Experiment) -> str:
                      t.final("test_loss"), t.final("train_loss"), t.angle_grad, t.measured_angle or None,
                      t.wall_seconds, t.summary.get("host") if t.summary else None, "; ".join(note + t.notes),
                      t.drifting_epoch, *_selected_cells(t.selected), *[t.config.get(k) for k in fields]])
-    return csv_text([*TRIAL_COLUMNS, *fields], rows)
+    return [*TRIAL_COLUMNS, *fields], rows
 
 
 def _selected_cells(best: dict[str, Any] | None) -> list[Any]:
@@ -74,6 +79,11 @@ def _selected_cells(best: dict[str, Any] | None) -> list[Any]:
 
 def groups_csv(table: Table) -> str:
     """The table's numbers at full precision, for other tools."""
+    return csv_text(*group_table(table))
+
+
+def group_table(table: Table) -> tuple[list[str], list[list[Any]]]:
+    """groups.csv's header and rows as values."""
     header = ["row", "experiment", "variant", "rule", "hidden_layers", "trials", *STATUSES, "collapsed_trials"]
     for name in ("test_error", "train_error", "best_test_error", "angle_grad_deg"):
         header += [f"{name}_mean", f"{name}_std", f"{name}_n"]
@@ -90,7 +100,7 @@ def groups_csv(table: Table) -> str:
                      *[x for s in (r.test, r.train, r.best_test, r.angle_grad) for x in (s.mean, s.std, s.n)],
                      r.paper_test.name, r.paper_test.value, angle[0], angle[1], r.paper_test.why,
                      len(g.drifting), r.val_test.mean, r.val_test.std, r.val_test.n])
-    return csv_text(header, rows)
+    return header, rows
 
 
 def gdu_rows(exp: Experiment) -> list[dict[str, Any]]:

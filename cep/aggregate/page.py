@@ -189,7 +189,7 @@ def fig4_table(table: Table) -> list[str]:
     head = table.header()
     paper = {i for i, h in enumerate(head) if h.startswith("Paper")}
     num = {i for i, h in enumerate(head) if "(" in h or h in ("Hidden", "Seeds")}  # right-aligned numbers
-    out = ["<h2 id=\"table\">Error rates (the table of Fig. 4)</h2>", "<table id=\"fig4-table\">",
+    out = [f"<h2 id=\"table\">{esc(table.title)}</h2>", "<table id=\"fig4-table\">",
            "<thead><tr>" + "".join(f"<th{PAPER_CLASS if i in paper else ''}>{esc(h)}</th>"
                                    for i, h in enumerate(head)) + "</tr></thead>", "<tbody>"]
     for r in table.rows:
@@ -198,13 +198,15 @@ def fig4_table(table: Table) -> list[str]:
             f"<td class=\"{' '.join(c for c, on in (('num', i in num), ('paper', i in paper)) if on) or 'text'}\">"
             f"{esc(v)}</td>" for i, v in enumerate(cells)) + "</tr>")
     out.append("</tbody></table>")
+    paper_note = (" Paper: the published numbers "
+                  f"({esc(load_published()['paper'])}), shown only where the row's configuration matches the "
+                  "published one field by field, dataset included." if table.with_paper else "")
     out.append("<p class=\"notes\">Final MNIST error rates in %, mean ± sample standard deviation (n − 1) over the "
-               f"finished seeds of each row (Seeds counts them). {esc(SELECTION_WORDS)} Paper: the published numbers "
-               f"({esc(load_published()['paper'])}), shown only where the row's configuration matches the "
-               "published one field by field, dataset included.</p>")
+               f"finished seeds of each row (Seeds counts them). {esc(SELECTION_WORDS)}{paper_note}</p>")
     if table.with_angle_grad:
         out.append("<p class=\"notes\">Angle-grad: initial angle between the total EP update and the total BPTT "
-                   "gradient (Fig. 5a); paper values are approximate, read off the published plot.</p>")
+                   "gradient (Fig. 5a)" + ("; paper values are approximate, read off the published plot"
+                                           if table.with_paper else "") + ".</p>")
     if table.notes:
         out += ["<ol class=\"notes\">"] + [f"<li>{esc(n)}</li>" for n in table.notes] + ["</ol>"]
     return out

@@ -111,18 +111,21 @@ def table_md(exp: Experiment, table: Table, written: Sequence[Path], gdu: list[d
         out += [md_escape(exp.sweep["description"]), ""]
     out += [f"**{md_escape(exp.banner)}**", ""]
     if table.rows:
-        out += ["## Error rates (the table of Fig. 4)", "", md_table(table.header(), [table.cells(r) for r in
+        out += [f"## {table.title}", "", md_table(table.header(), [table.cells(r) for r in
                                                                                    table.rows]), ""]
         out += ["Final MNIST error rates in %, mean ± sample standard deviation (n − 1) over the finished "
                 "seeds of each row (Seeds counts them; a seed stopped at its collapse counts with its errors "
                 "there). Best test: each seed's lowest test error over the epochs, Best epoch where the seeds "
                 "reached it. Collapsed: seeds whose train error went back to chance level (≥ 80%) after "
-                f"having been ≤ 20%. {SELECTION_WORDS} Paper: the published numbers "
-                f"({load_published()['paper']}), shown only where the row's configuration matches the "
-                "published one field by field, dataset included.", ""]
+                f"having been ≤ 20%. {SELECTION_WORDS}" + (" Paper: the published numbers "
+                                                          f"({load_published()['paper']}), shown only where the "
+                                                          "row's configuration matches the published one field "
+                                                          "by field, dataset included." if table.with_paper else ""),
+                ""]
         if table.with_angle_grad:
             out += ["Angle-grad: initial angle between the total EP update and the total BPTT gradient "
-                    "(Fig. 5a); paper values are approximate, read off the published plot.", ""]
+                    "(Fig. 5a)" + ("; paper values are approximate, read off the published plot" if table.with_paper
+                                   else "") + ".", ""]
         out += [f"[{i}] {md_escape(n)}" for i, n in enumerate(table.notes, 1)] + ([""] if table.notes else [])
     lines = attention(exp)
     if lines:
@@ -305,8 +308,9 @@ def terminal_report(agg: Aggregate) -> str:
     out = [f"{exp.name}: {exp.banner}"]
     if table.rows:
         out += ["", text_table(table.header(), [table.cells(r) for r in table.rows])]
-        out += ["errors in %, mean ± std over finished seeds; Paper: published numbers where the configuration "
-                "matches"] + [f"[{i}] {n}" for i, n in enumerate(table.notes, 1)]
+        out += ["errors in %, mean ± std over finished seeds" + ("; Paper: published numbers where the configuration "
+                                                                 "matches" if table.with_paper else "")]
+        out += [f"[{i}] {n}" for i, n in enumerate(table.notes, 1)]
     if exp.gdu_trials:
         out += ["", "gradient analysis (cosine between EP updates and BPTT gradients per layer; more in table.md):"]
         rows = gdu_rows(exp)

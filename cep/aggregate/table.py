@@ -1,4 +1,5 @@
-"""The table of Fig. 4: one row per group of seeds, with the paper's numbers beside matching rows."""
+"""The table of error rates (Fig. 4's when rows match the paper): one row per group of seeds, with the paper's
+numbers beside matching rows; a search or a grid of other configurations gets no Paper column."""
 
 from __future__ import annotations
 
@@ -36,14 +37,23 @@ class TableRow:
 
 @dataclass
 class Table:
-    """The Fig. 4 table: rows, footnotes, and whether the angle-grad columns apply."""
+    """The table: rows, footnotes, whether the angle-grad columns apply and whether any row has a published
+    number (else no Paper column, and not headed as Fig. 4's table; the notes still say why)."""
 
     rows: list[TableRow]
     notes: list[str]
     with_angle_grad: bool
     with_validation: bool = False  # some trial held out validation images: its best epoch chosen on them
+    with_paper: bool = True
+
+    @property
+    def title(self) -> str:
+        return "Error rates (the table of Fig. 4)" if self.with_paper else "Error rates"
 
     def header(self) -> list[str]:
+        return self._shown(self._columns())
+
+    def _columns(self) -> list[str]:
         h = ["Experiment", "Rule", "Hidden", "Seeds", "Test error (%)", "Paper test (%)", "Train error (%)",
              "Best test (%)", "Best epoch"]
         if self.with_validation:
@@ -51,6 +61,12 @@ class Table:
         if self.with_angle_grad:
             h += ["Angle-grad (°)", "Paper angle-grad (°)"]
         return h + ["Collapsed", "Drifting", "Trials"]
+
+    def _shown(self, cells: list[str]) -> list[str]:
+        """Without the Paper columns when no row has a published number."""
+        if self.with_paper:
+            return cells
+        return [c for c, name in zip(cells, self._columns()) if not name.startswith("Paper")]
 
     def cells(self, row: TableRow) -> list[str]:
         g = row.group
@@ -63,7 +79,7 @@ class Table:
             c += [row.val_test.fmt(), epoch_range(row.val_epochs)]
         if self.with_angle_grad:
             c += [row.angle_grad.fmt(1), fmt_published_angle(row.paper_angle.value)]
-        return c + [g.collapsed_text(), g.drifting_text(), g.status_text()]
+        return self._shown(c + [g.collapsed_text(), g.drifting_text(), g.status_text()])
 
 
 def epoch_range(epochs: list[int]) -> str:
@@ -93,6 +109,7 @@ def build_table(exp: Experiment, published: dict[str, Any] | None = None) -> Tab
     notes = [f"{', '.join(labels) if len(labels) <= 3 else f'{labels[0]}, …, {labels[-1]} ({len(labels)} rows)'}"
              f": no published number: {why}." for why, labels in reasons.items()]
     with_angle = any(finite(t.angle_grad) for t in exp.train_trials)
-    return Table(rows, notes, with_angle, any(r.val_epochs for r in rows))
+    with_paper = any(r.paper_test.value is not None or r.paper_angle.value is not None for r in rows)
+    return Table(rows, notes, with_angle, any(r.val_epochs for r in rows), with_paper)
 
 

@@ -12,24 +12,27 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cep.cli import EXIT_USAGE, run_main
+from cep.layout import experiment_dir
 from cep.sweep import experiment
 from cep.sweep.plan import dry_run_table, sweep_packs
 from cep.sweep.report import aggregate, summary, wall_times
 from cep.sweep.sections import option_problems
 from cep.sweep.spec import SweepError, SweepSpec, load_sweep
 from cep.text import printable
+from cep.tracking.options import tracking_options, with_tracking
 
 if TYPE_CHECKING:
     from cep.sweep.driver import SweepRun
 
 HELP = {"help_option_names": ["-h", "--help"]}
 SUBCOMMANDS = {"aggregate": ("cep.aggregate.cli", "aggregate_command"),
-               "status": ("cep.sweep.status", "status_command")}
+               "status": ("cep.sweep.status", "status_command"),
+               "track": ("cep.tracking.command", "track_command")}
 
 
 def _fail(problems: list[str]) -> int:
@@ -104,10 +107,12 @@ def cli() -> None:
 @click.option("--verbose", is_flag=True,
               help="also show Ray's and Tune's own log lines and the trials' output (always kept in "
                    "<experiment>/ray.log)")
+@tracking_options
 @click.version_option(package_name="cep")
 def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...], dry_run: bool, storage: str,
                   name: str | None, address: str | None, restart: bool, trial_id: str | None, local: bool,
-                  out: str | None, alone: bool, progress_interval: float, no_aggregate: bool, verbose: bool) -> int:
+                  out: str | None, alone: bool, progress_interval: float, no_aggregate: bool, verbose: bool,
+                  **tracking: Any) -> int:
     """Run the trials of SWEEP_FILE with Ray Tune; rerun the same command to resume after any interruption.
 
     \b
@@ -129,6 +134,7 @@ def sweep_command(sweep_file: str, sets: tuple[str, ...], only: tuple[str, ...],
                         "remove --out, or add --trial ID --local")
     try:
         spec = load_sweep(sweep_file, sets)
+        spec = with_tracking(spec, tracking, experiment_dir(storage, name or spec.name), problems)
         if problems:
             raise SweepError([])
         if trial_id is not None or local or alone:

@@ -45,6 +45,7 @@ from cep.sweep.scheduling import scheduler_settings  # noqa: E402
 from cep.sweep.spec import SweepError, SweepSpec  # noqa: E402
 from cep.sweep.store import STORAGE_PROBE, fresh_tune_dir, outcomes, storage_probe  # noqa: E402
 from cep.sweep.trainable import TrialContext, run_pack_trial  # noqa: E402
+from cep.tracking.mirror import prepare_trackers  # noqa: E402
 
 STORAGE_CHECK_S = 60.0  # how long the nodes of a cluster get to show that they see the experiment folder
 
@@ -182,9 +183,10 @@ def execute_sweep(run: SweepRun) -> dict[str, FolderState]:
         if started_ray:
             ray.shutdown()
         raise
+    prepare_trackers(run.spec.tracking.to_dict(), run.exp_dir.name, run.exp_dir)
     ctx = TrialContext({t.id: t.config.to_dict() for t in run.trials}, dict(run.spec.resources),
                        {p.id: tuple(p.ids) for p in run.packs},
-                       scheduler_settings(run.spec.search), switches)
+                       scheduler_settings(run.spec.search), switches, run.spec.tracking.to_dict(), run.exp_dir.name)
     # cpu, gpu (a fraction shares a GPU) and the sweep file's custom resources (e.g. {"a100": 1})
     trainable = tune.with_resources(tune.with_parameters(run_pack_trial, ctx=ctx), dict(run.spec.resources))
     run.progress = ProgressTable({t.id: t.config.epochs if t.config.action == "train" else 1 for t in run.trials},

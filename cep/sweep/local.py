@@ -43,8 +43,9 @@ def run_local(spec: SweepSpec, trial_id: str, out: str | None, alone: bool) -> i
     from cep.console import execute
 
     if len(cfgs) == 1:
-        return execute(cfgs[0])
-    return replay_pack(cfgs, [t.id for t in members], trial.id, scheduler_settings(spec.search))
+        return execute(cfgs[0], tracking=spec.tracking.to_dict(), run_name=trial.id)
+    return replay_pack(cfgs, [t.id for t in members], trial.id, scheduler_settings(spec.search),
+                       spec.tracking.to_dict())
 
 
 def others_root(spec: SweepSpec, out: str | None) -> Path:
@@ -107,7 +108,8 @@ def alone_note(trial: Trial, pack: Pack) -> str:
             "runs); drop --alone to replay the sweep's numbers exactly")
 
 
-def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: dict[str, Any] | None = None) -> int:
+def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: dict[str, Any] | None = None,
+                tracking: dict[str, Any] | None = None) -> int:
     """Train a pack as the sweep's trial does (its members `ids` through cep.runner.rounds; with a search's
     `scheduler` per member), showing member `shown`; the exit code is that member's. A pack whose members
     have all ended is not run again: its folders stay as they are."""
@@ -124,4 +126,4 @@ def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: 
         return print_outcome(mine.cfg, Outcome(mine.resumed.state.status, mine.resumed.state, replayed=True))
     if mine.resumed.state is not None:
         echo_resuming(mine)
-    return train_shown(members, shown, scheduler=stopper)
+    return train_shown(members, shown, scheduler=stopper, tracking=tracking)

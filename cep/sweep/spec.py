@@ -41,9 +41,11 @@ from cep.sweep.sections import (
     typed_fields,
     typed_grid,
 )
+from cep.tracking.settings import Tracking, library_problems, parse_tracking
 from cep.yaml_file import YAMLFileError, read_yaml
 
-TOP_KEYS = ("name", "description", "base", "experiments", "grid", "search", "resources", "max_failures", "pack")
+TOP_KEYS = ("name", "description", "base", "experiments", "grid", "search", "resources", "max_failures", "pack",
+            "tracking")
 DEFAULT_MAX_FAILURES = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME = 100  # names become folder names (at most 255 bytes each on common filesystems)
@@ -74,6 +76,7 @@ class SweepSpec:
     search: SearchSpec | None = None  # the `search` section (cep.sweep.search_space); None: a grid only
     raw: Any = field(default=None, compare=False, repr=False)  # (file content, --set): to expand other points
     rounds: tuple[int, ...] = ()  # an adaptive search's points per recorded round: packs never span two rounds
+    tracking: Tracking = field(default_factory=Tracking, compare=False)  # where trials are mirrored; not recorded
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -156,6 +159,8 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
         max_failures = DEFAULT_MAX_FAILURES
     pack = check_pack(data.get("pack"), problems)
     search = parse_search(data.get("search"), problems)
+    tracking = parse_tracking(data.get("tracking"), problems)
+    problems += library_problems(tracking)
     problems += set_problems
     experiments = _experiments(data, grid, problems)
     problems += [f"base.{key}: also a grid key; remove one of them" for key in base if key in grid]
@@ -182,7 +187,8 @@ def parse_sweep(data: Any, overrides: Sequence[str] = (), source: str | None = N
     if problems:
         raise SweepError(problems)
     return SweepSpec(name=str(name), description=description, trials=tuple(trials), resources=resources,
-                     max_failures=max_failures, source=source, pack=pack, search=search, raw=(data, tuple(overrides)))
+                     max_failures=max_failures, source=source, pack=pack, search=search, raw=(data, tuple(overrides)),
+                     tracking=tracking)
 
 
 def _check_top(data: Mapping[str, Any], problems: list[str]) -> tuple[Any, str]:

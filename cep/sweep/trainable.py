@@ -41,6 +41,7 @@ from cep.sweep.faults import between_rounds, set_switches
 from cep.sweep.plan import torch_threads
 from cep.sweep.scheduling import resume_scheduler
 from cep.sweep.store import trial_device
+from cep.tracking.mirror import roots_of, start_mirror
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
@@ -62,6 +63,8 @@ class TrialContext:
     packs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pack id -> member trial ids
     scheduler: dict[str, Any] | None = None  # a search's scheduler, per member (cep.sweep.scheduling)
     switches: dict[str, str] = field(default_factory=dict)  # the driver's test switches (cep.sweep.faults)
+    tracking: dict[str, Any] | None = None  # cep.tracking.settings.Tracking as a dict; None: no tracker
+    experiment: str = ""  # the experiment folder's name (trackers group the trials by it)
 
 
 def _member_record(trial_id: str, state: TrainState) -> dict[str, Any]:
@@ -179,12 +182,20 @@ def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Pa
     with _tune_saved_states(ids) as saved:
         resume_pack(members, saved)
     scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
+    mirror = start_mirror(ctx.tracking, ctx.experiment, roots_of(folders, ids), {i: pack_id for i in ids})
+    folder_of = dict(zip(ids, folders, strict=True))
     between_rounds(members)
-    for trained in rounds(members):
-        if scheduler is not None:
-            scheduler.after_round(trained)
-        _tune_report(pack_id, [m for m in members if m.state is not None])
-        between_rounds(members, trained)
+    try:
+        for trained in rounds(members):
+            for e in trained:
+                mirror.round(e.id, folder_of[e.id])
+            if scheduler is not None:
+                scheduler.after_round(trained)
+            _tune_report(pack_id, [m for m in members if m.state is not None])
+            between_rounds(members, trained)
+    finally:  # ended, stopped by a scheduler or failed: each member's run gets what its folder holds
+        for i, f in folder_of.items():
+            mirror.close(i, f)
     if all(m.outcome.replayed for m in members):  # Tune still needs one report of the trial's end
         _tune_report(pack_id, members, replayed=True)
 
