@@ -20,7 +20,7 @@ import math
 import torch
 
 from cep.checkpoint import new_state
-from cep.config import paper_config
+from cep.presets import paper_config
 from cep.sweep.calibrate import random_data, seconds_per_minibatch
 from cep.train import Stacked, train_epoch
 

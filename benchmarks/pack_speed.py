@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cep.checkpoint import new_state  # noqa: E402
-from cep.config import TrialConfig, paper_config  # noqa: E402
+from cep.config import TrialConfig  # noqa: E402
 from cep.cost import step_synapses  # noqa: E402
+from cep.presets import paper_config  # noqa: E402
 from cep.sweep.calibrate import seconds_per_minibatch  # noqa: E402
 from cep.sweep.plan import auto_pack  # noqa: E402
 

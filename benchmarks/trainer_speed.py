@@ -34,9 +34,10 @@ import baseline  # benchmarks/, beside this script (on sys.path when it runs)
 import torch
 import torch.nn.functional as F
 
-from cep.config import TrialConfig, paper_config
+from cep.config import TrialConfig
 from cep.fused_step import learn, relax
 from cep.model import Params, apply_increment, init_params, input_drive, nudged_phase, step
+from cep.presets import paper_config
 
 NAMES = ("EP-1h", "C-EP-1h", "C-VF-1h", "EP-2h", "C-EP-2h", "C-VF-2h")
 Minibatch = Callable[[Params, torch.Tensor, torch.Tensor, float], None]

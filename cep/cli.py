@@ -19,8 +19,6 @@ from cep.config import (
     ACTIVATIONS,
     DATASETS,
     DTYPES,
-    GDU_PRESETS,
-    PAPER_EXPERIMENTS,
     RULES,
     RUN_FIELDS,
     SETTINGS,
@@ -31,6 +29,7 @@ from cep.config import (
 from cep.console import execute
 from cep.errors import DataError, UsageProblem
 from cep.local_run import EXIT_SIGTERM, Terminated, run_folder
+from cep.presets import GDU_PRESETS, PAPER_EXPERIMENTS
 from cep.safe_files import DiskFull, disk_full
 from cep.text import printable
 from cep.tracking.options import OPTION_NAMES, run_tracking, tracking_options

@@ -23,8 +23,8 @@ from cep.aggregate.figdata import fig5a_points, paper_fig5a
 from cep.aggregate.published import load_published
 from cep.aggregate.read import load_experiment
 from cep.aggregate.summary import aggregate_experiment, terminal_report
-from cep.config import PAPER_EXPERIMENTS, paper_config
 from cep.health import find_collapse
+from cep.presets import PAPER_EXPERIMENTS, paper_config
 from cep.results import metrics_csv
 
 # ------------------------------------------------------------------ builder

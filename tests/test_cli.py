@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from cep.cli import LEGACY_FIELD_NAMES, TRAIN_FIELD_NAMES, cli, legacy_config, run_main
-from cep.config import ConfigError, TrialConfig, paper_config
+from cep.config import ConfigError, TrialConfig
+from cep.presets import paper_config
 
 COMMANDS = [line for line in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()
             if line.startswith("cep run ")]

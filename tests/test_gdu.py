@@ -15,12 +15,13 @@ import torch.nn.functional as F
 
 from cep.checkpoint import new_state
 from cep.cli import cli, legacy_config, run_main
-from cep.config import GDU_PRESETS, ConfigError, TrialConfig, paper_config
+from cep.config import ConfigError, TrialConfig
 from cep.data import load_data
 from cep.fused_step import relax
 from cep.gdu.analysis import Factored, analyse, angle_grad, choose_units, unit_curves
 from cep.gdu.report import first_minibatch
 from cep.model import Params, init_params, input_drive, step
+from cep.presets import GDU_PRESETS, paper_config
 
 COMMANDS = [line for line in (Path(__file__).parent / "seed_readme_commands.txt").read_text().splitlines()
             if line.startswith("cep run ") and "plotcurves" in line]

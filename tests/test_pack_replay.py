@@ -239,8 +239,8 @@ def test_the_live_table_says_a_collapse_was_seen_in_test_error():
 
 # ------------------------------------------------------ pack: auto packs where it pays
 def test_auto_packs_by_net_size_threads_and_device():
-    from cep.config import paper_config
     from cep.cost import step_synapses
+    from cep.presets import paper_config
     from cep.sweep.plan import auto_pack
 
     one, two, gpu = {"cpu": 1, "gpu": 0}, {"cpu": 2, "gpu": 0}, {"cpu": 1, "gpu": 0.25}

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from cep.cli import legacy_config
-from cep.config import PAPER_EXPERIMENTS, TrialConfig
+from cep.config import TrialConfig
 from cep.cost import sample_steps
 from cep.layout import SWEEP_FILE, trial_dir
+from cep.presets import PAPER_EXPERIMENTS
 from cep.safe_files import write_atomic
 from cep.sweep.faults import parse_faults
 from cep.sweep.plan import dry_run_table, fingerprint, make_packs, pack_size, select

@@ -11,8 +11,9 @@ import torch
 from trainer import evaluate, train
 
 from cep.checkpoint import load_state, new_state, save_state
-from cep.config import TrialConfig, paper_config
+from cep.config import TrialConfig
 from cep.data import DataError, load_data, load_mnist, load_mnist5k
+from cep.presets import paper_config
 
 SMALL = dict(size_tab=(10, 64, 784), T=20, Kmax=10, beta=0.2, dt=0.5, train_samples=600, test_samples=300,
              seed=0, device="cpu")
