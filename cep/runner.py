@@ -12,6 +12,9 @@ terminal line, a Tune report, a scheduler's decision). Here, for every member of
 * a member whose saved state has ended is not rerun ("replayed": its files are rewritten, nothing is trained);
 * every epoch, the diverging one included, is written to the folder (config, metrics, summary, and the
   checkpoint when `cfg.checkpoint`) once every member has finished it (a failure loses the round whole);
+* a member's own failure (its folder, its saved states, its files: `own_failure`) ends that member alone, the
+  others train on; the end of the rounds raises it. A failure of the shared program (the round's training,
+  the data, memory or the device) is the pack's.
 * the end writes the learning-curve figure; trial.log gets a line per event.
 """
 
@@ -21,6 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,10 @@ RESTART_HINT = "delete it to start afresh"  # what to do when none of a trial's 
 START = "the start"  # the source of a trial that has no saved state
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"  # a pack member's state a round back: a pack killed while it
 # saves its members one after the other resumes in step from it (resume_pack)
+
+
+SHARED_FAILURES = (MemoryError, torch.OutOfMemoryError, torch.AcceleratorError)  # the device's or the process's:
+# never one member's own, whichever member's step met them
 
 
 class ResumeError(UsageProblem):
@@ -137,13 +145,23 @@ def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, 
         return resume(m.cfg, m.folder, saved.get(m.id, ()), m.hint, at_epoch)
 
     for m in members:
-        m.resumed = resume_member(m)
-    epochs = {m.resumed.epoch for m in members}
+        if m.error is None:
+            with own_failure(m):
+                m.resumed = resume_member(m)
+    # only members that train are kept in step: one that has ended is replayed as it ended (one that failed
+    # alone before the others ended must not make them train again)
+    training = [m for m in members if m.error is None and _running(m.resumed.state)]
+    epochs = {m.resumed.epoch for m in training}
     if len(epochs) > 1:
         behind = min(epochs)
-        for m in members:
+        for m in training:
             if m.resumed.epoch > behind:
-                m.resumed = resume_member(m, behind)
+                with own_failure(m):
+                    m.resumed = resume_member(m, behind)
+
+
+def _running(state: TrainState | None) -> bool:
+    return state is None or state.status == "running"
 
 
 def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]],
@@ -190,6 +208,7 @@ class Member:
     id: str = ""
     hint: str = RESTART_HINT
     state: TrainState | None = field(default=None, init=False)  # its latest state, once it is started
+    error: Exception | None = field(default=None, init=False)  # its own failure (own_failure): it runs no more
     outcome: Outcome | None = field(default=None, init=False)  # how it ended, once it has
     prepared: bool = field(default=False, init=False)
     log: _TrialLog = field(init=False)
@@ -211,6 +230,20 @@ class MemberEpoch:
     @property
     def status(self) -> str:
         return self.metrics["status"]
+
+
+@contextmanager
+def own_failure(m: Member) -> Iterator[None]:
+    """A step of member `m` alone (its folder, its saved states, its files, a fault injected into it): an
+    exception there is its own failure: it is set on `m`, which runs no more, and the pack goes on without it.
+    A failure of memory or of the device (SHARED_FAILURES) is the pack's: it propagates."""
+    try:
+        yield
+    except SHARED_FAILURES:
+        raise
+    except Exception as e:
+        m.error = e
+        m.outcome = Outcome("errored", m.state)
 
 
 def prepare_folder(m: Member, name: str | None = None) -> None:
@@ -236,11 +269,13 @@ def start(members: Sequence[Member]) -> torch.device:
     member's folder prepared (prepare_folder) and where it continues from (`resume`; unless already known)."""
     device = resolve_device(members[0].cfg.device)
     for m in members:
-        if not m.prepared:
-            prepare_folder(m)
+        if not m.prepared and m.error is None:
+            with own_failure(m):
+                prepare_folder(m)
     for m in members:
-        if m.resumed is None:
-            m.resumed = resume(m.cfg, m.folder, restart_hint=m.hint)
+        if m.resumed is None and m.error is None:
+            with own_failure(m):
+                m.resumed = resume(m.cfg, m.folder, restart_hint=m.hint)
     return device
 
 
@@ -249,8 +284,10 @@ def rounds(members: Sequence[Member], progress: Progress | None = None,
     """Run trials that share their structure as one program (cep.train.train_round), each in its own folder
     exactly as a trial alone: resumed from its own saved state (`start`), replayed if it has ended, its folder
     written after each of its epochs. Yields each saved round: the members that trained in it, in pack order.
-    Each member's `state` and, once it has ended, `outcome` are set on it. `progress` shows the member whose
-    id is `show` (default: the first member that trains)."""
+    Each member's `state` and, once it has ended, `outcome` are set on it. A member's own failure ends it
+    alone (`own_failure`; also a caller's step between rounds): the others go on, and the first such failure
+    is raised once they have ended. `progress` shows the member whose id is `show` (default: the first member
+    that trains)."""
     device = start(members)
     states = _start_members(members, device)
     shown = None
@@ -260,16 +297,21 @@ def rounds(members: Sequence[Member], progress: Progress | None = None,
     if states:
         data = pack_data(states)
         by_state, order = {id(m.state): m for m in members}, {m.id: k for k, m in enumerate(members)}
-        while done := train_round(states, data, len(members) > 1, progress, shown):
+        while done := train_round([s for s in states if by_state[id(s)].error is None], data, len(members) > 1,
+                                  progress, shown):
             epochs = [MemberEpoch(by_state[id(st)].id, st, metrics) for metrics, st in done]
             _save_round(members, epochs)
-            yield sorted(epochs, key=lambda e: order[e.id])
+            yield sorted([e for e in epochs if by_state[id(e.state)].error is None], key=lambda e: order[e.id])
     for m in members:
         if m.outcome is None:
-            if m.folder is not None:
-                _finish(m.folder, m.state)
-            m.log(f"end: {m.state.status} after epoch {m.state.epoch}")
-            m.outcome = Outcome(m.state.status, m.state)
+            with own_failure(m):
+                if m.folder is not None:
+                    _finish(m.folder, m.state)
+                m.log(f"end: {m.state.status} after epoch {m.state.epoch}")
+                m.outcome = Outcome(m.state.status, m.state)
+    failed = [m for m in members if m.error is not None]
+    if failed:
+        raise failed[0].error
 
 
 def run_pack(members: Sequence[Member]) -> list[Outcome]:
@@ -288,13 +330,15 @@ def _save_round(members: Sequence[Member], epochs: list[MemberEpoch]) -> None:
     for e in epochs:
         m = by_id[e.id]
         if m.folder is not None and m.cfg.checkpoint:
-            if len(members) > 1:
-                _keep_previous(m.folder)
-            save_state(e.state, m.folder / CHECKPOINT_FILE)
+            with own_failure(m):
+                if len(members) > 1:
+                    _keep_previous(m.folder)
+                save_state(e.state, m.folder / CHECKPOINT_FILE)
     for e in epochs:
         m = by_id[e.id]
-        if m.folder is not None:
-            _save_epoch(m, e.metrics, e.state)
+        if m.folder is not None and m.error is None:
+            with own_failure(m):
+                _save_epoch(m, e.metrics, e.state)
 
 
 def _start_members(members: Sequence[Member], device: torch.device) -> list[TrainState]:
@@ -302,16 +346,22 @@ def _start_members(members: Sequence[Member], device: torch.device) -> list[Trai
     outcome set, without training."""
     states = []
     for m in members:
-        m.state = m.resumed.state
-        if m.state is not None and m.state.status != "running":  # ended earlier: rewrite its files, train nothing
-            m.outcome = _replay(m, m.state)
-            continue
-        if m.state is None:
-            m.state = new_state(m.cfg, device)
-        m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
-              f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
-        states.append(m.state)
+        if m.error is None:
+            with own_failure(m):
+                _start_member(m, device, len(members), states)
     return states
+
+
+def _start_member(m: Member, device: torch.device, pack: int, states: list[TrainState]) -> None:
+    m.state = m.resumed.state
+    if m.state is not None and m.state.status != "running":  # ended earlier: rewrite its files, train nothing
+        m.outcome = _replay(m, m.state)
+        return
+    if m.state is None:
+        m.state = new_state(m.cfg, device)
+    m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
+          f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {pack}" if pack > 1 else ""))
+    states.append(m.state)
 
 
 def _save_epoch(m: Member, metrics: dict[str, Any], st: TrainState) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cep.runner import Member, own_failure
 from cep.safe_files import write_atomic
 from cep.sweep.spec import SweepError
 
@@ -94,17 +95,18 @@ def set_switches(switches: Mapping[str, str]) -> None:
             os.environ.pop(name, None)
 
 
-def between_rounds(members: Sequence[Any], trained: Sequence[Any] = ()) -> None:
+def between_rounds(members: Sequence[Member], trained: Sequence[Any] = ()) -> None:
     """The trial's test seam between two rounds of cep.runner.rounds (and before the first): sleep after each
     epoch just saved (`trained`), then raise the fault injected into the next epoch of a member that trains
-    it, before that round trains (it is lost whole, as a crash in it would lose it). Nothing when the
-    switches are unset (every production run)."""
+    it, before that round trains, as that member's own failure (cep.runner.own_failure: it alone ends, the
+    others train on). Nothing when the switches are unset (every production run)."""
     faults, sleep = os.environ.get(FAULT_ENV), os.environ.get(SLEEP_ENV)
     if sleep:
         time.sleep(epoch_sleep(sleep) * len(trained))
     for m in members if faults else ():
-        st = m.state or m.resumed.state
+        st = m.state or (m.resumed.state if m.resumed else None)
         epoch = st.epoch + 1 if st is not None else 1
-        if (st is None or st.status == "running") and epoch <= m.cfg.epochs and \
+        if m.error is None and (st is None or st.status == "running") and epoch <= m.cfg.epochs and \
                 fault_due(parse_faults(faults), m.id, epoch, m.folder):
-            raise FaultInjected(f"fault injected by CEP_FAULT_INJECT in epoch {epoch} of {m.id}")
+            with own_failure(m):
+                raise FaultInjected(f"fault injected by CEP_FAULT_INJECT in epoch {epoch} of {m.id}")
