@@ -24,8 +24,6 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +36,12 @@ from cep.errors import UsageProblem
 from cep.gdu.report import run_gdu
 from cep.health import collapse_line
 from cep.layout import GDU_DIR
+from cep.member import RESTART_HINT, Member, MemberEpoch, Outcome, Resumed, TrialLog, own_failure
 from cep.results import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVE_FILE,
     SUMMARY_FILE,
-    append_log,
     config_edit_line,
     config_edits,
     read_folder,
@@ -55,56 +53,12 @@ from cep.results import (
 from cep.safe_files import LinkRefused, remove_stale_temps
 from cep.train import Progress, pack_data, train_round
 
-RESTART_HINT = "delete it to start afresh"  # what to do when none of a trial's saved states can be used
-START = "the start"  # the source of a trial that has no saved state
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"  # a pack member's state a round back: a pack killed while it
 # saves its members one after the other resumes in step from it (resume_pack)
 
 
-SHARED_FAILURES = (MemoryError, torch.OutOfMemoryError, torch.AcceleratorError)  # the device's or the process's:
-# never one member's own, whichever member's step met them
-
-
 class ResumeError(UsageProblem):
     """No saved state of the trial can be used: damaged, or of another configuration (one line)."""
-
-
-class _TrialLog:
-    """trial.log of a run; lines wait until the folder exists (a run that fails early leaves no folder)."""
-
-    def __init__(self, folder: str | Path | None):
-        self.folder = folder
-        self.pending: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        if self.folder is None:
-            return
-        self.pending.append(line)
-        if Path(self.folder).is_dir():
-            for ln in self.pending:
-                append_log(self.folder, ln)
-            self.pending.clear()
-
-
-@dataclass
-class Resumed:
-    """Where a trial continues from: a saved TrainState (None: from the start) and where it was read."""
-
-    state: TrainState | None
-    source: str = START
-
-    @property
-    def epoch(self) -> int:
-        return self.state.epoch if self.state is not None else 0
-
-
-@dataclass
-class Outcome:
-    """How a run ended: the trainer's final state (None for the gdu action) and whether it only replayed."""
-
-    status: str  # finished | diverged | collapsed
-    state: TrainState | None = None
-    replayed: bool = False
 
 
 def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]] = (),
@@ -177,7 +131,7 @@ def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequenc
             found.append(Resumed(load_state(path, device), source))
         except CheckpointError as e:
             unreadable.append(str(e))
-            _TrialLog(folder)(f"warning: cannot read {source}: {e}")
+            TrialLog(folder)(f"warning: cannot read {source}: {e}")
     if not found and unreadable:
         raise ResumeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; {restart_hint}")
     return found
@@ -194,56 +148,6 @@ def run(cfg: TrialConfig, folder: str | Path | None = None, *, progress: Progres
     for _ in rounds([member], progress=progress):
         pass
     return member.outcome
-
-
-@dataclass
-class Member:
-    """One trial of a pack run: its configuration, its results folder, where it continues from, its trial id
-    (its one identity; default: its folder) and what to do when none of its saved states can be used."""
-
-    cfg: TrialConfig
-    folder: Path | None
-    resumed: Resumed | None = None  # None: resume(cfg, folder)
-    root: Path | None = None  # the folder no link may be below (a sweep's experiment folder); None: `folder`
-    id: str = ""
-    hint: str = RESTART_HINT
-    state: TrainState | None = field(default=None, init=False)  # its latest state, once it is started
-    error: Exception | None = field(default=None, init=False)  # its own failure (own_failure): it runs no more
-    outcome: Outcome | None = field(default=None, init=False)  # how it ended, once it has
-    prepared: bool = field(default=False, init=False)
-    log: _TrialLog = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.id = self.id or str(self.folder)
-        self.log = _TrialLog(self.folder)
-
-
-@dataclass(frozen=True)
-class MemberEpoch:
-    """One member's epoch in a saved round: its trial id, its state after the epoch, the epoch's metrics
-    (a member that diverged in the round: those of its last finite epoch) and status."""
-
-    id: str
-    state: TrainState
-    metrics: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return self.metrics["status"]
-
-
-@contextmanager
-def own_failure(m: Member) -> Iterator[None]:
-    """A step of member `m` alone (its folder, its saved states, its files, a fault injected into it): an
-    exception there is its own failure: it is set on `m`, which runs no more, and the pack goes on without it.
-    A failure of memory or of the device (SHARED_FAILURES) is the pack's: it propagates."""
-    try:
-        yield
-    except SHARED_FAILURES:
-        raise
-    except Exception as e:
-        m.error = e
-        m.outcome = Outcome("errored", m.state)
 
 
 def prepare_folder(m: Member, name: str | None = None) -> None:
@@ -421,7 +325,7 @@ def _finish(folder: str | Path, state: TrainState) -> None:
                        initial_angles=state.info.get("measured_angle"))
 
 
-def _run_analysis(cfg: TrialConfig, folder: str | Path | None, log: _TrialLog) -> Outcome:
+def _run_analysis(cfg: TrialConfig, folder: str | Path | None, log: TrialLog) -> Outcome:
     """The gdu action: one analysis, not rerun once its summary says it is done."""
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:

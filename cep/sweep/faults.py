@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cep.runner import Member, own_failure
+from cep.member import Member, own_failure
 from cep.safe_files import write_atomic
 from cep.sweep.spec import SweepError
 

@@ -35,9 +35,10 @@ from cep.checkpoint import TrainState
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
 from cep.layout import experiment_of
+from cep.member import Member, own_failure
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, result_link
-from cep.runner import Member, own_failure, resume_pack, rounds, run
+from cep.runner import resume_pack, rounds, run
 from cep.safe_files import LinkRefused, append_text, pid_alive, write_atomic
 from cep.sweep.faults import between_rounds, set_switches
 from cep.sweep.plan import torch_threads
