@@ -90,7 +90,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
     checkpoint file to continue from instead of the folder's own (e.g. another run's checkpoint-best.pt);
     `tracking`: the trackers that mirror it (cep.tracking; None: none), the run named `run_name` (default: by
     its folder)."""
-    from cep.runner import Member, resume, run, start  # torch is imported only once something runs
+    from cep.member import Member
+    from cep.runner import resume, run, start  # torch is imported only once something runs
 
     if threads is not None and threads < 1:
         raise UsageProblem(f"--threads {threads}: give a count of at least 1")
@@ -114,6 +115,8 @@ def execute(cfg: TrialConfig, quiet: bool = False, overwrite: bool = False, thre
             if member.resumed.state is not None:
                 member.resumed.state.config = member.resumed.state.config.with_run_fields(checkpoint=cfg.checkpoint)
         start([member])
+        if member.error is not None:  # its own failure (a link, a damaged state): a trial alone has no others
+            raise member.error
         if member.resumed.state is not None and member.resumed.state.status == "running":
             echo_resuming(member)
         return train_shown([member], member.id, quiet, source=resume_from,

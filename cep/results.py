@@ -223,11 +223,12 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 
 
 def error_line(text: str) -> str:
-    """The informative line of an error.txt: a traceback's last line, else the first; at most 200 characters."""
+    """The informative line of an error.txt: a traceback's last line (after a pack member's line saying whose
+    failure it was), else the first; at most 200 characters."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return "(error.txt is empty)"
-    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    line = lines[-1] if any(ln.startswith("Traceback") for ln in lines[:2]) else lines[0]
     return line if len(line) <= 200 else line[:197] + "..."
 
 

@@ -12,6 +12,9 @@ terminal line, a Tune report, a scheduler's decision). Here, for every member of
 * a member whose saved state has ended is not rerun ("replayed": its files are rewritten, nothing is trained);
 * every epoch, the diverging one included, is written to the folder (config, metrics, summary, and the
   checkpoint when `cfg.checkpoint`) once every member has finished it (a failure loses the round whole);
+* a member's own failure (its folder, its saved states, its files: `own_failure`) ends that member alone, the
+  others train on; the end of the rounds raises it. A failure of the shared program (the round's training,
+  the data, memory or the device) is the pack's.
 * the end writes the learning-curve figure; trial.log gets a line per event.
 """
 
@@ -21,7 +24,6 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,12 @@ from cep.errors import UsageProblem
 from cep.gdu.report import run_gdu
 from cep.health import collapse_line, ended_by_drift
 from cep.layout import GDU_DIR
+from cep.member import RESTART_HINT, Member, MemberEpoch, Outcome, Resumed, TrialLog, own_failure
 from cep.results import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVE_FILE,
     SUMMARY_FILE,
-    append_log,
     config_edit_line,
     config_edits,
     read_folder,
@@ -51,52 +53,12 @@ from cep.results import (
 from cep.safe_files import LinkRefused, remove_stale_temps
 from cep.train import Progress, pack_data, train_round
 
-RESTART_HINT = "delete it to start afresh"  # what to do when none of a trial's saved states can be used
-START = "the start"  # the source of a trial that has no saved state
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"  # a pack member's state a round back: a pack killed while it
 # saves its members one after the other resumes in step from it (resume_pack)
 
 
 class ResumeError(UsageProblem):
     """No saved state of the trial can be used: damaged, or of another configuration (one line)."""
-
-
-class _TrialLog:
-    """trial.log of a run; lines wait until the folder exists (a run that fails early leaves no folder)."""
-
-    def __init__(self, folder: str | Path | None):
-        self.folder = folder
-        self.pending: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        if self.folder is None:
-            return
-        self.pending.append(line)
-        if Path(self.folder).is_dir():
-            for ln in self.pending:
-                append_log(self.folder, ln)
-            self.pending.clear()
-
-
-@dataclass
-class Resumed:
-    """Where a trial continues from: a saved TrainState (None: from the start) and where it was read."""
-
-    state: TrainState | None
-    source: str = START
-
-    @property
-    def epoch(self) -> int:
-        return self.state.epoch if self.state is not None else 0
-
-
-@dataclass
-class Outcome:
-    """How a run ended: the trainer's final state (None for the gdu action) and whether it only replayed."""
-
-    status: str  # finished | diverged | collapsed
-    state: TrainState | None = None
-    replayed: bool = False
 
 
 def resume(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]] = (),
@@ -138,13 +100,23 @@ def resume_pack(members: Sequence[Member], saved: dict[str, Sequence[tuple[str, 
         return resume(m.cfg, m.folder, saved.get(m.id, ()), m.hint, at_epoch)
 
     for m in members:
-        m.resumed = resume_member(m)
-    epochs = {m.resumed.epoch for m in members}
+        if m.error is None:
+            with own_failure(m):
+                m.resumed = resume_member(m)
+    # only members that train are kept in step: one that has ended is replayed as it ended (one that failed
+    # alone before the others ended must not make them train again)
+    training = [m for m in members if m.error is None and _running(m.resumed.state)]
+    epochs = {m.resumed.epoch for m in training}
     if len(epochs) > 1:
         behind = min(epochs)
-        for m in members:
+        for m in training:
             if m.resumed.epoch > behind:
-                m.resumed = resume_member(m, behind)
+                with own_failure(m):
+                    m.resumed = resume_member(m, behind)
+
+
+def _running(state: TrainState | None) -> bool:
+    return state is None or state.status == "running"
 
 
 def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequence[tuple[str, Path]],
@@ -160,7 +132,7 @@ def _readable_states(cfg: TrialConfig, folder: str | Path | None, saved: Sequenc
             found.append(Resumed(load_state(path, device), source))
         except CheckpointError as e:
             unreadable.append(str(e))
-            _TrialLog(folder)(f"warning: cannot read {source}: {e}")
+            TrialLog(folder)(f"warning: cannot read {source}: {e}")
     if not found and unreadable:
         raise ResumeError(f"cannot read any saved state of trial {folder}: {'; '.join(unreadable)}; {restart_hint}")
     return found
@@ -177,41 +149,6 @@ def run(cfg: TrialConfig, folder: str | Path | None = None, *, progress: Progres
     for _ in rounds([member], progress=progress):
         pass
     return member.outcome
-
-
-@dataclass
-class Member:
-    """One trial of a pack run: its configuration, its results folder, where it continues from, its trial id
-    (its one identity; default: its folder) and what to do when none of its saved states can be used."""
-
-    cfg: TrialConfig
-    folder: Path | None
-    resumed: Resumed | None = None  # None: resume(cfg, folder)
-    root: Path | None = None  # the folder no link may be below (a sweep's experiment folder); None: `folder`
-    id: str = ""
-    hint: str = RESTART_HINT
-    state: TrainState | None = field(default=None, init=False)  # its latest state, once it is started
-    outcome: Outcome | None = field(default=None, init=False)  # how it ended, once it has
-    prepared: bool = field(default=False, init=False)
-    log: _TrialLog = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.id = self.id or str(self.folder)
-        self.log = _TrialLog(self.folder)
-
-
-@dataclass(frozen=True)
-class MemberEpoch:
-    """One member's epoch in a saved round: its trial id, its state after the epoch, the epoch's metrics
-    (a member that diverged in the round: those of its last finite epoch) and status."""
-
-    id: str
-    state: TrainState
-    metrics: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return self.metrics["status"]
 
 
 def prepare_folder(m: Member, name: str | None = None) -> None:
@@ -237,11 +174,13 @@ def start(members: Sequence[Member]) -> torch.device:
     member's folder prepared (prepare_folder) and where it continues from (`resume`; unless already known)."""
     device = resolve_device(members[0].cfg.device)
     for m in members:
-        if not m.prepared:
-            prepare_folder(m)
+        if not m.prepared and m.error is None:
+            with own_failure(m):
+                prepare_folder(m)
     for m in members:
-        if m.resumed is None:
-            m.resumed = resume(m.cfg, m.folder, restart_hint=m.hint)
+        if m.resumed is None and m.error is None:
+            with own_failure(m):
+                m.resumed = resume(m.cfg, m.folder, restart_hint=m.hint)
     return device
 
 
@@ -250,8 +189,10 @@ def rounds(members: Sequence[Member], progress: Progress | None = None,
     """Run trials that share their structure as one program (cep.train.train_round), each in its own folder
     exactly as a trial alone: resumed from its own saved state (`start`), replayed if it has ended, its folder
     written after each of its epochs. Yields each saved round: the members that trained in it, in pack order.
-    Each member's `state` and, once it has ended, `outcome` are set on it. `progress` shows the member whose
-    id is `show` (default: the first member that trains)."""
+    Each member's `state` and, once it has ended, `outcome` are set on it. A member's own failure ends it
+    alone (`own_failure`; also a caller's step between rounds): the others go on, and the first such failure
+    is raised once they have ended. `progress` shows the member whose id is `show` (default: the first member
+    that trains)."""
     device = start(members)
     states = _start_members(members, device)
     shown = None
@@ -261,16 +202,21 @@ def rounds(members: Sequence[Member], progress: Progress | None = None,
     if states:
         data = pack_data(states)
         by_state, order = {id(m.state): m for m in members}, {m.id: k for k, m in enumerate(members)}
-        while done := train_round(states, data, len(members) > 1, progress, shown):
+        while done := train_round([s for s in states if by_state[id(s)].error is None], data, len(members) > 1,
+                                  progress, shown):
             epochs = [MemberEpoch(by_state[id(st)].id, st, metrics) for metrics, st in done]
             _save_round(members, epochs)
-            yield sorted(epochs, key=lambda e: order[e.id])
+            yield sorted([e for e in epochs if by_state[id(e.state)].error is None], key=lambda e: order[e.id])
     for m in members:
         if m.outcome is None:
-            if m.folder is not None:
-                _finish(m.folder, m.state)
-            m.log(f"end: {m.state.status} after epoch {m.state.epoch}")
-            m.outcome = Outcome(m.state.status, m.state)
+            with own_failure(m):
+                if m.folder is not None:
+                    _finish(m.folder, m.state)
+                m.log(f"end: {m.state.status} after epoch {m.state.epoch}")
+                m.outcome = Outcome(m.state.status, m.state)
+    failed = [m for m in members if m.error is not None]
+    if failed:
+        raise failed[0].error
 
 
 def run_pack(members: Sequence[Member]) -> list[Outcome]:
@@ -289,14 +235,16 @@ def _save_round(members: Sequence[Member], epochs: list[MemberEpoch]) -> None:
     for e in epochs:
         m = by_id[e.id]
         if m.folder is not None and m.cfg.checkpoint:
-            if len(members) > 1:
-                _keep_previous(m.folder)
-            save_best(e.state, m.folder)
-            save_state(e.state, m.folder / CHECKPOINT_FILE)
+            with own_failure(m):
+                if len(members) > 1:
+                    _keep_previous(m.folder)
+                save_best(e.state, m.folder)
+                save_state(e.state, m.folder / CHECKPOINT_FILE)
     for e in epochs:
         m = by_id[e.id]
-        if m.folder is not None:
-            _save_epoch(m, e.metrics, e.state)
+        if m.folder is not None and m.error is None:
+            with own_failure(m):
+                _save_epoch(m, e.metrics, e.state)
 
 
 def _start_members(members: Sequence[Member], device: torch.device) -> list[TrainState]:
@@ -304,16 +252,22 @@ def _start_members(members: Sequence[Member], device: torch.device) -> list[Trai
     outcome set, without training."""
     states = []
     for m in members:
-        m.state = m.resumed.state
-        if m.state is not None and m.state.status != "running":  # ended earlier: rewrite its files, train nothing
-            m.outcome = _replay(m, m.state)
-            continue
-        if m.state is None:
-            m.state = new_state(m.cfg, device)
-        m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
-              f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {len(members)}" if len(members) > 1 else ""))
-        states.append(m.state)
+        if m.error is None:
+            with own_failure(m):
+                _start_member(m, device, len(members), states)
     return states
+
+
+def _start_member(m: Member, device: torch.device, pack: int, states: list[TrainState]) -> None:
+    m.state = m.resumed.state
+    if m.state is not None and m.state.status != "running":  # ended earlier: rewrite its files, train nothing
+        m.outcome = _replay(m, m.state)
+        return
+    if m.state is None:
+        m.state = new_state(m.cfg, device)
+    m.log(f"start after epoch {m.resumed.epoch} (from {m.resumed.source}) on {device}, "
+          f"{torch.get_num_threads()} thread(s)" + (f", in a pack of {pack}" if pack > 1 else ""))
+    states.append(m.state)
 
 
 def _save_epoch(m: Member, metrics: dict[str, Any], st: TrainState) -> None:
@@ -373,7 +327,7 @@ def _finish(folder: str | Path, state: TrainState) -> None:
                        initial_angles=state.info.get("measured_angle"))
 
 
-def _run_analysis(cfg: TrialConfig, folder: str | Path | None, log: _TrialLog) -> Outcome:
+def _run_analysis(cfg: TrialConfig, folder: str | Path | None, log: TrialLog) -> Outcome:
     """The gdu action: one analysis, not rerun once its summary says it is done."""
     summary = Path(folder) / SUMMARY_FILE if folder is not None else None
     if summary is not None and summary.exists() and cfg.checkpoint:

@@ -13,7 +13,8 @@ import cep.checkpoint
 from cep.checkpoint import load_state
 from cep.cli import TRAIN_FIELD_NAMES, cli, run_main
 from cep.config import TrialConfig
-from cep.runner import Member, rounds, run
+from cep.member import Member
+from cep.runner import rounds, run
 
 # float64, a learning rate high enough that the validation error swings: the best epoch is not the last
 TINY = dict(size_tab=(10, 16, 784), lr_tab=(0.4, 0.8), T=8, Kmax=3, beta=0.5, batch_size=20, train_samples=300,

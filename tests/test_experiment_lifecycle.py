@@ -372,8 +372,9 @@ def test_a_pack_killed_while_it_saves_resumes_in_step_from_its_own_folders(tmp_p
     import torch
 
     from cep.config import TrialConfig
+    from cep.member import Member
     from cep.results import CHECKPOINT_FILE
-    from cep.runner import PREVIOUS_CHECKPOINT, Member, resume_pack, rounds, run_pack
+    from cep.runner import PREVIOUS_CHECKPOINT, resume_pack, rounds, run_pack
 
     small = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
                  dataset="mnist5k", device="cpu", dtype="float64", epochs=3, checkpoint=True)

@@ -20,7 +20,8 @@ from cep.aggregate.cli import aggregate_command
 from cep.cli import TRAIN_FIELD_NAMES, cli, run_main
 from cep.config import TrialConfig
 from cep.layout import experiment_dir, trial_dir
-from cep.runner import Member, run, run_pack
+from cep.member import Member
+from cep.runner import run, run_pack
 from cep.safe_files import TEMP_PREFIX, LinkRefused
 from cep.sweep.cli import main as sweep_main
 from cep.sweep.spec import load_sweep

@@ -15,8 +15,9 @@ from cep.config import TrialConfig
 from cep.data import load_data
 from cep.fused_step import relax
 from cep.health import find_collapse
+from cep.member import Member
 from cep.results import METRIC_COLUMNS, read_folder
-from cep.runner import Member, rounds, run
+from cep.runner import rounds, run
 from cep.train import train_pack
 
 TINY = dict(rule="vf", continual=True, size_tab=(10, 12, 10, 784), lr_tab=(0.004, 0.008, 0.01), T=6, Kmax=3,

@@ -11,8 +11,9 @@ from trial_files import log_lines, metrics
 
 from cep.checkpoint import load_state, new_state, save_state
 from cep.config import TrialConfig
+from cep.member import Member
 from cep.results import CHECKPOINT_FILE, read_folder
-from cep.runner import Member, ResumeError, resume, resume_pack, rounds, run
+from cep.runner import ResumeError, resume, resume_pack, rounds, run, run_pack
 
 SMALL = dict(size_tab=(10, 8, 784), lr_tab=(0.05, 0.1), T=5, Kmax=2, train_samples=60, test_samples=30,
              dataset="mnist5k", seed=3, device="cpu")
@@ -213,3 +214,72 @@ def test_summary_records_the_provenance_of_the_run(tmp_path):
     assert set(prov) == {"cep", "git_commit", "python", "torch", "ray", "host", "device", "dtype"}
     assert prov["torch"] == torch.__version__.split("+")[0] and prov["python"] == platform.python_version()
     assert prov["device"] == "cpu" and prov["dtype"] == "float32" and prov["host"]
+
+
+def _pack_of_3(folder: Path) -> list[Member]:
+    cfgs = [TrialConfig(**{**SMALL, "seed": s}, epochs=3, dtype="float64", checkpoint=True,
+                        out_dir=str(folder / f"m{s}")) for s in (1, 2, 3)]
+    return [Member(c, Path(c.out_dir)) for c in cfgs]
+
+
+def _numbers(m: Member) -> list[dict]:
+    return [{k: v for k, v in h.items() if "seconds" not in k} for h in m.state.history]
+
+
+def test_a_members_own_failure_ends_it_alone_and_the_others_train_on_bit_for_bit(tmp_path):
+    """Its checkpoint cannot be written after epoch 1: that member alone ends (errored, its epoch 2 not saved);
+    the pack trains on without it, and the others' numbers and weights are bit-equal (float64) to the same
+    pack never failing; the end of the rounds raises its error."""
+    whole = _pack_of_3(tmp_path / "whole")
+    run_pack(whole)
+    members = _pack_of_3(tmp_path / "failing")
+    seen = []
+    with pytest.raises(IsADirectoryError):
+        for trained in rounds(members):
+            seen.append([e.id for e in trained])
+            if len(seen) == 1:
+                (members[1].folder / CHECKPOINT_FILE).unlink()
+                (members[1].folder / CHECKPOINT_FILE).mkdir()  # its own checkpoint path is now unusable
+    ids = [m.id for m in members]
+    assert seen == [ids, ids[::2], ids[::2]]
+    assert members[1].outcome.status == "errored" and isinstance(members[1].error, IsADirectoryError)
+    assert [r["epoch"] for r in metrics(members[1].folder)] == ["1"]
+    for k in (0, 2):
+        assert members[k].outcome.status == "finished" and _numbers(members[k]) == _numbers(whole[k])
+        for a, b in zip(members[k].state.params.tensors(), whole[k].state.params.tensors(), strict=True):
+            assert torch.equal(a, b)
+        assert log_lines(members[k].folder)[-1] == "end: finished after epoch 3"
+
+
+def test_a_failure_of_memory_or_the_device_is_the_packs(tmp_path, monkeypatch):
+    """Out of memory while one member saves: not that member's own, the pack stops at once (nothing trains on)."""
+    members = _pack_of_3(tmp_path)
+    real = save_state
+
+    def save(state, path):
+        if Path(path).parent == members[1].folder and state.epoch == 2:
+            raise torch.OutOfMemoryError("out of memory")
+        real(state, path)
+
+    monkeypatch.setattr("cep.runner.save_state", save)
+    with pytest.raises(torch.OutOfMemoryError):
+        for _ in rounds(members):
+            pass
+    assert all(m.error is None and m.outcome is None for m in members)
+    assert [m.state.epoch for m in members] == [2, 2, 2]
+    assert [len(metrics(m.folder)) for m in members] == [1, 1, 1]
+
+
+def test_a_member_that_has_ended_is_not_rewound_to_the_others_epoch(tmp_path):
+    """A member that failed alone stays behind the ones that finished: they are replayed, not trained again."""
+    cfgs = [TrialConfig(**{**SMALL, "seed": s}, epochs=2, checkpoint=True, out_dir=str(tmp_path / f"m{s}"))
+            for s in (1, 2)]
+    members = [Member(c, Path(c.out_dir)) for c in cfgs]
+    for st, m in zip([new_state(c, torch.device("cpu")) for c in cfgs], members, strict=True):
+        m.folder.mkdir()
+        st.epoch = 1
+        save_state(st, m.folder / "checkpoint-previous.pt")
+        st.epoch, st.status = (2, "finished") if m is members[0] else (1, "running")
+        save_state(st, m.folder / CHECKPOINT_FILE)
+    resume_pack(members, {})
+    assert [m.resumed.epoch for m in members] == [2, 1]

@@ -21,6 +21,7 @@ from processes import free_port, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
+from cep.sweep.trainable import PACK_FAILURE
 
 pytestmark = pytest.mark.ray
 
@@ -252,17 +253,20 @@ def test_gdu_action_runs_as_one_report(ray_address, tmp_path, capsys):
 # ---------------------------------------------------------- faults and retries
 def test_fault_retried_from_checkpoint_and_max_failures(reference, sweep_file, tmp_path, capsys, monkeypatch):
     _, ref = reference
-    monkeypatch.setenv("CEP_FAULT_INJECT", "C-VF/angle=90/*:3;EP/*:2:always")
+    monkeypatch.setenv("CEP_FAULT_INJECT", "C-VF/angle=90/*:3:pack;EP/*:2:always")
     code, out, err = run_cli([str(sweep_file), "--storage", str(tmp_path), "--no-aggregate",
                               "--progress-interval", "0"], capsys)
     exp = tmp_path / "small"
     assert code == 1
-    # injected once into a member of the C-VF pack: the round is lost whole (no member saved epoch 3), and
-    # the pack is retried from its epoch-2 checkpoints, with the same result as never failing
+    # injected once into the C-VF pack's shared program (`:pack`; a member's own fault ends it alone:
+    # test_pack_survives_ray): the round is lost whole (no member saved epoch 3), each member's errors.log
+    # says it was the pack's, and the pack is retried from its epoch-2 checkpoints, with the same result as
+    # never failing
     for tid in IDS[1:]:
         folder = exp / "trials" / tid
         assert summary(folder)["status"] == "finished" and metrics(folder) == metrics(ref / "trials" / tid)
         assert not (folder / "error.txt").exists() and "fault injected" in (folder / "errors.log").read_text()
+        assert PACK_FAILURE.format(ids=", ".join(IDS[1:])) in (folder / "errors.log").read_text()
         lines = log_lines(folder)
         assert [ln.split(" (")[0] for ln in lines if ln.startswith("start")] == ["start after epoch 0",
                                                                                 "start after epoch 2"]

@@ -307,6 +307,8 @@ def test_fault_spec():
     assert parse_faults("A/*:2") [0].times == 1
     f = parse_faults("A/*:2:always;B:1:3")
     assert (f[0].pattern, f[0].epoch, f[0].times) == ("A/*", 2, None) and f[1].times == 3
+    assert not f[0].pack and [(g.times, g.pack) for g in parse_faults("A:3:pack;B:1:always:pack")] == [(1, True),
+                                                                                                 (None, True)]
     with pytest.raises(SweepError, match="test-only"):
         parse_faults("A")
 

@@ -114,12 +114,16 @@ def replay_pack(cfgs: list[TrialConfig], ids: list[str], shown: str, scheduler: 
     `scheduler` per member), showing member `shown`; the exit code is that member's. A pack whose members
     have all ended is not run again: its folders stay as they are."""
     from cep.console import LOCAL_HINT, check_out_dir, echo_resuming, print_outcome, train_shown
-    from cep.runner import Member, Outcome, resume_pack
+    from cep.member import Member, Outcome
+    from cep.runner import resume_pack
 
     for cfg in cfgs:
         check_out_dir(cfg)
     members = [Member(c, Path(str(c.out_dir)), id=i, hint=LOCAL_HINT) for c, i in zip(cfgs, ids, strict=True)]
     resume_pack(members, {})
+    failed = next((m.error for m in members if m.error is not None), None)
+    if failed is not None:  # here, unlike a sweep's trial, nothing retries: say it as the trial alone would
+        raise failed
     stopper = resume_scheduler(scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
     mine = next(m for m in members if m.id == shown)
     if all(m.resumed.state is not None and m.resumed.state.status != "running" for m in members):

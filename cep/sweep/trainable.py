@@ -6,8 +6,10 @@ results folder (trials/<id>/, checkpoint.pt included) and after each round this
 module reports every member's metrics to Tune, with their states as the Tune
 checkpoint. A (re)started member continues from the newest of its Tune checkpoint
 (a retry within this run) and its checkpoint.pt (every run: Tune's state is never
-restored); a member whose state has already ended is not rerun. An error lands in each
-unfinished member's error.txt (and errors.log) before Tune sees it.
+restored); a member whose state has already ended is not rerun. A member's own failure
+(cep.runner.own_failure) lands in its error.txt (and errors.log) while the others train on;
+a failure of the pack's shared program lands in each unfinished member's, saying so. Then
+Tune sees the error and retries the pack: its ended members replayed, the rest trained.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from cep.checkpoint import TrainState
 from cep.config import TrialConfig
 from cep.errors import UsageProblem
 from cep.layout import experiment_of
+from cep.member import Member, own_failure
 from cep.reading import JSON_BYTES, parse_json, read_text_limited
 from cep.results import CHECKPOINT_FILE, ERROR_FILE, ERRORS_LOG, NODE_FILE, append_log, read_folder, result_link
-from cep.runner import Member, resume_pack, rounds, run
+from cep.runner import resume_pack, rounds, run
 from cep.safe_files import LinkRefused, append_text, pid_alive, write_atomic
 from cep.sweep.faults import between_rounds, set_switches
 from cep.sweep.plan import torch_threads
@@ -45,6 +48,9 @@ from cep.tracking.mirror import roots_of, start_mirror
 
 STATE_FILE = "state.pt"  # inside a Tune checkpoint folder (a pack's members: state-<k>.pt)
 MEMBERS_FILE = "members.json"  # inside a Tune checkpoint folder: the pack's trial ids, in order
+OWN_FAILURE = "this trial failed on its own; the other trials of its pack trained on\n"
+PACK_FAILURE = ("the program shared by this trial's pack ({ids}) failed, not this trial alone: every unfinished "
+                "trial of the pack stopped\n")
 STAGING_PREFIX = "cep-ckpt-"  # node-local temp folders holding a checkpoint while Tune copies it: <prefix><pid>-*
 
 
@@ -136,54 +142,69 @@ def run_pack_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     torch.set_num_threads(torch_threads(ctx.resources))
     cfgs = [TrialConfig.from_dict(ctx.configs[i]) for i in ids]
     cfgs = [c.replace(device=trial_device(c, ctx.resources)) for c in cfgs]
-    folders = [Path(c.out_dir or ".") for c in cfgs]
-    roots = [experiment_of(f, i) for f, i in zip(folders, ids, strict=True)]
-    for folder, root in zip(folders, roots, strict=True):  # before anything is read or written there
-        link = result_link(root, folder)
-        if link is not None:
-            raise LinkRefused(link, "write")
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).unlink(missing_ok=True)  # a new attempt: error.txt means "the last attempt failed"
-        _write_node(folder)
+    members = [Member(c, Path(c.out_dir or "."), root=experiment_of(Path(c.out_dir or "."), i), id=i,
+                      hint=restart_hint(i)) for c, i in zip(cfgs, ids, strict=True)]
+    for m in members:
+        with own_failure(m):
+            _open_folder(m)
     remove_stale_staging()
     try:
-        _run(pack_id, list(ids), cfgs, folders, ctx)
+        _run(pack_id, members, ctx)
     except Exception as e:
-        _record_error(e, folders, cfgs[0])
+        for m in members:  # its own failure, else the pack's (said so)
+            header = OWN_FAILURE if m.error is not None else PACK_FAILURE.format(ids=", ".join(ids))
+            _record_error(m.error or e, m, header if len(members) > 1 else "")
         raise
 
 
-def _record_error(e: Exception, folders: list[Path], cfg: TrialConfig) -> None:
-    """error.txt, errors.log and trial.log of each unfinished member (skipped where even that cannot be
-    written: a full disk, a link; Tune still has the error)."""
+def _open_folder(m: Member) -> None:
+    """A member's folder, before anything is read or written there: no link on the way, error.txt of the last
+    attempt removed (error.txt means "the last attempt failed"), node.txt written."""
+    link = result_link(m.root, m.folder)
+    if link is not None:
+        raise LinkRefused(link, "write")
+    m.folder.mkdir(parents=True, exist_ok=True)
+    (m.folder / ERROR_FILE).unlink(missing_ok=True)
+    _write_node(m.folder)
+
+
+def _record_error(e: Exception, m: Member, header: str) -> None:
+    """error.txt (`header`, then the traceback), errors.log and trial.log of a member that has not ended
+    (skipped where even that cannot be written: a full disk, a link; Tune still has the error)."""
     text = "".join(traceback.format_exception(e))
-    for folder in folders:
-        if read_folder(folder, "train" if cfg.action == "train" else "gdu", cfg.epochs).complete:
-            continue  # a member that had ended keeps its result
+    cfg, folder = m.cfg, m.folder
+    try:
+        ended = read_folder(folder, "train" if cfg.action == "train" else "gdu", cfg.epochs).complete
+    except (OSError, UsageProblem):
+        ended = False
+    if not ended:  # a member that had ended keeps its result
         try:
-            write_atomic(folder / ERROR_FILE, text)
+            write_atomic(folder / ERROR_FILE, header + text)
             append_text(folder / ERRORS_LOG, f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {socket.gethostname()}\n"
-                                             f"{text}")
+                                             f"{header}{text}")
             append_log(folder, f"error {type(e).__name__}: {e}")
         except (OSError, UsageProblem):
-            continue
+            pass
 
 
-def _run(pack_id: str, ids: list[str], cfgs: list[TrialConfig], folders: list[Path], ctx: TrialContext) -> None:
+def _run(pack_id: str, members: list[Member], ctx: TrialContext) -> None:
+    ids, cfgs = [m.id for m in members], [m.cfg for m in members]
+    first = next((m.error for m in members if m.error is not None), None)
+    if first is not None and (len(members) == 1 or cfgs[0].action != "train"):
+        raise first
     if cfgs[0].action != "train":  # the gdu action: one analysis, one report
-        outcome = run(cfgs[0], folders[0])
+        outcome = run(cfgs[0], members[0].folder)
         tune.report({"epoch": 1, "epochs": 1, "status": outcome.status, "trial_id": pack_id,
                      "replayed": outcome.replayed, "members": [{"id": ids[0], "epoch": 1, "epochs": 1,
                                                                 "status": outcome.status}]})
         return
-    members = [Member(c, f, root=experiment_of(f, i), id=i, hint=restart_hint(i))
-               for c, f, i in zip(cfgs, folders, ids, strict=True)]
     with _tune_saved_states(ids) as saved:
         resume_pack(members, saved)
-    scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state for m in members], cfgs[0].epochs)
-    mirror = start_mirror(ctx.tracking, ctx.experiment, roots_of(folders, ids), {i: pack_id for i in ids})
-    folder_of = dict(zip(ids, folders, strict=True))
+    scheduler = resume_scheduler(ctx.scheduler, ids, [m.resumed.state if m.resumed else None for m in members],
+                                 cfgs[0].epochs)
+    folder_of = {m.id: m.folder for m in members}
+    mirror = start_mirror(ctx.tracking, ctx.experiment, roots_of(list(folder_of.values()), ids),
+                          {i: pack_id for i in ids})
     between_rounds(members)
     try:
         for trained in rounds(members):
