@@ -126,6 +126,8 @@ def wandb_history(folder: Path) -> list[tuple[int, float]]:
     """(step, test_error) of every history record in the offline runs under folder/wandb, via wandb's reader."""
     rows = []
     for run_dir in sorted((folder / "wandb").glob("offline-run-*")):
+        if not any(run_dir.glob("run-*.wandb")):  # killed before W&B wrote its log: it recorded nothing
+            continue
         out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
                              capture_output=True, text=True, check=True, timeout=120).stdout
         for line in out.splitlines():

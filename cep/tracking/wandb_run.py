@@ -99,7 +99,8 @@ class WandbTracker:
 
 def offline_steps(folder: Path, rid: str, timeout: float = 60.0) -> set[int]:
     """The history steps in run `rid`'s offline folders under folder/wandb/, read with wandb's own reader."""
-    runs = sorted((folder / "wandb").glob(f"offline-run-*-{rid}"))
+    # a process killed before W&B wrote its log leaves a folder without run-<id>.wandb: nothing recorded there
+    runs = [r for r in sorted((folder / "wandb").glob(f"offline-run-*-{rid}")) if any(r.glob("run-*.wandb"))]
     if not runs:
         return set()
     exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb") or "wandb"
