@@ -55,3 +55,16 @@ def kill_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def trials_stopped(exp: Path) -> bool:
+    """The trial processes of a killed driver have exited (Ray kills a dead driver's actors): no pid that a
+    trial's node.txt names is alive."""
+    for node in (exp / "trials").rglob("node.txt"):
+        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            continue
+    return True

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from commands import run_cli
-from processes import kill_all, tail, wait
+from processes import kill_all, tail, trials_stopped, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
@@ -215,22 +215,11 @@ def test_one_process_per_experiment(reference, sweep_file, ray_address, tmp_path
     finally:
         first.kill()
         first.wait(30)
-    wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
+    wait(lambda: trials_stopped(exp), SLOW, "the killed driver's trials to stop")
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "in use" not in out + err, out + err
     assert_like_reference(exp, reference)
 
-
-def _pids_gone(exp: Path) -> bool:
-    """The trial processes of a killed driver have exited (Ray kills a dead driver's actors)."""
-    for node in (exp / "trials").rglob("node.txt"):
-        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
-        try:
-            os.kill(pid, 0)
-            return False
-        except ProcessLookupError:
-            continue
-    return True
 
 
 # ------------------------------------------------------------------ item 6
@@ -329,7 +318,7 @@ def test_chaos_kills_at_any_moment_then_the_same_results(ray_address, tmp_path, 
         finally:
             _kill_group(proc)
         assert proc.returncode in (-signal.SIGKILL, 0), tail(log)
-        wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
+        wait(lambda: trials_stopped(exp), SLOW, "the killed driver's trials to stop")
     final = subprocess.run(cmd + ["--address", ray_address], env=env, capture_output=True, text=True, timeout=SLOW)
     assert final.returncode == 0, final.stdout + final.stderr
     assert "4 trial(s): 4 finished" in final.stdout

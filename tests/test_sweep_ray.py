@@ -13,11 +13,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from commands import run_cli
-from processes import free_port, wait
+from processes import free_port, trials_stopped, wait
 from trial_files import log_lines, metrics, summary
 
 from cep.sweep.cli import main
@@ -314,17 +313,6 @@ def test_a_killed_trials_checkpoint_staging_folder_is_removed_later(tmp_path, mo
 SLOW = 300
 
 
-def _pids_gone(exp: Path) -> bool:
-    """The trial processes of a killed driver have exited (Ray kills a dead driver's actors)."""
-    for node in (exp / "trials").rglob("node.txt"):
-        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
-        try:
-            os.kill(pid, 0)
-            return False
-        except ProcessLookupError:
-            continue
-    return True
-
 
 def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, tmp_path):
     _, ref = reference
@@ -351,7 +339,7 @@ def test_interrupted_sweep_resumes_exactly(reference, sweep_file, ray_address, t
     finally:
         p1.kill()
         p1.wait(30)
-    wait(lambda: _pids_gone(exp), SLOW, "the killed driver's trials to stop")
+    wait(lambda: trials_stopped(exp), SLOW, "the killed driver's trials to stop")
     finished = [tid for tid, s in states().items() if s.get("status") == "finished"]
     assert finished and len(finished) < len(IDS)
     logs_after_kill = {tid: log_lines(folders[tid]) for tid in finished}

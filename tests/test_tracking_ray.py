@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import free_port, wait
+from processes import free_port, trials_stopped, wait
 from test_tracking import start_server, stop, wandb_history
 from trial_files import metrics, summary
 
@@ -69,7 +69,7 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
         finally:
             p1.kill()
             p1.wait(30)
-        wait(lambda: pids_gone(exp), SLOW, "the killed driver's trials to stop")
+        wait(lambda: trials_stopped(exp), SLOW, "the killed driver's trials to stop")
         server = start_server(tmp_path, port)  # back for the resumed sweep, which catches up
         assert min(done().values()) < EPOCHS
         p2 = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2 * SLOW)
@@ -92,17 +92,6 @@ def test_tracked_sweep_killed_and_resumed(ray_address, tmp_path):
     track_after_the_fact(exp, tmp_path)
     frames_equal_trials_csv(exp)
 
-
-def pids_gone(exp: Path) -> bool:
-    """The trial processes of the killed driver have exited (Ray ends a dead driver's actors)."""
-    for node in (exp / "trials").rglob("node.txt"):
-        pid = int(dict(ln.split(" ", 1) for ln in node.read_text().splitlines())["pid"])
-        try:
-            os.kill(pid, 0)
-            return False
-        except ProcessLookupError:
-            continue
-    return True
 
 
 def check_mlflow(client, exp: Path) -> None:
